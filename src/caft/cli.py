@@ -1,0 +1,29 @@
+"""What every stage script shares: one-line errors with a non-zero exit, and quiet library logging."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from caft.errors import CaftError
+
+F = TypeVar("F", bound=Callable)
+EXIT_USER_ERROR = 2
+
+
+def stage(fn: F) -> F:
+    """Turn a CaftError raised anywhere in a stage into `error: <message>` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            return fn(*args, **kwargs)
+        except CaftError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,273 @@
+"""Single-token answer entropy: the paper's complexity signal.
+
+For each question the student sees the chat-templated prompt; one batched forward pass (left padding,
+explicit position ids) gives the raw logits of the last position in float32. From them: the entropy in nats
+over the full vocabulary (the paper's measure), the entropy renormalised over the option-id tokens, the
+greedy token, whether it is an option / "0" (do not know) / something else, and correctness.
+
+Raw logits, not `generate(output_scores=True)`: generate's scores pass through the model's logits
+processors (repetition penalty, temperature in some generation configs), which would change the entropy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from caft import prompts
+from caft.errors import CaftError
+from caft.params import PromptParams
+
+VALIDITY = ("option", "idk", "other", "ambiguous")
+RESULT_COLUMNS = [
+    "entropy", "entropy_options", "p_options", "p_top", "pred_token_id", "pred_token", "pred_index", "validity",
+    "correct",
+]  # fmt: skip
+
+
+def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of softmax(logits) along the last axis, computed in float32 from log-softmax
+    (stable where the authors' `p * log(p + 1e-12)` is not)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def first_token(tokenizer, context: str, text: str) -> int:
+    """The token a model must emit first to write `text` right after `context`.
+
+    Encoding `text` alone can differ from what follows the assistant header (SentencePiece prefix spaces), so
+    the text is encoded in context and the context's tokens are stripped.
+    """
+    base = tokenizer.encode(context, add_special_tokens=False)
+    full = tokenizer.encode(context + text, add_special_tokens=False)
+    if full[: len(base)] == base and len(full) > len(base):
+        return full[len(base)]
+    return tokenizer.encode(text, add_special_tokens=False)[0]
+
+
+@dataclass
+class IdTokens:
+    """Which vocabulary token stands for which option id, and which ids cannot be told apart."""
+
+    ids: list[str]
+    tokens: list[int]
+    idk_token: int | None
+    collisions: list[list[str]] = field(default_factory=list)
+    skip_ambiguous: bool = False
+
+    def index_of(self, token: int, n_options: int) -> int:
+        """Option index for a greedy token (first id wins on a shared token), or -1."""
+        for i, tok in enumerate(self.tokens[:n_options]):
+            if tok == token:
+                return i
+        return -1
+
+    def ambiguous(self, n_options: int) -> bool:
+        """True when this row's ids (plus "0" for the fallback prompt) share a first token."""
+        used = set(self.ids[:n_options]) | ({prompts.IDK_ID} if self.idk_token is not None else set())
+        return any(len(used & set(group)) > 1 for group in self.collisions)
+
+
+def id_tokens(tokenizer, context: str, kind: str, n_max: int, fallback: bool, policy: str) -> IdTokens:
+    """Map option ids to first tokens; apply the collision policy ("10" and "1" both start with "1" in most
+    tokenizers): `error` stops with a clear message, `first` credits a shared token to the first id (what the
+    authors' code did implicitly), `skip` marks rows that use colliding ids as `ambiguous`."""
+    ids = prompts.option_ids(kind, n_max)
+    tokens = [first_token(tokenizer, context, i) for i in ids]
+    idk = first_token(tokenizer, context, prompts.IDK_ID) if fallback else None
+    by_token: dict[int, list[str]] = {}
+    for i, tok in zip(ids + ([prompts.IDK_ID] if fallback else []), tokens + ([idk] if fallback else []), strict=True):
+        by_token.setdefault(tok, []).append(i)
+    collisions = [group for group in by_token.values() if len(group) > 1]
+    if collisions and policy == "error":
+        shown = "; ".join(" / ".join(repr(i) for i in g) for g in collisions)
+        raise CaftError(
+            f"option ids share a first token in this tokenizer ({shown}): use prompt.option_ids=letter, "
+            "or entropy.id_collision=first (shared token counts as the first id) or skip (drop those rows)"
+        )
+    return IdTokens(ids=ids, tokens=tokens, idk_token=idk, collisions=collisions, skip_ambiguous=policy == "skip")
+
+
+def render_prompts(questions: pd.DataFrame, tokenizer, cfg: PromptParams) -> list[str]:
+    """The exact chat-templated text each question is scored on (kept in the output for auditing)."""
+    return [
+        prompts.apply_chat_template(
+            tokenizer,
+            prompts.build_messages(q, list(o), c if cfg.subject else None, cfg.variant, cfg.option_ids),
+        )
+        for q, o, c in zip(questions["question"], questions["options"], questions["category"], strict=True)
+    ]
+
+
+@torch.inference_mode()
+def last_logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Float32 logits of the next token after each text, in one left-padded forward pass.
+
+    Position ids are passed explicitly: a plain forward call (unlike `generate`) numbers positions from 0
+    including the pad tokens, which would make batched results differ from unbatched ones.
+    `logits_to_keep=1` skips the LM head on every other position.
+    """
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    device = next(model.parameters()).device
+    mask = enc["attention_mask"].to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=enc["input_ids"].to(device),
+        attention_mask=mask,
+        position_ids=positions,
+        logits_to_keep=1,
+        use_cache=False,
+    )
+    return out.logits[:, -1, :].float().cpu()
+
+
+def score_logits(logits: torch.Tensor, n_options: int, answer_index: int, idt: IdTokens, tokenizer) -> dict:
+    """Everything the pipeline keeps about one question's next-token distribution."""
+    probs = torch.softmax(logits, dim=-1)
+    option_tokens = list(dict.fromkeys(idt.tokens[:n_options]))
+    top = int(torch.argmax(logits))
+    if idt.skip_ambiguous and idt.ambiguous(n_options):
+        validity, pred = "ambiguous", -1
+    elif top in option_tokens:
+        validity, pred = "option", idt.index_of(top, n_options)
+    elif idt.idk_token is not None and top == idt.idk_token:
+        validity, pred = "idk", -1
+    else:
+        validity, pred = "other", -1
+    return {
+        "entropy": float(entropy_nats(logits)),
+        "entropy_options": float(entropy_nats(logits[option_tokens])),
+        "p_options": float(probs[option_tokens].sum()),
+        "p_top": float(probs[top]),
+        "pred_token_id": top,
+        "pred_token": tokenizer.decode([top]),
+        "pred_index": pred,
+        "validity": validity,
+        "correct": validity == "option" and pred == answer_index,
+    }
+
+
+class PartialStore:
+    """Append-only JSONL of finished rows, fsynced per batch, so a killed run resumes where it stopped.
+
+    Each line is keyed by question id and a hash of the exact prompt; the file name carries a fingerprint of
+    the model and settings, so results of another configuration are never reused.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+                self.done[rec["key"]] = rec
+
+    def append(self, records: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec) + "\n")
+                self.done[rec["key"]] = rec
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def row_key(question_id: str, prompt: str) -> str:
+    return f"{question_id}:{hashlib.sha256(prompt.encode()).hexdigest()[:16]}"
+
+
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _batches(order: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def compute(
+    questions: pd.DataFrame,
+    model,
+    tokenizer,
+    cfg: PromptParams,
+    *,
+    batch_size: int,
+    max_length: int,
+    id_collision: str,
+    store: PartialStore,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score every question (resuming from `store`) and return questions + prompt + result columns."""
+    texts = render_prompts(questions, tokenizer, cfg)
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    too_long = [(qid, n) for qid, n in zip(questions["question_id"], lengths, strict=True) if n > max_length]
+    if too_long:
+        qid, n = too_long[0]
+        raise CaftError(
+            f"{len(too_long)} prompt(s) exceed entropy.max_length={max_length} tokens (first: question "
+            f"{qid!r}, {n} tokens); raise entropy.max_length — prompts are never truncated"
+        )
+    n_options = questions["options"].map(len).to_numpy()
+    idt = id_tokens(tokenizer, texts[0], cfg.option_ids, int(n_options.max()), cfg.variant == "fallback", id_collision)
+    keys = [row_key(q, t) for q, t in zip(questions["question_id"], texts, strict=True)]
+    todo = [i for i in np.argsort(lengths, kind="stable")[::-1].tolist() if keys[i] not in store.done]
+    bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc="entropy", unit="q", disable=not progress)
+    for batch in _batches(todo, batch_size):
+        logits = last_logits(model, tokenizer, [texts[i] for i in batch])
+        records = [
+            {
+                "key": keys[i],
+                **score_logits(row, int(n_options[i]), int(questions["answer_index"].iat[i]), idt, tokenizer),
+            }
+            for i, row in zip(batch, logits, strict=True)
+        ]
+        store.append(records)
+        bar.update(len(batch))
+    bar.close()
+    results = pd.DataFrame([store.done[k] for k in keys]).drop(columns="key")
+    out = questions.reset_index(drop=True).assign(prompt=texts, n_options=n_options)
+    out = pd.concat([out, results], axis=1)
+    out["max_entropy"] = math.log(len(tokenizer))
+    return out
+
+
+def summarize(table: pd.DataFrame) -> dict:
+    """Metrics: counts, validity rates, single-token accuracy and the ROC AUC of entropy for a wrong answer
+    (on rows with a valid option answer, as the paper: IDK and invalid answers are dropped)."""
+    from caft.roc import auc_wrong
+
+    valid = table[table["validity"] == "option"]
+    out = {
+        "n": len(table),
+        "n_train": int((table["subset"] == "train").sum()),
+        "n_test": int((table["subset"] == "test").sum()),
+        "valid_rate": _rate(table["validity"] == "option"),
+        "accuracy": _rate(table["correct"]),
+        "accuracy_valid": _rate(valid["correct"]) if len(valid) else None,
+        "roc_auc": auc_wrong(valid["correct"], valid["entropy"]) if len(valid) else None,
+        "roc_auc_options": auc_wrong(valid["correct"], valid["entropy_options"]) if len(valid) else None,
+        "entropy_mean": float(table["entropy"].mean()),
+    }
+    for kind in VALIDITY[1:]:
+        out[f"{kind}_rate"] = _rate(table["validity"] == kind)
+    return out
+
+
+def _rate(mask: pd.Series) -> float:
+    return round(float(np.mean(mask.astype(bool))), 6) if len(mask) else 0.0

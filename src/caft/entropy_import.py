@@ -1,0 +1,72 @@
+"""Published per-question entropies (the authors' LabARSS files and hub datasets) in our entropy table shape,
+so users without a GPU can reproduce the split and the ROC analysis from the released numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from caft import prompts
+from caft.errors import CaftError
+from caft.io import read_table
+from caft.params import EntropyImport
+
+
+def load_raw(cfg: EntropyImport, model: str) -> pd.DataFrame:
+    """The published table, from a local file or the hub (`{model}` in `config` is the student's key)."""
+    if cfg.path:
+        try:
+            return read_table(cfg.path.format(model=model))
+        except FileNotFoundError:
+            raise CaftError(f"entropy.import.path not found: {cfg.path.format(model=model)}") from None
+    import datasets
+
+    config = cfg.config.format(model=model) if cfg.config else None
+    try:
+        return datasets.load_dataset(cfg.hub_id, config, revision=cfg.revision, split=cfg.split).to_pandas()
+    except Exception as exc:  # hub errors come in many types; the user needs the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaftError(f"could not load {cfg.hub_id} ({config}) from the Hugging Face Hub: {first}") from None
+
+
+def _pred_index(answer: object, n_options: int) -> tuple[int, str]:
+    """Published answers are option ids as text ("3", "C", 3.0) or "0" for do-not-know."""
+    text = str(answer).strip()
+    if text.endswith(".0"):
+        text = text[:-2]
+    if text == prompts.IDK_ID:
+        return -1, "idk"
+    for kind in ("numeric", "letter"):
+        ids = prompts.option_ids(kind, n_options)
+        if text in ids:
+            return ids.index(text), "option"
+    return -1, "other"
+
+
+def join(questions: pd.DataFrame, raw: pd.DataFrame, cfg: EntropyImport, model: str) -> pd.DataFrame:
+    """Our questions joined with the published scores on question id; rows without a score are dropped
+    (their count is reported), and a table with no match at all is an error."""
+    cols = {
+        "id": cfg.id_column,
+        "score": cfg.score_column.format(model=model),
+        "answer": cfg.answer_column.format(model=model),
+    }
+    missing = [c for c in cols.values() if c not in raw.columns]
+    if missing:
+        raise CaftError(f"imported entropy table lacks column(s) {missing} (has: {sorted(raw.columns)[:20]})")
+    pub = raw[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
+    pub["id"] = pub["id"].astype(str)
+    pub = pub.drop_duplicates("id")
+    merged = questions.merge(pub, left_on="question_id", right_on="id", how="inner")
+    if merged.empty:
+        raise CaftError("no question id of the prepared data appears in the imported entropy table")
+    parsed = [_pred_index(a, len(o)) for a, o in zip(merged["answer"], merged["options"], strict=True)]
+    merged["pred_index"] = [p for p, _ in parsed]
+    merged["validity"] = [v for _, v in parsed]
+    merged["correct"] = (merged["validity"] == "option") & (merged["pred_index"] == merged["answer_index"])
+    merged["entropy"] = merged["score"].astype(float)
+    merged["entropy_options"] = np.nan
+    merged["n_options"] = merged["options"].map(len)
+    merged["prompt"] = ""
+    merged["pred_token"] = merged["answer"].astype(str)
+    return merged.drop(columns=["id", "score", "answer"])

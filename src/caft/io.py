@@ -1,0 +1,79 @@
+"""Atomic writes: DVC caches whatever an output path holds when a stage exits, so a crash must never leave a
+half-written file or folder behind. Everything is written next to its destination and renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from caft.errors import CaftError
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `dest`; on success it replaces `dest`, on error it is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(data: Any, dest: str | Path) -> None:
+    """Write JSON (sorted keys, so diffs between runs stay readable) atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_table(df: pd.DataFrame, dest: str | Path) -> None:
+    """Write a DataFrame as parquet or CSV (by suffix) atomically."""
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        if dest.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a table written by `write_table` (or a user's JSONL / CSV / TSV / parquet file)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in {".jsonl", ".json"}:
+        return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix == ".tsv":
+        return pd.read_csv(path, sep="\t")
+    raise CaftError(f"unsupported table format {suffix!r} for {path} (use .parquet, .jsonl, .csv or .tsv)")
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and NaN-free conversion for metrics files."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

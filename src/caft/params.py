@@ -1,0 +1,175 @@
+"""The one typed, validated view of params.yaml.
+
+Every stage loads its parameters here. Two reasons: `dvc exp run -S lr=1e-6` writes YAML 1.2 floats that
+PyYAML reads back as strings (pydantic coerces them), and a typo or an out-of-range value should stop a stage
+with one clear line instead of surfacing as a KeyError deep inside a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from caft.errors import CaftError
+
+# TIGER-Lab/MMLU-Pro is pinned: the hub dataset has been re-uploaded several times (answer fixes), and a
+# reproduction must name the exact questions it used.
+MMLU_PRO_REVISION = "ce40ce14728b2606c6cc04e9666df4aa95e80740"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class SyntheticData(_Strict):
+    """Offline MMLU-Pro-shaped questions whose difficulty is the number of reasoning steps."""
+
+    n_questions: int = Field(300, ge=1)
+    min_steps: int = Field(1, ge=1)
+    max_steps: int = Field(4, ge=1, le=8)
+    min_options: int = Field(4, ge=2, le=10)
+    max_options: int = Field(10, ge=2, le=10)
+    families: list[Literal["arithmetic", "units"]] = Field(default_factory=lambda: ["arithmetic", "units"])
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SyntheticData:
+        if self.min_steps > self.max_steps:
+            raise ValueError("min_steps must not exceed max_steps")
+        if self.min_options > self.max_options:
+            raise ValueError("min_options must not exceed max_options")
+        if not self.families:
+            raise ValueError("families must not be empty")
+        return self
+
+
+class HubData(_Strict):
+    repo: str = "TIGER-Lab/MMLU-Pro"
+    revision: str = MMLU_PRO_REVISION
+    split: str = "test"
+
+
+class FileData(_Strict):
+    path: str | None = None
+
+
+class DataParams(_Strict):
+    source: Literal["synthetic", "hf", "file"] = "synthetic"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    categories: list[str] = Field(default_factory=list)
+    max_train: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=1)
+    synthetic: SyntheticData = Field(default_factory=SyntheticData)
+    hf: HubData = Field(default_factory=HubData)
+    file: FileData = Field(default_factory=FileData)
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> DataParams:
+        if self.source == "file" and not self.file.path:
+            raise ValueError("data.source=file needs data.file.path")
+        return self
+
+
+class ModelSpec(_Strict):
+    """How to find one student model; `ref` grammar is documented in caft.models."""
+
+    ref: str
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+
+
+class PromptParams(_Strict):
+    variant: Literal["plain", "fallback"] = "fallback"
+    option_ids: Literal["numeric", "letter"] = "letter"
+    subject: bool = True
+
+
+class EntropyImport(_Strict):
+    """Published per-question entropies. Column names and `config` may contain `{model}`, the student's key."""
+
+    path: str | None = None
+    hub_id: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    split: str = "train"
+    id_column: str = "question_id"
+    score_column: str = "entropy_value_{model}"
+    answer_column: str = "entropy_ans_{model}"
+
+
+class EntropyParams(_Strict):
+    source: Literal["model", "import"] = "model"
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(2048, ge=8)
+    id_collision: Literal["error", "first", "skip"] = "error"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    import_: EntropyImport = Field(default_factory=EntropyImport, alias="import")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _import_needs_location(self) -> EntropyParams:
+        if self.source == "import" and not (self.import_.path or self.import_.hub_id):
+            raise ValueError("entropy.source=import needs entropy.import.path or entropy.import.hub_id")
+        return self
+
+
+class SplitParams(_Strict):
+    """Bands by complexity: easy < easy_threshold <= medium < threshold <= hard (in `units`)."""
+
+    threshold: float = 0.75
+    easy_threshold: float = 0.25
+    units: Literal["quantile", "normalized", "nats"] = "quantile"
+    score: Literal["entropy", "entropy_options"] = "entropy"
+    train_per_band: int | None = Field(None, ge=1)
+    val_per_band: int = Field(0, ge=0)
+    balanced_test: bool = True
+    random_control: bool = True
+
+
+class Params(_Strict):
+    seed: int = 42
+    students: list[str] = Field(min_length=1)
+    models: dict[str, ModelSpec]
+    data: DataParams = Field(default_factory=DataParams)
+    prompt: PromptParams = Field(default_factory=PromptParams)
+    entropy: EntropyParams = Field(default_factory=EntropyParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+
+    @model_validator(mode="after")
+    def _students_known(self) -> Params:
+        unknown = [s for s in self.students if s not in self.models]
+        if unknown:
+            raise ValueError(f"students {unknown} have no entry under models (known: {sorted(self.models)})")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise CaftError(f"unknown model {name!r}; params.yaml models are {sorted(self.models)}")
+        return self.models[name]
+
+
+def parse_params(raw: dict) -> Params:
+    """Validate a params mapping; any problem becomes one CaftError line naming the key."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise CaftError(f"invalid params: {where + ': ' if where else ''}{msg}{more}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise CaftError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CaftError(f"params file {path} is not valid YAML: {exc}") from None
+    return parse_params(raw)

@@ -1,0 +1,76 @@
+"""The `prepare` stage's logic: load questions, validate, filter, carve a seeded category-stratified
+train/test split (MMLU-Pro has no train split), apply size caps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from caft import schema
+from caft.errors import CaftError
+from caft.io import read_table
+from caft.params import DataParams
+from caft.sources import mmlu_pro, synthetic
+
+
+def load_source(cfg: DataParams, seed: int) -> pd.DataFrame:
+    """Questions from the configured source, validated (one CaftError for the first bad row)."""
+    if cfg.source == "synthetic":
+        raw = synthetic.generate(cfg.synthetic, seed)
+    elif cfg.source == "hf":
+        raw = mmlu_pro.load(cfg.hf)
+    else:
+        try:
+            raw = read_table(cfg.file.path)
+        except FileNotFoundError:
+            raise CaftError(f"data.file.path not found: {cfg.file.path}") from None
+        except ValueError as exc:
+            raise CaftError(f"could not read {cfg.file.path}: {exc}") from None
+    return schema.validate(raw)
+
+
+def stratified_take(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.Index:
+    """Index labels of `n` rows drawn so that each category keeps its share (largest-remainder rounding).
+
+    Written out instead of sklearn's stratified split because that refuses categories with one member,
+    which category filters and small caps produce routinely.
+    """
+    counts = df["category"].value_counts().sort_index()
+    quota = counts / counts.sum() * n
+    alloc = np.floor(quota).astype(int)
+    remainder = (quota - alloc).sort_values(ascending=False, kind="stable")
+    for cat in remainder.index[: n - alloc.sum()]:
+        alloc[cat] += 1
+    picked = []
+    for cat, k in alloc.items():
+        members = df.index[df["category"] == cat].to_numpy()
+        picked.extend(rng.choice(members, size=min(k, len(members)), replace=False).tolist())
+    return pd.Index(sorted(picked))
+
+
+def carve(df: pd.DataFrame, cfg: DataParams, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Filter by category, split train/test by `test_fraction`, then cap each side (all seeded)."""
+    if cfg.categories:
+        unknown = sorted(set(cfg.categories) - set(df["category"]))
+        if unknown:
+            raise CaftError(f"data.categories not in the data: {unknown} (available: {sorted(set(df['category']))})")
+        df = df[df["category"].isin(cfg.categories)].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    n_test = round(len(df) * cfg.test_fraction)
+    if n_test == 0 or n_test == len(df):
+        raise CaftError(f"test_fraction {cfg.test_fraction} leaves an empty side for {len(df)} questions")
+    test_idx = stratified_take(df, n_test, rng)
+    test, train = df.loc[test_idx], df.drop(index=test_idx)
+    if cfg.max_train is not None and len(train) > cfg.max_train:
+        train = train.loc[stratified_take(train, cfg.max_train, rng)]
+    if cfg.max_test is not None and len(test) > cfg.max_test:
+        test = test.loc[stratified_take(test, cfg.max_test, rng)]
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def summary(train: pd.DataFrame, test: pd.DataFrame, source: str) -> dict:
+    """Counts per subset and category for the metrics file."""
+    out: dict = {"source": source, "n_train": len(train), "n_test": len(test)}
+    for name, part in (("train", train), ("test", test)):
+        out[f"{name}_by_category"] = {str(k): int(v) for k, v in part["category"].value_counts().sort_index().items()}
+    return out

@@ -1,0 +1,69 @@
+"""Parameter profiles: small YAML files of dotted-key overrides (profiles/<name>.yaml), applied through
+`dvc exp run -S ...` so the workspace ends *in* the profile (params.yaml and dvc.lock updated) and later
+experiments (`dvc exp run -S split.threshold=0.5`) re-run only what they change."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from caft.errors import CaftError
+from caft.params import Params, parse_params
+
+
+def load_overrides(path: str | Path) -> dict[str, object]:
+    path = Path(path)
+    if not path.exists():
+        raise CaftError(f"profile not found: {path}")
+    overrides = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(overrides, dict):
+        raise CaftError(f"profile {path} must map dotted param keys to values")
+    return overrides
+
+
+def apply(raw: dict, overrides: dict[str, object]) -> dict:
+    """params mapping with the dotted-key overrides applied (new leaves allowed, as Hydra's `++key=`)."""
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
+def validate(raw: dict, overrides: dict[str, object]) -> Params:
+    """The params a profile produces, validated against the schema (bad profiles fail before any run)."""
+    return parse_params(apply(raw, overrides))
+
+
+def hydra_args(overrides: dict[str, object]) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run` (values in YAML flow style, which Hydra parses)."""
+    args = []
+    for key, value in overrides.items():
+        rendered = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        rendered = rendered.removesuffix("\n...").strip()
+        args += ["-S", f"{key}={rendered}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """caft-profile PROFILE.yaml [dvc exp run options...]: validate, then apply through `dvc exp run`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: caft-profile PROFILE.yaml [extra dvc exp run args]", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        overrides = load_overrides(argv[0])
+        validate(yaml.safe_load(Path("params.yaml").read_text()), overrides)
+    except CaftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    cmd = ["dvc", "exp", "run", *hydra_args(overrides), *argv[1:]]
+    print("+ " + " ".join(cmd), flush=True)
+    raise SystemExit(subprocess.call(cmd))

@@ -1,0 +1,103 @@
+"""Offline MMLU-Pro-shaped questions with a controlled number of reasoning steps.
+
+This is the embedded default's data: it needs no network, is deterministic per seed, and every question
+carries a correct step-by-step rationale (the offline "oracle" teacher). Difficulty = number of steps, so
+the complexity signal has a ground truth to be compared against.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+from caft.params import SyntheticData
+
+_OPS = ("add", "subtract", "multiply")
+# Unit ladders: (unit names from large to small, factor from each unit to the next).
+_LADDERS = {
+    "time": (("weeks", "days", "hours", "minutes", "seconds"), (7, 24, 60, 60)),
+    "length": (("kilometres", "metres", "centimetres", "millimetres"), (1000, 100, 10)),
+    "mass": (("tonnes", "kilograms", "grams", "milligrams"), (1000, 1000, 1000)),
+    "data": (("terabytes", "gigabytes", "megabytes", "kilobytes", "bytes"), (1000, 1000, 1000, 1000)),
+}
+
+
+def _arithmetic(rng: random.Random, steps: int) -> tuple[str, int, str, list[int], int]:
+    """A chain of `steps` operations: question, answer, rationale, step-slip distractors, steps used."""
+    value = rng.randint(2, 20)
+    phrases, lines, slips = [], [f"Start with {value}."], []
+    for step in range(1, steps + 1):
+        op = rng.choice(_OPS)
+        n = rng.randint(2, 4) if op == "multiply" else rng.randint(2, 15)
+        new = {"add": value + n, "subtract": value - n, "multiply": value * n}[op]
+        symbol = {"add": "+", "subtract": "-", "multiply": "×"}[op]
+        phrases.append({"add": f"add {n}", "subtract": f"subtract {n}", "multiply": f"multiply by {n}"}[op])
+        lines.append(f"Step {step}: {value} {symbol} {n} = {new}.")
+        slips += [value, value + n if op != "add" else value - n]
+        value = new
+    start = lines[0].removeprefix("Start with ").rstrip(".")
+    question = f"Start with {start}, then {', then '.join(phrases)}. What number do you get?"
+    lines.append(f"The answer is {value}.")
+    return question, value, "\n".join(lines), slips, steps
+
+
+def _units(rng: random.Random, steps: int) -> tuple[str, int, str, list[int], int]:
+    """Convert a quantity down `steps` rungs of a unit ladder (capped by the ladder's length)."""
+    names, factors = _LADDERS[rng.choice(sorted(_LADDERS))]
+    steps = min(steps, len(factors))
+    top = rng.randint(0, len(factors) - steps)
+    amount = rng.randint(2, 9)
+    value, lines, slips = amount, [], []
+    for k in range(top, top + steps):
+        new = value * factors[k]
+        lines.append(f"{value} {names[k]} = {value} × {factors[k]} = {new} {names[k + 1]}.")
+        slips += [value, new * factors[k], new // 10 if new >= 10 else new + 1]
+        value = new
+    question = f"How many {names[top + steps]} are there in {amount} {names[top]}?"
+    lines.append(f"The answer is {value}.")
+    return question, value, "\n".join(lines), slips, steps
+
+
+_FAMILIES = {"arithmetic": ("arithmetic", _arithmetic), "units": ("unit conversion", _units)}
+
+
+def _distractors(rng: random.Random, answer: int, slips: list[int], k: int) -> list[int]:
+    """k distinct wrong values: first the plausible slips of the worked solution, then near misses."""
+    pool = [s for s in dict.fromkeys(slips) if s != answer]
+    rng.shuffle(pool)
+    chosen = pool[:k]
+    spread = max(10, abs(answer) // 5)
+    while len(chosen) < k:
+        candidate = answer + rng.choice([-1, 1]) * rng.randint(1, spread)
+        if candidate != answer and candidate not in chosen:
+            chosen.append(candidate)
+    return chosen
+
+
+def generate(cfg: SyntheticData, seed: int) -> pd.DataFrame:
+    """`cfg.n_questions` questions, each from its own RNG seeded by (seed, index): adding questions never
+    changes the earlier ones."""
+    rows = []
+    for i in range(cfg.n_questions):
+        rng = random.Random(f"caft-synthetic:{seed}:{i}")
+        family = cfg.families[i % len(cfg.families)]
+        category, make = _FAMILIES[family]
+        steps = rng.randint(cfg.min_steps, cfg.max_steps)
+        question, answer, rationale, slips, steps = make(rng, steps)
+        n_options = rng.randint(cfg.min_options, cfg.max_options)
+        options = [answer, *_distractors(rng, answer, slips, n_options - 1)]
+        rng.shuffle(options)
+        rows.append(
+            {
+                "question_id": f"syn-{seed}-{i:05d}",
+                "question": question,
+                "options": [str(o) for o in options],
+                "answer_index": options.index(answer),
+                "category": category,
+                "rationale": rationale,
+                "difficulty": steps,
+                "source": f"synthetic/{family}",
+            }
+        )
+    return pd.DataFrame(rows)

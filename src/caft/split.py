@@ -1,0 +1,116 @@
+"""Easy / medium / hard bands by complexity score, cut on train and applied to test.
+
+`threshold` is the boundary at and above which a question is hard (it gets teacher CoT); `easy_threshold`
+the easy/medium boundary. Units: `quantile` of the train scores (paper: 0.25 / 0.75), `normalized` (score /
+max train score, the authors' norm_entropy) or raw `nats`. Bands are half-open intervals, so they are
+disjoint and cover every valid row — unlike the authors' released medium band, which overlaps hard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from caft.errors import CaftError
+from caft.params import SplitParams
+
+BANDS = ("easy", "medium", "hard")
+
+
+def check_thresholds(cfg: SplitParams) -> None:
+    """Reject thresholds that cannot describe three ordered bands."""
+    low, high = (0.0, 1.0) if cfg.units in ("quantile", "normalized") else (0.0, float("inf"))
+    for name in ("easy_threshold", "threshold"):
+        value = getattr(cfg, name)
+        if not low <= value <= high:
+            raise CaftError(f"split.{name}={value} is out of range for units={cfg.units} ([{low}, {high}])")
+    if cfg.easy_threshold > cfg.threshold:
+        raise CaftError(f"split.easy_threshold={cfg.easy_threshold} is above split.threshold={cfg.threshold}")
+
+
+def cut_points(train_scores: np.ndarray, cfg: SplitParams) -> tuple[float, float]:
+    """(easy/medium cut, medium/hard cut) in the score's own units (nats for entropy)."""
+    check_thresholds(cfg)
+    scores = np.asarray(train_scores, dtype=float)
+    if scores.size == 0:
+        raise CaftError("no valid train rows to compute split cut points from")
+    if cfg.units == "quantile":
+        return float(np.quantile(scores, cfg.easy_threshold)), float(np.quantile(scores, cfg.threshold))
+    if cfg.units == "normalized":
+        top = float(scores.max())
+        return cfg.easy_threshold * top, cfg.threshold * top
+    return cfg.easy_threshold, cfg.threshold
+
+
+def assign_bands(scores: np.ndarray, easy_cut: float, hard_cut: float) -> np.ndarray:
+    """easy: score < easy_cut; medium: easy_cut <= score < hard_cut; hard: score >= hard_cut."""
+    scores = np.asarray(scores, dtype=float)
+    return np.where(scores >= hard_cut, "hard", np.where(scores < easy_cut, "easy", "medium"))
+
+
+def _sample(index: pd.Index, n: int | None, rng: np.random.Generator) -> pd.Index:
+    if n is None or n >= len(index):
+        return index
+    return pd.Index(sorted(rng.choice(index.to_numpy(), size=n, replace=False)))
+
+
+def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Assign bands and roles to the valid rows of an entropy table.
+
+    Returns one row per used question: question_id, subset (train / validation / test), band, score,
+    correct (the student's single-token answer), balanced (test rows of the equal-per-band test set) and
+    random_cot (the random control: as many train rows as the hard band, drawn from all train rows).
+    """
+    valid = scores[scores["validity"] == "option"].copy()
+    valid["score"] = valid[cfg.score].astype(float)
+    if valid["score"].isna().any():
+        raise CaftError(f"split.score={cfg.score} has no values in this entropy table (imported scores?)")
+    is_train = valid["subset"] == "train"
+    easy_cut, hard_cut = cut_points(valid.loc[is_train, "score"].to_numpy(), cfg)
+    valid["band"] = assign_bands(valid["score"].to_numpy(), easy_cut, hard_cut)
+    rng = np.random.default_rng(seed)
+
+    valid["role"] = np.where(is_train, "pool", "test")
+    valid = valid.drop(columns="subset")
+    for band in BANDS:
+        pool = valid.index[(valid["role"] == "pool") & (valid["band"] == band)]
+        val = _sample(pool, cfg.val_per_band, rng) if cfg.val_per_band else pd.Index([])
+        valid.loc[val, "role"] = "validation"
+        train = _sample(pool.difference(val), cfg.train_per_band, rng)
+        valid.loc[train, "role"] = "train"
+    valid = valid[valid["role"] != "pool"].rename(columns={"role": "subset"})
+
+    valid["balanced"] = False
+    test = valid[valid["subset"] == "test"]
+    if cfg.balanced_test and len(test):
+        per_band = test["band"].value_counts().reindex(BANDS, fill_value=0).min()
+        for band in BANDS:
+            picked = _sample(test.index[test["band"] == band], int(per_band), rng)
+            valid.loc[picked, "balanced"] = True
+
+    valid["random_cot"] = False
+    train_idx = valid.index[valid["subset"] == "train"]
+    if cfg.random_control:
+        n_hard = int((valid.loc[train_idx, "band"] == "hard").sum())
+        valid.loc[_sample(train_idx, n_hard, rng), "random_cot"] = True
+
+    out = valid[["question_id", "subset", "band", "score", "correct", "balanced", "random_cot"]]
+    out = out.sort_values(["subset", "question_id"]).reset_index(drop=True)
+    return out, _metrics(out, scores, cfg, easy_cut, hard_cut)
+
+
+def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, easy_cut: float, hard_cut: float) -> dict:
+    metrics: dict = {
+        "cut_easy_nats": round(easy_cut, 6),
+        "cut_hard_nats": round(hard_cut, 6),
+        "n_excluded_invalid": int((scores["validity"] != "option").sum()),
+        "n_balanced_test": int(out["balanced"].sum()),
+        "n_random_cot": int(out["random_cot"].sum()),
+    }
+    for subset in ("train", "validation", "test"):
+        part = out[out["subset"] == subset]
+        for band in BANDS:
+            rows = part[part["band"] == band]
+            metrics[f"{subset}_{band}_n"] = len(rows)
+            metrics[f"{subset}_{band}_accuracy"] = round(float(rows["correct"].mean()), 6) if len(rows) else None
+    return metrics

@@ -1,0 +1,35 @@
+"""Stage `split`: easy / medium / hard bands from one student's entropy table."""
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from caft.cli import stage
+from caft.io import write_json, write_table
+from caft.params import load_params
+from caft.split import check_thresholds, make_split
+
+
+@stage
+def main(
+    model: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
+    scores: Annotated[Path, typer.Option(help="the entropy stage's scores.parquet")],
+    out: Annotated[Path, typer.Option(help="output folder (assignments.parquet)")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON")],
+    params: Annotated[Path, typer.Option()] = Path("params.yaml"),
+) -> None:
+    p = load_params(params)
+    check_thresholds(p.split)
+    assignments, summary = make_split(pd.read_parquet(scores), p.split, p.seed)
+    write_table(assignments, out / "assignments.parquet")
+    write_json(summary, metrics)
+    typer.echo(
+        f"split[{model}]: cuts {summary['cut_easy_nats']:.4f} / {summary['cut_hard_nats']:.4f} nats; "
+        f"train easy/medium/hard = {summary['train_easy_n']}/{summary['train_medium_n']}/{summary['train_hard_n']}"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,55 @@
+"""Shared fixtures: an offline, isolated environment and the tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def caft_cache(tmp_path_factory) -> Path:
+    """One model cache per test session, never the user's ~/.cache/caft."""
+    path = tmp_path_factory.mktemp("caft-cache")
+    os.environ["CAFT_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import torch
+
+    from caft.models import load_model, load_tokenizer
+    from caft.params import ModelSpec
+
+    spec = ModelSpec(ref="tiny", dtype="float32")
+    return load_model(spec, torch.device("cpu"), torch.float32), load_tokenizer(spec)
+
+
+def make_questions(n: int = 6) -> pd.DataFrame:
+    """A small canonical question table with varied option counts."""
+    rows = []
+    for i in range(n):
+        k = 2 + i % 9
+        rows.append(
+            {
+                "question_id": f"q{i}",
+                "question": f"What is {i} + {i}?",
+                "options": [str(2 * i + d) for d in range(k)],
+                "answer_index": 0,
+                "category": "math" if i % 2 else "physics",
+                "rationale": "",
+                "difficulty": -1,
+                "source": "test",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,96 @@
+import pytest
+import torch
+import yaml
+
+from caft import profile
+from caft.errors import CaftError
+from caft.models import resolve
+from caft.params import ModelSpec, load_params, parse_params
+from tests.conftest import REPO
+
+
+def _raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repo_params_and_tiny_profile_validate():
+    p = load_params(REPO / "params.yaml")
+    assert p.students == ["smollm2"] and p.models["smollm2"].ref == "packaged:smollm2-135m-instruct"
+    tiny = profile.validate(_raw(), profile.load_overrides(REPO / "profiles/tiny.yaml"))
+    assert tiny.students == ["tiny"] and tiny.data.synthetic.n_questions == 160
+
+
+def test_yaml12_float_strings_are_coerced():
+    raw = _raw()
+    raw["split"]["threshold"] = "5e-1"  # what PyYAML returns for `dvc exp run -S split.threshold=5e-1`
+    assert parse_params(raw).split.threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ("split", "units"),
+            "bits",
+            "invalid params: split.units: Input should be 'quantile', 'normalized' or 'nats'",
+        ),
+        (("split", "thresold"), 0.5, "invalid params: split.thresold: Extra inputs are not permitted"),
+        (
+            ("students",),
+            ["ghost"],
+            "invalid params: students ['ghost'] have no entry under models (known: ['smoll",
+        ),
+    ],
+)
+def test_bad_params_give_one_line(path, value, message):
+    raw = _raw()
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(CaftError) as exc:
+        parse_params(raw)
+    assert str(exc.value).startswith(message)
+    assert "\n" not in str(exc.value)
+
+
+def test_profile_hydra_args():
+    assert profile.hydra_args({"students": ["tiny"], "split.threshold": 0.5, "data.file.path": None}) == [
+        "-S", "students=[tiny]", "-S", "split.threshold=0.5", "-S", "data.file.path=null",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ref", "revision", "expected"),
+    [
+        ("Qwen/Qwen2.5-3B-Instruct", None, ("Qwen/Qwen2.5-3B-Instruct", None)),
+        ("hf:Qwen/Qwen2.5-3B-Instruct@abc123", None, ("Qwen/Qwen2.5-3B-Instruct", "abc123")),
+        ("microsoft/Phi-4-mini-instruct", "main", ("microsoft/Phi-4-mini-instruct", "main")),
+    ],
+)
+def test_hub_refs(ref, revision, expected):
+    r = resolve(ModelSpec(ref=ref, revision=revision))
+    assert (r.location, r.revision, r.trust_remote_code) == (*expected, False)
+
+
+def test_local_and_bad_refs(tmp_path):
+    assert resolve(ModelSpec(ref=f"local:{tmp_path}", trust_remote_code=True)).location == str(tmp_path)
+    assert resolve(ModelSpec(ref=str(tmp_path))).trust_remote_code is False
+    with pytest.raises(CaftError, match="model folder not found"):
+        resolve(ModelSpec(ref=f"local:{tmp_path / 'nope'}"))
+    with pytest.raises(CaftError, match="is neither a hub id"):
+        resolve(ModelSpec(ref="just-a-name"))
+    with pytest.raises(CaftError, match="unknown packaged model 'gpt5'"):
+        resolve(ModelSpec(ref="packaged:gpt5"))
+
+
+def test_tiny_model_is_deterministic(tmp_path):
+    from caft import tiny
+
+    tiny.build(tmp_path / "a")
+    tiny.build(tmp_path / "b")
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (tmp_path / "a/tokenizer.json").read_text() == (tmp_path / "b/tokenizer.json").read_text()

@@ -1,0 +1,120 @@
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from caft import schema
+from caft.errors import CaftError
+from caft.params import DataParams, SyntheticData
+from caft.prepare import carve, load_source, stratified_take, summary
+from caft.sources import mmlu_pro, synthetic
+from tests.conftest import FIXTURES, make_questions
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"answer_index": 7}, "row 1 (question_id='q1'): answer_index 7 is out of range for 3 options"),
+        ({"options": ["only one"]}, "row 1 (question_id='q1'): has 1 options (must be 2..10)"),
+        (
+            {"options": [str(i) for i in range(11)]},
+            "row 1 (question_id='q1'): has 11 options (must be 2..10)",
+        ),
+        ({"options": ["a", " "]}, "row 1 (question_id='q1'): option 1 is empty"),
+        ({"question": ""}, "row 1 (question_id='q1'): question is empty"),
+        ({"category": None}, "row 1 (question_id='q1'): category is empty"),
+        ({"question_id": "q0"}, "row 1 (question_id='q0'): duplicate question_id (first seen at row 0)"),
+        ({"answer_index": 1.5}, "row 1 (question_id='q1'): answer_index 1.5 is not an integer"),
+    ],
+)
+def test_bad_rows_are_named(change, message):
+    df = make_questions(3)
+    for col, value in change.items():
+        df[col] = df[col].astype(object)
+        df.at[1, col] = value
+    with pytest.raises(CaftError) as exc:
+        schema.validate(df)
+    assert str(exc.value) == message
+
+
+def test_missing_column_and_letter_answers():
+    with pytest.raises(CaftError, match=r"missing required column\(s\): category"):
+        schema.validate(make_questions(2).drop(columns="category"))
+    df = make_questions(3).drop(columns="answer_index").assign(answer=["B", "A", "C"])
+    assert list(schema.validate(df)["answer_index"]) == [1, 0, 2]
+
+
+def test_authors_tsv_options_are_parsed():
+    df = schema.validate(pd.read_csv(FIXTURES / "labarss_entropy_qwen2.tsv", sep="\t"))
+    assert df["options"][0] == ["alpha", "beta", "gamma"] and df["question_id"][0] == "970"
+
+
+def test_synthetic_is_deterministic_and_correct():
+    cfg = SyntheticData(n_questions=40, max_steps=5)
+    a, b = synthetic.generate(cfg, 1), synthetic.generate(cfg, 1)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["question"].equals(synthetic.generate(cfg, 2)["question"])
+    schema.validate(a)
+    for _, row in a.iterrows():
+        # the rationale's final line states the correct option's value
+        final = re.search(r"The answer is (-?\d+)\.$", row["rationale"]).group(1)
+        assert row["options"][row["answer_index"]] == final
+        assert len(set(row["options"])) == len(row["options"])
+        assert 4 <= len(row["options"]) <= 10 and 1 <= row["difficulty"] <= 5
+    assert set(a["category"]) == {"arithmetic", "unit conversion"}
+    # a prefix of the questions does not depend on how many are generated
+    pd.testing.assert_frame_equal(synthetic.generate(SyntheticData(n_questions=10, max_steps=5), 1), a.head(10))
+
+
+def test_arithmetic_rationale_steps_are_right():
+    row = synthetic.generate(SyntheticData(n_questions=1, families=["arithmetic"]), 0).iloc[0]
+    for line in row["rationale"].splitlines()[1:-1]:
+        lhs, rhs = line.split(": ", 1)[1].rstrip(".").split(" = ")
+        assert eval(lhs.replace("×", "*")) == int(rhs)
+
+
+def test_mmlu_pro_records_drop_na_and_reindex():
+    rec = {"question_id": 5, "question": "Q", "options": ["N/A", "x", "N/A", "y"], "answer_index": 3,
+           "category": "law", "cot_content": "", "src": "ori"}  # fmt: skip
+    df = mmlu_pro.from_records([rec])
+    assert df["options"][0] == ["x", "y"] and df["answer_index"][0] == 1 and df["question_id"][0] == "5"
+    with pytest.raises(CaftError, match="question 6: the answer is an N/A option"):
+        mmlu_pro.from_records([{**rec, "question_id": 6, "answer_index": 2}])
+
+
+def test_hub_source_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CaftError, match=r"^could not load TIGER-Lab/MMLU-Pro@ce40ce1\w+ split 'test' from the Hug"):
+        load_source(DataParams(source="hf"), 0)
+
+
+def test_file_source(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    make_questions(4).to_json(path, orient="records", lines=True)
+    df = load_source(DataParams(source="file", file={"path": str(path)}), 0)
+    assert list(df["question_id"]) == ["q0", "q1", "q2", "q3"]
+    with pytest.raises(CaftError, match="data.file.path not found"):
+        load_source(DataParams(source="file", file={"path": str(tmp_path / "nope.jsonl")}), 0)
+
+
+def test_stratified_take_keeps_category_shares():
+    df = pd.DataFrame({"category": ["a"] * 60 + ["b"] * 30 + ["c"] * 10})
+    picked = stratified_take(df, 10, np.random.default_rng(0))
+    assert df.loc[picked, "category"].value_counts().to_dict() == {"a": 6, "b": 3, "c": 1}
+
+
+def test_carve_split_filter_and_caps():
+    df = schema.validate(synthetic.generate(SyntheticData(n_questions=100), 3))
+    train, test = carve(df, DataParams(test_fraction=0.2), seed=0)
+    assert (len(train), len(test)) == (80, 20)
+    assert test["category"].value_counts().to_dict() == {"arithmetic": 10, "unit conversion": 10}
+    assert not set(train["question_id"]) & set(test["question_id"])
+    capped, _ = carve(df, DataParams(test_fraction=0.2, max_train=30, categories=["arithmetic"]), seed=0)
+    assert len(capped) == 30 and set(capped["category"]) == {"arithmetic"}
+    again, _ = carve(df, DataParams(test_fraction=0.2), seed=0)
+    pd.testing.assert_frame_equal(again, train)
+    s = summary(train, test, "synthetic")
+    assert s["train_by_category"] == {"arithmetic": 40, "unit conversion": 40}
+    with pytest.raises(CaftError, match=r"data.categories not in the data: \['law'\]"):
+        carve(df, DataParams(categories=["law"]), seed=0)

@@ -1,0 +1,101 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from caft.errors import CaftError
+from caft.params import SplitParams
+from caft.split import assign_bands, cut_points, make_split
+
+
+def _table() -> pd.DataFrame:
+    """20 valid train rows with entropies 0.1..2.0, 9 valid test rows, 3 invalid rows."""
+    train = pd.DataFrame({"question_id": [f"tr{i:02d}" for i in range(20)], "subset": "train",
+                          "entropy": np.round(np.arange(1, 21) * 0.1, 2), "validity": "option"})  # fmt: skip
+    train["correct"] = train["entropy"] < 1.0
+    test = pd.DataFrame({"question_id": [f"te{i}" for i in range(9)], "subset": "test",
+                         "entropy": [0.05, 0.2, 0.8, 0.6, 0.7, 1.0, 1.6, 1.7, 1.9], "validity": "option",
+                         "correct": [True] * 9})  # fmt: skip
+    bad = pd.DataFrame({"question_id": ["x1", "x2", "x3"], "subset": ["train", "train", "test"],
+                        "entropy": [0.0, 5.0, 5.0], "validity": ["idk", "other", "other"],
+                        "correct": False})  # fmt: skip
+    table = pd.concat([train, test, bad], ignore_index=True)
+    table["entropy_options"] = table["entropy"] / 2
+    return table
+
+
+def test_quantile_cut_points_match_numpy():
+    scores = np.arange(1, 21) * 0.1
+    easy, hard = cut_points(scores, SplitParams())
+    assert easy == pytest.approx(np.quantile(scores, 0.25)) and hard == pytest.approx(np.quantile(scores, 0.75))
+    assert (easy, hard) == pytest.approx((0.575, 1.525))
+
+
+def test_normalized_and_nats_units():
+    scores = np.array([0.5, 1.0, 2.0])
+    assert cut_points(scores, SplitParams(units="normalized", threshold=0.5, easy_threshold=0.1)) == (
+        0.2,
+        1.0,
+    )
+    assert cut_points(scores, SplitParams(units="nats", threshold=1.5, easy_threshold=0.7)) == (0.7, 1.5)
+
+
+def test_bands_are_half_open():
+    bands = assign_bands(np.array([0.1, 0.2, 0.5, 0.9, 1.0]), 0.2, 0.9)
+    assert list(bands) == ["easy", "medium", "medium", "hard", "hard"]
+
+
+def test_split_exact_sizes_disjoint_and_covering():
+    out, m = make_split(_table(), SplitParams(), seed=0)
+    train = out[out["subset"] == "train"]
+    # cuts 0.575 / 1.525: train easy 0.1..0.5 (5), hard 1.6..2.0 (5), medium 10
+    assert train.groupby("band").size().to_dict() == {"easy": 5, "hard": 5, "medium": 10}
+    assert set(out["question_id"]) == set(_table().query("validity == 'option'")["question_id"])
+    assert out["question_id"].is_unique
+    test = out[out["subset"] == "test"]
+    assert test.groupby("band").size().to_dict() == {"easy": 2, "hard": 3, "medium": 4}
+    assert (m["cut_easy_nats"], m["cut_hard_nats"]) == (0.575, 1.525)
+    assert m["n_excluded_invalid"] == 3
+    assert m["train_easy_accuracy"] == 1.0 and m["train_hard_accuracy"] == 0.0 and m["train_medium_accuracy"] == 0.4
+    # balanced test: 2 per band; random control: as many train rows as hard ones
+    assert test[test["balanced"]].groupby("band").size().to_dict() == {"easy": 2, "hard": 2, "medium": 2}
+    assert out["random_cot"].sum() == 5 and set(out.loc[out["random_cot"], "subset"]) == {"train"}
+
+
+def test_threshold_change_moves_only_the_hard_cut():
+    a, _ = make_split(_table(), SplitParams(), seed=0)
+    b, mb = make_split(_table(), SplitParams(threshold=0.5), seed=0)
+    assert mb["train_hard_n"] == 10 and mb["train_easy_n"] == 5
+    assert set(a.query("band == 'easy'")["question_id"]) == set(b.query("band == 'easy'")["question_id"])
+
+
+def test_per_band_caps_and_validation_are_seeded():
+    cfg = SplitParams(train_per_band=3, val_per_band=1)
+    out, m = make_split(_table(), cfg, seed=7)
+    assert [m[f"train_{b}_n"] for b in ("easy", "medium", "hard")] == [3, 3, 3]
+    assert [m[f"validation_{b}_n"] for b in ("easy", "medium", "hard")] == [1, 1, 1]
+    again, _ = make_split(_table(), cfg, seed=7)
+    pd.testing.assert_frame_equal(out, again)
+    other, _ = make_split(_table(), cfg, seed=8)
+    assert set(other.query("subset == 'train'")["question_id"]) != set(out.query("subset == 'train'")["question_id"])
+
+
+def test_option_score_is_selectable():
+    out, m = make_split(_table(), SplitParams(score="entropy_options"), seed=0)
+    assert m["cut_hard_nats"] == pytest.approx(1.525 / 2)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (SplitParams(threshold=1.5), "split.threshold=1.5 is out of range for units=quantile ([0.0, 1.0])"),
+        (SplitParams(easy_threshold=-0.1), "split.easy_threshold=-0.1 is out of range for units=quantile"),
+        (
+            SplitParams(threshold=0.3, easy_threshold=0.6),
+            "split.easy_threshold=0.6 is above split.threshold=0.3",
+        ),
+    ],
+)
+def test_invalid_thresholds(cfg, message):
+    with pytest.raises(CaftError) as exc:
+        make_split(_table(), cfg, seed=0)
+    assert message in str(exc.value)
