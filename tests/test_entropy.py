@@ -145,6 +145,7 @@ def test_summarize_counts_and_auc():
             "correct": [True, False, True, False, False, False],
             "entropy": [0.1, 0.9, 0.3, 0.7, 2.0, 3.0],
             "entropy_options": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+            "difficulty": [2, 4, 1, 5, 3, -1],
         }
     )
     s = entropy.summarize(table)
@@ -155,4 +156,7 @@ def test_summarize_counts_and_auc():
     assert s["roc_auc"] == 1.0
     # options score: wrong (0.2, 0.4) vs correct (0.1, 0.3): pairs won 3 of 4
     assert s["roc_auc_options"] == 0.75
+    # ranks of entropy (1,4,2,3,5) vs difficulty (2,4,1,5,3) over the 5 rows with a known difficulty
+    d = np.array([1, 4, 2, 3, 5]) - np.array([2, 4, 1, 5, 3])
+    assert s["spearman_entropy_difficulty"] == pytest.approx(1 - 6 * (d**2).sum() / (5 * 24), abs=1e-6) == 0.5
     assert s["idk_rate"] == pytest.approx(1 / 6, abs=1e-6) and s["other_rate"] == pytest.approx(1 / 6, abs=1e-6)

@@ -38,3 +38,15 @@ def test_import_errors():
         load_raw(CFG, "phi3")
     with pytest.raises(CaftError, match="no question id of the prepared data appears"):
         join(_questions().assign(question_id="zzz"), load_raw(CFG, "qwen2"), CFG, "qwen2")
+
+
+def test_hub_import_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = EntropyImport(hub_id="LabARSS/MMLU-Pro-single-token-entropy", config="{model}_w_fallback_if_unknown")
+    with pytest.raises(CaftError) as exc:
+        load_raw(cfg, "qwen_3b")
+    message = str(exc.value)
+    assert message.startswith(
+        "could not load LabARSS/MMLU-Pro-single-token-entropy (qwen_3b_w_fallback_if_unknown) from the Hugging Face Hub"
+    )
+    assert "\n" not in message

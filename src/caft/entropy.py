@@ -266,6 +266,13 @@ def summarize(table: pd.DataFrame) -> dict:
     }
     for kind in VALIDITY[1:]:
         out[f"{kind}_rate"] = _rate(table["validity"] == kind)
+    known = table[table.get("difficulty", pd.Series(-1, index=table.index)) >= 0]
+    # Synthetic questions know their true difficulty (reasoning steps): does entropy track it?
+    out["spearman_entropy_difficulty"] = (
+        round(float(known["entropy"].corr(known["difficulty"], method="spearman")), 6)
+        if known["difficulty"].nunique() > 1
+        else None
+    )
     return out
 
 

@@ -1,0 +1,124 @@
+"""End to end: the tiny profile through DVC in a temporary git repository, then a threshold experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@localhost"}.items():  # fmt: skip
+        env.setdefault(key, value)
+    return env
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh git repository holding the project's tracked pipeline files, in the tiny profile."""
+    root = tmp_path_factory.mktemp("project")
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in tracked.split():
+        if rel.split("/")[0] in {"stages", "src", "profiles", ".dvc"} or rel in {
+            "dvc.yaml",
+            "params.yaml",
+            ".dvcignore",
+        }:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    _run(["git", "init", "-q"], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", "init"], root)
+    _run(["caft-profile", "profiles/tiny.yaml"], root)
+    return root
+
+
+def _lock(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+
+
+def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
+    assert set(_lock(project)) == {"prepare", "entropy@tiny", "split@tiny"}
+    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    assert (prepared["n_train"], prepared["n_test"]) == (128, 32)
+    ent = json.loads((project / "metrics/entropy/tiny.json").read_text())
+    assert ent["n"] == 160 and 0 < ent["valid_rate"] < 1
+    assert (project / "plots/entropy/tiny/roc_entropy.csv").read_text().startswith("fpr,tpr,threshold\n")
+    assert "Data and pipelines are up to date." in _run(["dvc", "status"], project)
+
+
+def test_threshold_experiment_reruns_only_split(project):
+    before = _lock(project)
+    out = _run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
+    assert "Running stage 'split@tiny'" in out
+    assert "Running stage 'entropy@tiny'" not in out and "Running stage 'prepare'" not in out
+    after = _lock(project)
+    assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
+    assert after["split@tiny"]["params"]["params.yaml"]["split.threshold"] == 0.5
+    split = json.loads((project / "metrics/split/tiny.json").read_text())
+    # hard now starts at the train median: about half of the valid train rows
+    n_train = sum(split[f"train_{b}_n"] for b in ("easy", "medium", "hard"))
+    assert abs(split["train_hard_n"] - n_train / 2) <= 1
+
+
+def test_stage_errors_are_one_line_and_leave_no_output(project):
+    env = _env()
+    proc = subprocess.run(
+        [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
+         "--out", "bad-out", "--metrics", "bad.json", "--params", "bad-params.yaml"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr == "error: params file not found: bad-params.yaml\n"
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["split"]["easy_threshold"] = 0.9
+    (project / "bad-params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run(
+        [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
+         "--out", "bad-out", "--metrics", "bad.json", "--params", "bad-params.yaml"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr == "error: split.easy_threshold=0.9 is above split.threshold=0.5\n"
+    assert not (project / "bad-out").exists() and not (project / "bad.json").exists()
+
+
+def test_bad_question_file_stops_prepare(project, tmp_path):
+    bad = tmp_path / "q.jsonl"
+    bad.write_text(
+        '{"question_id": "a", "question": "Q?", "options": ["x", "y"], "answer_index": 0, "category": "c"}\n'
+        '{"question_id": "b", "question": "Q?", "options": ["x", "y"], "answer_index": 2, "category": "c"}\n'
+    )
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = "file"
+    params["data"]["file"]["path"] = str(bad)
+    (project / "file-params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run(
+        [sys.executable, "stages/prepare.py", "--out-dir", "bad-prep", "--metrics", "bad-prep.json",
+         "--params", "file-params.yaml"],
+        cwd=project, env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr == "error: row 1 (question_id='b'): answer_index 2 is out of range for 2 options\n"
+    assert not (project / "bad-prep").exists() and not (project / "bad-prep.json").exists()
+    assert not list(project.glob(".bad-prep*"))
