@@ -34,7 +34,7 @@ def test_import_joins_on_id_and_parses_published_answers():
 def test_import_errors():
     with pytest.raises(CaftError, match=r"lacks column\(s\) \['entropy_value_phi3'"):
         join(_questions(), load_raw(CFG, "qwen2"), CFG, "phi3")
-    with pytest.raises(CaftError, match="entropy.import.path not found"):
+    with pytest.raises(CaftError, match="published entropy table file not found: .*labarss_entropy_phi3.tsv"):
         load_raw(CFG, "phi3")
     with pytest.raises(CaftError, match="no question id of the prepared data appears"):
         join(_questions().assign(question_id="zzz"), load_raw(CFG, "qwen2"), CFG, "qwen2")
@@ -47,6 +47,7 @@ def test_hub_import_offline_is_one_clear_error(monkeypatch):
         load_raw(cfg, "qwen_3b")
     message = str(exc.value)
     assert message.startswith(
-        "could not load LabARSS/MMLU-Pro-single-token-entropy (qwen_3b_w_fallback_if_unknown) from the Hugging Face Hub"
+        "could not load published entropy table LabARSS/MMLU-Pro-single-token-entropy (qwen_3b_w_fallback_if_unknown) "
+        "from the Hugging Face Hub"
     )
     assert "\n" not in message

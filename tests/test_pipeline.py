@@ -36,7 +36,8 @@ def _run(cmd: list[str], cwd: Path) -> str:
 def project(tmp_path_factory) -> Path:
     """A fresh git repository holding the project's tracked pipeline files, in the tiny profile."""
     root = tmp_path_factory.mktemp("project")
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    tracked = subprocess.run(listed, cwd=REPO, capture_output=True, text=True, check=True).stdout
     for rel in tracked.split():
         if rel.split("/")[0] in {"stages", "src", "profiles", ".dvc"} or rel in {
             "dvc.yaml",
@@ -59,7 +60,7 @@ def _lock(root: Path) -> dict:
 def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
-    assert set(_lock(project)) == {"prepare", "entropy@tiny", "split@tiny"}
+    assert set(_lock(project)) == {"prepare", "entropy@tiny", "split@tiny", "teacher"}
     prepared = json.loads((project / "metrics/prepare.json").read_text())
     assert (prepared["n_train"], prepared["n_test"]) == (128, 32)
     ent = json.loads((project / "metrics/entropy/tiny.json").read_text())
@@ -71,7 +72,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
 def test_threshold_experiment_reruns_only_split(project):
     before = _lock(project)
     out = _run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
-    assert "Running stage 'split@tiny'" in out
+    assert "Running stage 'split@tiny'" in out and "Running stage 'teacher'" in out
     assert "Running stage 'entropy@tiny'" not in out and "Running stage 'prepare'" not in out
     after = _lock(project)
     assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
@@ -122,3 +123,22 @@ def test_bad_question_file_stops_prepare(project, tmp_path):
     assert proc.stderr == "error: row 1 (question_id='b'): answer_index 2 is out of range for 2 options\n"
     assert not (project / "bad-prep").exists() and not (project / "bad-prep.json").exists()
     assert not list(project.glob(".bad-prep*"))
+
+
+def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
+    from tests.fake_openai import FakeOpenAI
+
+    key = "sk-or-v1-THIS-IS-SECRET-42"
+    with FakeOpenAI({}) as api:
+        env = {**_env(), "CAFT_TEST_KEY": key}
+        sets = ["teacher.backend=openai", f"teacher.openai.base_url={api.base_url}",
+                "teacher.openai.api_key_env=CAFT_TEST_KEY", "teacher.openai.backoff_base_s=0.01"]  # fmt: skip
+        cmd = ["dvc", "exp", "run", *[arg for s in sets for arg in ("-S", s)]]
+        proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert api.auth == {f"Bearer {key}"}
+    metrics = json.loads((project / "metrics/teacher.json").read_text())
+    assert metrics["teacher"] == "openai:deepseek/deepseek-chat-v3-0324" and metrics["new_traces"] > 0
+    assert key not in proc.stdout + proc.stderr
+    leaks = [p for p in project.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert leaks == []

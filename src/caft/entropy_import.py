@@ -8,25 +8,13 @@ import pandas as pd
 
 from caft import prompts
 from caft.errors import CaftError
-from caft.io import read_table
 from caft.params import EntropyImport
+from caft.sources.table import load_table
 
 
 def load_raw(cfg: EntropyImport, model: str) -> pd.DataFrame:
-    """The published table, from a local file or the hub (`{model}` in `config` is the student's key)."""
-    if cfg.path:
-        try:
-            return read_table(cfg.path.format(model=model))
-        except FileNotFoundError:
-            raise CaftError(f"entropy.import.path not found: {cfg.path.format(model=model)}") from None
-    import datasets
-
-    config = cfg.config.format(model=model) if cfg.config else None
-    try:
-        return datasets.load_dataset(cfg.hub_id, config, revision=cfg.revision, split=cfg.split).to_pandas()
-    except Exception as exc:  # hub errors come in many types; the user needs the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CaftError(f"could not load {cfg.hub_id} ({config}) from the Hugging Face Hub: {first}") from None
+    """The published table, from a local file or the hub (`{model}` in `path` / `config` is the student)."""
+    return load_table(cfg, "published entropy table", model)
 
 
 def _pred_index(answer: object, n_options: int) -> tuple[int, str]:

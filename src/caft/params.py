@@ -87,8 +87,8 @@ class PromptParams(_Strict):
     subject: bool = True
 
 
-class EntropyImport(_Strict):
-    """Published per-question entropies. Column names and `config` may contain `{model}`, the student's key."""
+class TableSource(_Strict):
+    """A published table: a local file, or a hub dataset (id, config, revision, split)."""
 
     path: str | None = None
     hub_id: str | None = None
@@ -96,6 +96,12 @@ class EntropyImport(_Strict):
     revision: str | None = None
     split: str = "train"
     id_column: str = "question_id"
+
+
+class EntropyImport(TableSource):
+    """Published per-question entropies. Column names, `path` and `config` may contain `{model}`, the
+    student's key."""
+
     score_column: str = "entropy_value_{model}"
     answer_column: str = "entropy_ans_{model}"
 
@@ -130,6 +136,68 @@ class SplitParams(_Strict):
     random_control: bool = True
 
 
+class OpenAIBackend(_Strict):
+    """Any OpenAI-compatible chat-completions endpoint. The key is read from the environment variable named
+    here and never stored anywhere else."""
+
+    base_url: str = "https://openrouter.ai/api/v1"
+    model: str = "deepseek/deepseek-chat-v3-0324"
+    api_key_env: str = "OPENROUTER_API_KEY"
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+
+
+class TeacherHF(_Strict):
+    ref: str = "tiny"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    batch_size: int = Field(4, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class TeacherImport(TableSource):
+    """Published traces (e.g. the authors' DeepSeek-V3 responses), joined on question id."""
+
+    text_column: str = "distill_response"
+    label: str = "published"
+
+
+class TeacherParams(_Strict):
+    backend: Literal["oracle", "openai", "hf", "import"] = "oracle"
+    marker: Literal["brackets", "answer_is"] = "answer_is"
+    keep: Literal["correct", "all"] = "correct"
+    subject: bool = True
+    max_tokens: int = Field(2048, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+    price_prompt_per_m: float = Field(0.0, ge=0)
+    price_completion_per_m: float = Field(0.0, ge=0)
+    openai: OpenAIBackend = Field(default_factory=OpenAIBackend)
+    hf: TeacherHF = Field(default_factory=TeacherHF)
+    import_: TeacherImport = Field(default_factory=TeacherImport, alias="import")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _import_needs_location(self) -> TeacherParams:
+        if self.backend == "import" and not (self.import_.path or self.import_.hub_id):
+            raise ValueError("teacher.backend=import needs teacher.import.path or teacher.import.hub_id")
+        return self
+
+    def sampling(self) -> dict:
+        """What, besides the prompt and the model, determines a response (part of the cache key)."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed}  # fmt: skip
+
+
+STRATEGY_NAMES = ("sft", "distill", "caft", "curriculum", "random", "alternative")
+
+
 class Params(_Strict):
     seed: int = 42
     students: list[str] = Field(min_length=1)
@@ -138,6 +206,8 @@ class Params(_Strict):
     prompt: PromptParams = Field(default_factory=PromptParams)
     entropy: EntropyParams = Field(default_factory=EntropyParams)
     split: SplitParams = Field(default_factory=SplitParams)
+    strategies: list[Literal[STRATEGY_NAMES]] = Field(default_factory=lambda: ["sft", "distill", "caft", "random"])
+    teacher: TeacherParams = Field(default_factory=TeacherParams)
 
     @model_validator(mode="after")
     def _students_known(self) -> Params:

@@ -1,0 +1,240 @@
+"""Teacher backends. Each takes the requests not yet cached and hands every received response to `sink`
+(which stores it at once); per-item failures are returned by error class; a fatal error (bad key, bad
+request) raises TeacherFatal after everything already received has been stored."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from caft.errors import CaftError
+from caft.params import OpenAIBackend, TeacherHF, TeacherImport, TeacherParams
+from caft.sources.table import load_table
+from caft.teacher.prompt import answer_marker
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class TeacherFatal(CaftError):
+    """A non-retryable error: the stage stops; received traces stay in the cache."""
+
+
+@dataclass
+class Request:
+    key: str
+    question_id: str
+    messages: list[dict[str, str]]
+    n_options: int
+    answer_index: int
+    rationale: str = ""
+
+
+@dataclass
+class Outcome:
+    """What one backend run did: responses go to the sink as they arrive; failures are counted here."""
+
+    failures: dict[str, str] = field(default_factory=dict)  # question key -> error class
+    attempts: int = 0
+
+
+Sink = Callable[[Request, dict], None]
+
+
+def _response(text: str, finish: str, prompt_tokens: int, completion_tokens: int, latency: float,
+              attempts: int) -> dict:  # fmt: skip
+    return {"text": text, "finish_reason": finish, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "latency_s": round(latency, 4), "attempts": attempts}  # fmt: skip
+
+
+# --- oracle -------------------------------------------------------------------------------------------------
+
+
+def oracle(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
+    """The synthetic generator's own correct rationale, ending with the configured answer marker.
+    Only for synthetic data; every output labels it `oracle`."""
+    missing = [r.question_id for r in requests if not r.rationale]
+    if missing:
+        raise CaftError(
+            f"teacher.backend=oracle needs questions with a rationale (synthetic data); {len(missing)} have none, "
+            f"e.g. {missing[0]!r}"
+        )
+    for req in requests:
+        *steps, final = req.rationale.splitlines()
+        text = "\n".join([*steps, f"{final} So {answer_marker(req.answer_index, cfg.marker)}."])
+        sink(req, _response(text, "stop", 0, 0, 0.0, 0))
+    return Outcome()
+
+
+# --- published traces ---------------------------------------------------------------------------------------
+
+
+def imported(requests: list[Request], cfg: TeacherImport, sink: Sink) -> Outcome:
+    table = load_table(cfg, "published teacher traces")
+    for col in (cfg.id_column, cfg.text_column):
+        if col not in table.columns:
+            raise CaftError(f"imported trace table lacks column {col!r} (has: {sorted(table.columns)[:20]})")
+    texts = dict(zip(table[cfg.id_column].astype(str), table[cfg.text_column], strict=True))
+    outcome = Outcome()
+    for req in requests:
+        text = texts.get(req.question_id)
+        if text is None or (isinstance(text, float) and pd.isna(text)) or not str(text).strip():
+            outcome.failures[req.key] = "missing_in_import"
+            continue
+        sink(req, _response(str(text), "stop", 0, 0, 0.0, 0))
+    return outcome
+
+
+# --- local transformers model -------------------------------------------------------------------------------
+
+
+def hf_generate(requests: list[Request], cfg: TeacherHF, sampling: dict, sink: Sink) -> Outcome:
+    """Batched `generate` with a local model (a GPU teacher); left padding, greedy unless temperature > 0."""
+    import torch
+
+    from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
+    from caft.params import ModelSpec
+    from caft.prompts import apply_chat_template
+
+    spec = ModelSpec(ref=cfg.ref, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    device = pick_device(cfg.device)
+    tok, model = load_tokenizer(spec), load_model(spec, device, pick_dtype(cfg.dtype, device))
+    do_sample = sampling["temperature"] > 0
+    if sampling["seed"] is not None:
+        torch.manual_seed(sampling["seed"])
+    for start in tqdm(range(0, len(requests), cfg.batch_size), desc="teacher(hf)", unit="batch"):
+        batch = requests[start : start + cfg.batch_size]
+        texts = [apply_chat_template(tok, r.messages) for r in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        began = time.monotonic()
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, max_new_tokens=sampling["max_tokens"], do_sample=do_sample, pad_token_id=tok.pad_token_id,
+                **({"temperature": sampling["temperature"], "top_p": sampling["top_p"]} if do_sample else {}),
+            )  # fmt: skip
+        latency = (time.monotonic() - began) / len(batch)
+        prompt_len = enc["input_ids"].shape[1]
+        for i, req in enumerate(batch):
+            new = out[i, prompt_len:].tolist()
+            stopped = tok.eos_token_id in new
+            new = new[: new.index(tok.eos_token_id)] if stopped else [t for t in new if t != tok.pad_token_id]
+            text = tok.decode(new, skip_special_tokens=True)
+            n_prompt = int(enc["attention_mask"][i].sum())
+            sink(req, _response(text, "stop" if stopped else "length", n_prompt, len(new), latency, 1))
+    return Outcome(attempts=len(requests))
+
+
+# --- OpenAI-compatible API ----------------------------------------------------------------------------------
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def backoff(attempt: int, cfg: OpenAIBackend, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds to wait before retry `attempt` (1-based): the server's Retry-After when given, otherwise
+    exponential backoff with jitter in [50 %, 100 %] of min(max, base * 2^(attempt-1))."""
+    if retry_after is not None:
+        return retry_after
+    return min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+def _fatal_message(status: int, body: str, model: str) -> str:
+    try:
+        detail = json.loads(body).get("error", {})
+        detail = detail.get("message", "") if isinstance(detail, dict) else str(detail)
+    except (ValueError, AttributeError):
+        detail = body
+    detail = " ".join(str(detail).split())[:200]
+    return f"teacher API returned HTTP {status} for model {model!r} (not retried): {detail}"
+
+
+async def _call(
+    client, req: Request, cfg: OpenAIBackend, sampling: dict, rng: random.Random
+) -> tuple[dict | None, str, int]:
+    """One item with retries: (response or None, error class of the last failure, attempts)."""
+    import httpx
+
+    body = {"model": cfg.model, "messages": req.messages, "max_tokens": sampling["max_tokens"],
+            "temperature": sampling["temperature"], "top_p": sampling["top_p"]}  # fmt: skip
+    if sampling["seed"] is not None:
+        body["seed"] = sampling["seed"]
+    error, attempt = "", 0
+    while True:
+        attempt += 1
+        retry_after = None
+        began = time.monotonic()
+        try:
+            resp = await client.post("chat/completions", json=body)
+            if resp.status_code == 200:
+                data = resp.json()
+                choice = data["choices"][0]
+                usage = data.get("usage") or {}
+                return _response(
+                    str(choice["message"]["content"] or ""), str(choice.get("finish_reason") or "unknown"),
+                    int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                    time.monotonic() - began, attempt,
+                ), "", attempt  # fmt: skip
+            if resp.status_code not in RETRYABLE_STATUS and resp.status_code < 500:
+                raise TeacherFatal(_fatal_message(resp.status_code, resp.text, cfg.model))
+            error, retry_after = f"http_{resp.status_code}", _retry_after(resp.headers.get("retry-after"))
+        except httpx.TimeoutException:
+            error = "timeout"
+        except httpx.TransportError:
+            error = "connection"
+        except (ValueError, KeyError, IndexError, TypeError):
+            error = "malformed_response"
+        if attempt > cfg.max_retries:
+            return None, error, attempt
+        await asyncio.sleep(backoff(attempt, cfg, retry_after, rng))
+
+
+async def _run_api(requests: list[Request], cfg: OpenAIBackend, sampling: dict, api_key: str, sink: Sink) -> Outcome:
+    import httpx
+
+    outcome = Outcome()
+    sem = asyncio.Semaphore(cfg.concurrency)
+    rng = random.Random(0)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    base_url = cfg.base_url.rstrip("/") + "/"
+
+    async def one(req: Request):
+        async with sem:
+            return req, *(await _call(client, req, cfg, sampling, rng))
+
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=cfg.timeout_s) as client:
+        tasks = [asyncio.create_task(one(r)) for r in requests]
+        try:
+            for fut in tqdm(asyncio.as_completed(tasks), total=len(tasks), desc="teacher(api)", unit="q"):
+                req, response, error, attempts = await fut
+                outcome.attempts += attempts
+                if response is None:
+                    outcome.failures[req.key] = error
+                else:
+                    sink(req, response)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return outcome
+
+
+def openai_api(requests: list[Request], cfg: OpenAIBackend, sampling: dict, api_key: str, sink: Sink) -> Outcome:
+    return asyncio.run(_run_api(requests, cfg, sampling, api_key, sink))

@@ -1,0 +1,32 @@
+"""The teacher's CoT prompt (the paper's semantics: subject, think step by step, end with the answer marker).
+
+`brackets`: the paper's v1 text, numeric option ids, answer as `[[n]]`. `answer_is`: the MMLU-Pro
+convention, letter ids, answer as "the answer is (X)".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from caft.prompts import option_ids, render_options
+
+SYSTEM = {
+    "brackets": "The following are multiple choice questions{about}. Explain your thinking process step-by-step. "
+    "At the end, write down the number of the correct answer by strictly following this format: "
+    "[[number_of_correct_answer]].",
+    "answer_is": "The following are multiple choice questions{about}. Think step by step and then finish your "
+    'answer with "the answer is (X)" where X is the correct letter choice.',
+}
+ID_KIND = {"brackets": "numeric", "answer_is": "letter"}
+
+
+def messages(question: str, options: Sequence[str], category: str | None, marker: str) -> list[dict[str, str]]:
+    about = f" about {category}" if category else ""
+    user = f"Question: {question}\nOptions:\n{render_options(options, ID_KIND[marker])}\n"
+    return [{"role": "system", "content": SYSTEM[marker].format(about=about)}, {"role": "user", "content": user}]
+
+
+def answer_marker(index: int, marker: str) -> str:
+    """How a trace states option `index` (0-based) in this format."""
+    ident = option_ids(ID_KIND[marker], index + 1)[index]
+    return f"[[{ident}]]" if marker == "brackets" else f"the answer is ({ident})"

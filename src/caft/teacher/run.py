@@ -1,0 +1,186 @@
+"""The teacher stage's logic: which questions need a trace, what the cache already holds, what a run would
+cost (dry run), calling the backend for the rest, and the per-item trace table with its metrics."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from caft import answers, strategies
+from caft.errors import CaftError
+from caft.params import Params, TeacherParams
+from caft.teacher import backends, prompt
+from caft.teacher.cache import TraceCache, item_key
+
+TRACE_COLUMNS = [
+    "question_id", "key", "teacher", "backend", "trace", "parsed_index", "correct", "truncated", "kept",
+    "finish_reason", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error", "from_cache",
+]  # fmt: skip
+
+
+def teacher_label(cfg: TeacherParams) -> str:
+    """Names the teacher in every output (and in the cache key): the oracle is never mistaken for a model."""
+    return {
+        "oracle": "oracle:synthetic-rationale",
+        "openai": f"openai:{cfg.openai.model}",
+        "hf": f"hf:{cfg.hf.ref}" + (f"@{cfg.hf.revision}" if cfg.hf.revision else ""),
+        "import": f"import:{cfg.import_.label}",
+    }[cfg.backend]
+
+
+def needed_ids(assignments: dict[str, pd.DataFrame], strategy_names: list[str]) -> set[str]:
+    """Union over students of the questions any configured strategy trains on with CoT."""
+    out: set[str] = set()
+    for table in assignments.values():
+        out |= strategies.cot_question_ids(table, strategy_names)
+    return out
+
+
+def build_requests(questions: pd.DataFrame, ids: set[str], cfg: TeacherParams) -> list[backends.Request]:
+    rows = questions[questions["question_id"].isin(ids)].sort_values("question_id")
+    label, sampling = teacher_label(cfg), cfg.sampling()
+    requests = []
+    for row in rows.itertuples(index=False):
+        options = list(row.options)
+        msgs = prompt.messages(row.question, options, row.category if cfg.subject else None, cfg.marker)
+        requests.append(
+            backends.Request(
+                key=item_key(msgs, options, label, sampling), question_id=row.question_id, messages=msgs,
+                n_options=len(options), answer_index=int(row.answer_index), rationale=row.rationale,
+            )
+        )  # fmt: skip
+    return requests
+
+
+def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams) -> dict:
+    """What a run would pay for: calls, and token estimates (prompt ≈ characters / 4; completion = the
+    cached mean where the cache has responses, else the max_tokens upper bound)."""
+    todo = [r for r in requests if r.key not in cache]
+    generated = todo if cfg.backend in ("openai", "hf") else []  # the oracle and imports cost nothing
+    prompt_tokens = sum(sum(len(m["content"]) for m in r.messages) // 4 for r in generated)
+    cached = [rec["completion_tokens"] for rec in cache.records.values() if rec.get("completion_tokens")]
+    per_call = sum(cached) / len(cached) if cached else cfg.max_tokens
+    completion_tokens = round(per_call * len(generated))
+    return {
+        "requested": len(requests),
+        "cache_hits": len(requests) - len(todo),
+        "calls": len(generated),
+        "prompt_tokens_est": prompt_tokens,
+        "completion_tokens_est": completion_tokens,
+        "completion_tokens_max": cfg.max_tokens * len(generated),
+        "cost_est_usd": round(_cost(prompt_tokens, completion_tokens, cfg), 4),
+        "cost_max_usd": round(_cost(prompt_tokens, cfg.max_tokens * len(generated), cfg), 4),
+    }
+
+
+def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherParams) -> float:
+    return (prompt_tokens * cfg.price_prompt_per_m + completion_tokens * cfg.price_completion_per_m) / 1e6
+
+
+def execute(requests: list[backends.Request], cache: TraceCache, p: Params) -> tuple[backends.Outcome, set[str]]:
+    """Call the backend for every uncached request; responses are stored the moment they arrive."""
+    cfg = p.teacher
+    todo = [r for r in requests if r.key not in cache]
+    fresh: set[str] = set()
+    label = teacher_label(cfg)
+
+    def sink(req: backends.Request, response: dict) -> None:
+        cache.put({"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend,
+                   **response})  # fmt: skip
+        fresh.add(req.key)
+
+    if not todo:
+        return backends.Outcome(), fresh
+    try:
+        if cfg.backend == "oracle":
+            outcome = backends.oracle(todo, cfg, sink)
+        elif cfg.backend == "import":
+            outcome = backends.imported(todo, cfg.import_, sink)
+        elif cfg.backend == "hf":
+            outcome = backends.hf_generate(todo, cfg.hf, cfg.sampling(), sink)
+        else:
+            outcome = backends.openai_api(todo, cfg.openai, cfg.sampling(), api_key(cfg), sink)
+    except backends.TeacherFatal as exc:
+        raise backends.TeacherFatal(
+            f"{exc}; {len(fresh)} trace(s) received in this run are kept in the cache"
+        ) from None
+    finally:
+        cache.close()
+    return outcome, fresh
+
+
+def api_key(cfg: TeacherParams) -> str:
+    """The key comes from the environment only; params name the variable, never hold the value."""
+    key = os.environ.get(cfg.openai.api_key_env, "")
+    if not key:
+        raise CaftError(f"teacher.openai.api_key_env names {cfg.openai.api_key_env}, which is not set")
+    return key
+
+
+def assemble(
+    requests: list[backends.Request], cache: TraceCache, outcome: backends.Outcome, fresh: set[str], cfg: TeacherParams
+) -> pd.DataFrame:
+    """One row per requested question: the trace and its checks, or the error class."""
+    rows = []
+    for req in requests:
+        if req.key not in cache:
+            rows.append({"question_id": req.question_id, "key": req.key, "teacher": teacher_label(cfg),
+                         "backend": cfg.backend, "error": outcome.failures.get(req.key, "not_requested"),
+                         "kept": False, "correct": False, "truncated": False, "from_cache": False})  # fmt: skip
+            continue
+        rec = cache.get(req.key)
+        parsed = answers.extract(rec["text"], req.n_options, cfg.marker)
+        truncated = rec["finish_reason"] == "length" or parsed is None
+        correct = not truncated and parsed == req.answer_index
+        rows.append({
+            "question_id": req.question_id, "key": req.key, "teacher": rec["teacher"], "backend": rec["backend"],
+            "trace": rec["text"], "parsed_index": -1 if parsed is None else parsed, "correct": correct,
+            "truncated": truncated, "kept": not truncated and (correct or cfg.keep == "all"),
+            "finish_reason": rec["finish_reason"], "prompt_tokens": rec["prompt_tokens"],
+            "completion_tokens": rec["completion_tokens"], "latency_s": rec["latency_s"],
+            "attempts": rec["attempts"], "error": "", "from_cache": req.key not in fresh,
+        })  # fmt: skip
+    table = pd.DataFrame(rows, columns=TRACE_COLUMNS)
+    return table.astype({"parsed_index": "Int64", "prompt_tokens": "Int64", "completion_tokens": "Int64",
+                         "attempts": "Int64"})  # fmt: skip
+
+
+def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], cfg: TeacherParams) -> dict:
+    answered = table[table["error"] == ""]
+    new = answered[~answered["from_cache"]]
+    failures = Counter(table.loc[table["error"] != "", "error"])
+    out = {
+        "teacher": teacher_label(cfg),
+        "requested": len(table),
+        "cache_hits": int(answered["from_cache"].sum()),
+        "new_calls": len(fresh) + sum(failures.values()),
+        "new_traces": len(fresh),
+        "api_attempts": outcome.attempts,
+        "failures": sum(failures.values()),
+        "kept": int(table["kept"].sum()),
+        "kept_rate": round(float(table["kept"].mean()), 6) if len(table) else None,
+        "correct_rate": round(float(answered["correct"].mean()), 6) if len(answered) else None,
+        "truncated": int(answered["truncated"].sum()),
+        "prompt_tokens": int(answered["prompt_tokens"].sum()),
+        "completion_tokens": int(answered["completion_tokens"].sum()),
+        "new_prompt_tokens": int(new["prompt_tokens"].sum()),
+        "new_completion_tokens": int(new["completion_tokens"].sum()),
+    }
+    out["cost_usd"] = round(_cost(out["prompt_tokens"], out["completion_tokens"], cfg), 6)
+    out["new_cost_usd"] = round(_cost(out["new_prompt_tokens"], out["new_completion_tokens"], cfg), 6)
+    for error_class, count in sorted(failures.items()):
+        out[f"failures_{error_class}"] = count
+    return out
+
+
+def load_assignments(split_dir: str | Path, students: list[str]) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name in students:
+        path = Path(split_dir) / name / "assignments.parquet"
+        if not path.exists():
+            raise CaftError(f"split output for student {name!r} not found: {path} (run `dvc repro split@{name}`)")
+        out[name] = pd.read_parquet(path)
+    return out

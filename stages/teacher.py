@@ -1,0 +1,50 @@
+"""Stage `teacher`: CoT traces for exactly the questions the configured strategies need, through the cache."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from caft.cli import stage
+from caft.io import write_json, write_table
+from caft.params import load_params
+from caft.teacher import run
+from caft.teacher.cache import TraceCache
+
+
+@stage
+def main(
+    out: Annotated[Path, typer.Option(help="trace table (parquet)")] = Path("data/teacher/traces.parquet"),
+    cache: Annotated[Path, typer.Option(help="persistent trace store (a DVC persist output)")] = Path(
+        "data/teacher/cache"
+    ),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/teacher.json"),
+    data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
+    splits: Annotated[Path, typer.Option(help="folder of the split stages' outputs")] = Path("data/split"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what a run would pay for; write nothing")] = False,
+    params: Annotated[Path, typer.Option()] = Path("params.yaml"),
+) -> None:
+    p = load_params(params)
+    questions = pd.concat([pd.read_parquet(data / f"{s}.parquet") for s in ("train", "test")], ignore_index=True)
+    ids = run.needed_ids(run.load_assignments(splits, p.students), p.strategies)
+    requests = run.build_requests(questions, ids, p.teacher)
+    store = TraceCache(cache)
+    if dry_run:
+        typer.echo(json.dumps({"teacher": run.teacher_label(p.teacher), **run.plan(requests, store, p.teacher)},
+                              indent=2))  # fmt: skip
+        return
+    outcome, fresh = run.execute(requests, store, p)
+    table = run.assemble(requests, store, outcome, fresh, p.teacher)
+    summary = run.summarize(table, outcome, fresh, p.teacher)
+    write_table(table, out)
+    write_json(summary, metrics)
+    typer.echo(
+        f"teacher[{summary['teacher']}]: {summary['requested']} needed, {summary['cache_hits']} cached, "
+        f"{summary['new_calls']} requested now, {summary['failures']} failed, {summary['kept']} kept"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,229 @@
+import time
+
+import pandas as pd
+import pytest
+
+from caft import strategies
+from caft.errors import CaftError
+from caft.params import SplitParams, parse_params
+from caft.split import make_split
+from caft.teacher import backends, run
+from caft.teacher.cache import TraceCache
+from tests.conftest import make_questions
+from tests.fake_openai import FakeOpenAI
+
+KEY = "sk-test-SECRET-0123456789"
+
+
+def _params(base_url: str = "http://127.0.0.1:9/v1", **teacher) -> object:
+    openai = {"base_url": base_url, "model": "m", "api_key_env": "CAFT_TEST_KEY", "concurrency": 4,
+              "timeout_s": 0.4, "max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05}  # fmt: skip
+    openai.update(teacher.pop("openai", {}))
+    raw = {"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, "strategies": ["distill"],
+           "teacher": {"backend": "openai", "max_tokens": 64, "openai": openai, **teacher}}  # fmt: skip
+    return parse_params(raw)
+
+
+def _questions(n: int = 6) -> pd.DataFrame:
+    q = make_questions(n)
+    q["question"] = [f"Q{i}?" for i in range(n)]
+    q["answer_index"] = [i % 2 for i in range(n)]
+    return q
+
+
+def _requests(p, questions):
+    return run.build_requests(questions, set(questions["question_id"]), p.teacher)
+
+
+def _run(p, questions, cache_dir):
+    cache = TraceCache(cache_dir)
+    requests = _requests(p, questions)
+    outcome, fresh = run.execute(requests, cache, p)
+    table = run.assemble(requests, cache, outcome, fresh, p.teacher)
+    return table.set_index("question_id"), run.summarize(table, outcome, fresh, p.teacher)
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("CAFT_TEST_KEY", KEY)
+
+
+def test_faults_are_retried_with_exact_call_counts(tmp_path):
+    q = _questions(6)
+    answers = dict(zip(q["question"], q["answer_index"], strict=True))
+    script = {"Q1?": ["429", "ok"], "Q2?": ["500", "500", "ok"], "Q3?": ["hang", "ok"], "Q4?": ["badjson", "ok"],
+              "Q5?": ["length"]}  # fmt: skip
+    with FakeOpenAI(answers, script, retry_after="0.3") as api:
+        table, m = _run(_params(api.base_url), q, tmp_path)
+    assert {f"Q{i}?": api.count(f"Q{i}?") for i in range(6)} == {"Q0?": 1, "Q1?": 2, "Q2?": 3, "Q3?": 2, "Q4?": 2,
+                                                                 "Q5?": 1}  # fmt: skip
+    (first, _), (second, _) = api.calls["Q1?"]
+    assert second - first >= 0.3  # Retry-After honoured
+    assert api.auth == {f"Bearer {KEY}"}
+    assert list(table.loc[["q0", "q1", "q2", "q3", "q4"], "kept"]) == [True] * 5
+    assert table.loc["q5", "truncated"] and not table.loc["q5", "kept"] and not table.loc["q5", "correct"]
+    assert table.loc["q5", "finish_reason"] == "length"
+    assert list(table["attempts"]) == [1, 2, 3, 2, 2, 1]
+    assert (m["requested"], m["new_calls"], m["api_attempts"], m["failures"], m["kept"], m["truncated"]) == (
+        6, 6, 11, 0, 5, 1)  # fmt: skip
+    assert (m["prompt_tokens"], m["completion_tokens"]) == (300, 60)
+
+
+def test_exhausted_retries_are_failures_and_retried_next_run(tmp_path):
+    q = _questions(2)
+    with FakeOpenAI({"Q0?": 0, "Q1?": 1}, {"Q1?": ["500"] * 4}) as api:
+        table, m = _run(_params(api.base_url, openai={"max_retries": 2}), q, tmp_path)
+        assert api.count("Q1?") == 3 and table.loc["q1", "error"] == "http_500"
+        assert (m["failures"], m["failures_http_500"]) == (1, 1)
+        table, m = _run(_params(api.base_url, openai={"max_retries": 2}), q, tmp_path)
+    # the cached success is not requested again; the failed item is (its 4th 500, then success)
+    assert (api.count("Q0?"), api.count("Q1?")) == (1, 5)
+    assert table.loc["q1", "kept"] and (m["cache_hits"], m["new_calls"], m["api_attempts"]) == (1, 1, 2)
+
+
+def test_401_stops_with_one_line_and_keeps_what_was_received(tmp_path):
+    q = _questions(4)
+    with FakeOpenAI({}, {"Q2?": ["401"]}) as api:
+        p = _params(api.base_url, openai={"concurrency": 1})
+        with pytest.raises(backends.TeacherFatal) as exc:
+            _run(p, q, tmp_path)
+    assert str(exc.value) == (
+        "teacher API returned HTTP 401 for model 'm' (not retried): Invalid API key; "
+        "2 trace(s) received in this run are kept in the cache"
+    )
+    assert {rec["question_id"] for rec in TraceCache(tmp_path).records.values()} == {"q0", "q1"}
+    assert api.count("Q3?") == 0 and KEY not in str(exc.value)
+
+
+def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAFT_TEST_KEY")
+    with pytest.raises(CaftError, match="^teacher.openai.api_key_env names CAFT_TEST_KEY, which is not set$"):
+        _run(_params(), _questions(1), tmp_path)
+
+
+def test_threshold_change_requests_exactly_the_newly_hard_uncached_items(tmp_path):
+    scores = pd.DataFrame({"question_id": [f"q{i}" for i in range(40)], "subset": ["train"] * 40,
+                           "entropy": [i / 10 for i in range(40)], "validity": "option", "correct": False})  # fmt: skip
+    questions = make_questions(40).assign(question=[f"Q{i}?" for i in range(40)])
+    old, _ = make_split(scores, SplitParams(threshold=0.75), seed=0)
+    new, _ = make_split(scores, SplitParams(threshold=0.5), seed=0)
+    hard_old = run.needed_ids({"tiny": old}, ["caft"])
+    hard_new = run.needed_ids({"tiny": new}, ["caft"])
+    with FakeOpenAI({}) as api:
+        p = _params(api.base_url)
+        for ids in (hard_old, hard_new):
+            requests = run.build_requests(questions, ids, p.teacher)
+            cache = TraceCache(tmp_path)
+            before = sum(api.count(f"Q{i}?") for i in range(40))
+            run.execute(requests, cache, p)
+            made = sum(api.count(f"Q{i}?") for i in range(40)) - before
+        assert made == len(hard_new - hard_old) == 10
+    assert (len(hard_old), len(hard_new)) == (10, 20)
+    assert all(api.count(f"Q{i}?") == 1 for i in range(20, 40)) and api.count("Q0?") == 0
+
+
+def test_dry_run_plan_counts_calls_tokens_and_cost(tmp_path):
+    q = _questions(4)
+    p = _params(price_prompt_per_m=1.0, price_completion_per_m=2.0)
+    requests = _requests(p, q)
+    cache = TraceCache(tmp_path)
+    cache.put({"key": requests[0].key, "question_id": "q0", "teacher": "x", "backend": "openai", "text": "t",
+               "finish_reason": "stop", "prompt_tokens": 40, "completion_tokens": 100, "latency_s": 0.1,
+               "attempts": 1})  # fmt: skip
+    plan = run.plan(requests, cache, p.teacher)
+    chars = sum(sum(len(m["content"]) for m in r.messages) // 4 for r in requests[1:])
+    assert plan == {"requested": 4, "cache_hits": 1, "calls": 3, "prompt_tokens_est": chars,
+                    "completion_tokens_est": 300, "completion_tokens_max": 192,
+                    "cost_est_usd": round((chars * 1 + 300 * 2) / 1e6, 4),
+                    "cost_max_usd": round((chars * 1 + 192 * 2) / 1e6, 4)}  # fmt: skip
+
+
+def test_cache_key_depends_on_prompt_model_and_sampling():
+    q = _questions(1)
+    base = _requests(_params(), q)[0].key
+    assert _requests(_params(), q)[0].key == base
+    assert _requests(_params(temperature=0.7), q)[0].key != base
+    assert _requests(_params(openai={"model": "other"}), q)[0].key != base
+    assert _requests(_params(marker="brackets"), q)[0].key != base
+    assert _requests(_params(), q.assign(options=[["x", "y"]]))[0].key != base
+
+
+def test_cache_survives_a_cut_line(tmp_path):
+    cache = TraceCache(tmp_path)
+    cache.put({"key": "a", "text": "1"})
+    cache.close()
+    with (tmp_path / "traces.jsonl").open("a") as fh:
+        fh.write('{"key": "b", "te')
+    again = TraceCache(tmp_path)
+    assert set(again.records) == {"a"}
+    again.put({"key": "c", "text": "3"})
+    again.close()
+    assert set(TraceCache(tmp_path).records) == {"a", "c"}
+
+
+def test_oracle_traces_and_label():
+    from caft.params import SyntheticData
+    from caft.sources.synthetic import generate
+
+    q = generate(SyntheticData(n_questions=4), seed=1)
+    for marker, ending in (("answer_is", "the answer is ({})."), ("brackets", "[[{}]].")):
+        p = parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"marker": marker}})
+        requests = run.build_requests(q, set(q["question_id"]), p.teacher)
+        got: dict[str, str] = {}
+
+        def sink(req, resp, got=got):
+            got[req.question_id] = resp["text"]
+
+        backends.oracle(requests, p.teacher, sink)
+        row = q.iloc[0]
+        ident = "ABCDEFGHIJ"[row["answer_index"]] if marker == "answer_is" else str(row["answer_index"] + 1)
+        assert got[row["question_id"]] == row["rationale"] + " So " + ending.format(ident)
+    assert run.teacher_label(p.teacher) == "oracle:synthetic-rationale"
+    with pytest.raises(CaftError, match="teacher.backend=oracle needs questions with a rationale"):
+        backends.oracle(run.build_requests(q.assign(rationale=""), {"syn-1-00000"}, p.teacher), p.teacher, print)
+
+
+def test_import_backend_joins_on_id(tmp_path):
+    q = _questions(3)
+    pd.DataFrame({"question_id": ["q0", "q1"], "distill_response": ["So the answer is (A).", "the answer is (A)"]}
+                 ).to_csv(tmp_path / "traces.csv", index=False)  # fmt: skip
+    p = _params(backend="import", **{"import": {"path": str(tmp_path / "traces.csv"), "label": "deepseek-v3"}})
+    table, m = _run(p, q, tmp_path / "cache")
+    assert list(table["correct"]) == [True, False, False]
+    assert table.loc["q2", "error"] == "missing_in_import" and m["failures_missing_in_import"] == 1
+    assert set(table.loc[["q0", "q1"], "teacher"]) == {"import:deepseek-v3"}
+
+
+def test_hf_backend_on_the_tiny_model(tmp_path):
+    p = _params(backend="hf", max_tokens=6, hf={"ref": "tiny", "batch_size": 2, "dtype": "float32"})
+    table, m = _run(p, _questions(3), tmp_path)
+    assert m["new_traces"] == 3 and m["failures"] == 0
+    for row in table.itertuples():
+        assert row.completion_tokens <= 6 and row.prompt_tokens > 20
+        assert (row.finish_reason == "length") == (row.completion_tokens == 6)
+        assert row.teacher == "hf:tiny"
+
+
+def test_strategy_cot_masks():
+    a = pd.DataFrame({"question_id": list("abcdef"), "subset": ["train"] * 4 + ["validation", "test"],
+                      "band": ["easy", "medium", "hard", "hard", "easy", "hard"],
+                      "random_cot": [True, False, False, False, False, False]})  # fmt: skip
+    ids = {name: strategies.cot_question_ids(a, [name]) for name in strategies.STRATEGIES}
+    assert ids == {"sft": set(), "curriculum": set(), "distill": set("abcde"), "caft": {"c", "d"},
+                   "random": {"a"}, "alternative": {"a", "e"}}  # fmt: skip
+    from caft.params import STRATEGY_NAMES
+
+    assert tuple(strategies.STRATEGIES) == STRATEGY_NAMES
+
+
+def test_backoff_grows_and_is_capped():
+    import random
+
+    cfg = _params().teacher.openai.model_copy(update={"backoff_base_s": 1.0, "backoff_max_s": 5.0})
+    rng = random.Random(0)
+    waits = [backends.backoff(a, cfg, None, rng) for a in (1, 2, 3, 4, 5)]
+    assert 0.5 <= waits[0] <= 1 and 1 <= waits[1] <= 2 and 2 <= waits[2] <= 4 and all(w <= 5 for w in waits)
+    assert backends.backoff(1, cfg, 7.5, rng) == 7.5
+    assert backends._retry_after("3") == 3.0 and backends._retry_after("soon") is None
+    http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
+    assert 8 <= backends._retry_after(http_date) <= 10

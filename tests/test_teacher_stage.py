@@ -1,0 +1,98 @@
+"""The teacher stage as a process: SIGKILL mid-run and resume, against the local fake API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tests.conftest import REPO, make_questions
+from tests.fake_openai import FakeOpenAI
+
+KEY = "sk-test-SECRET-kill-9876"
+
+
+def _workspace(root: Path, base_url: str, n: int) -> list[str]:
+    q = make_questions(n).assign(question=[f"Q{i}?" for i in range(n)])
+    (root / "data/prepared").mkdir(parents=True)
+    q.to_parquet(root / "data/prepared/train.parquet", index=False)
+    q.head(0).to_parquet(root / "data/prepared/test.parquet", index=False)
+    (root / "data/split/tiny").mkdir(parents=True)
+    pd.DataFrame({"question_id": q["question_id"], "subset": "train", "band": "hard", "score": 1.0,
+                  "correct": False, "balanced": False, "random_cot": False}
+                 ).to_parquet(root / "data/split/tiny/assignments.parquet", index=False)  # fmt: skip
+    params = {"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, "strategies": ["caft"],
+              "teacher": {"backend": "openai", "openai": {"base_url": base_url, "model": "m",
+                          "api_key_env": "CAFT_TEST_KEY", "concurrency": 2, "timeout_s": 5}}}  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return list(q["question"])
+
+
+def _stage(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "CAFT_TEST_KEY": KEY}
+    return subprocess.Popen([sys.executable, str(REPO / "stages/teacher.py")], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _stored(root: Path) -> list[dict]:
+    path = root / "data/teacher/cache/traces.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_no_success(tmp_path):
+    with FakeOpenAI({}, default="slow", slow_s=0.2) as api:
+        questions = _workspace(tmp_path, api.base_url, 12)
+        proc = _stage(tmp_path)
+        deadline = time.monotonic() + 60
+        while len(_stored(tmp_path)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = {rec["question_id"] for rec in _stored(tmp_path)}
+        assert 4 <= len(before) < 12 and not (tmp_path / "data/teacher/traces.parquet").exists()
+        calls_before = {q: api.count(q) for q in questions}
+        api.default = "ok"
+        done = _stage(tmp_path)
+        out, err = done.communicate(timeout=120)
+        assert done.returncode == 0, err
+    by_id = {f"q{i}": q for i, q in enumerate(questions)}
+    for qid in before:  # stored before the kill: never requested again
+        assert api.count(by_id[qid]) == 1
+    # only requests in flight at the kill (at most `concurrency`) can be repeated
+    assert sum(api.count(q) for q in questions) <= 12 + 2
+    assert sum(calls_before.values()) - len(before) <= 2
+    table = pd.read_parquet(tmp_path / "data/teacher/traces.parquet")
+    assert len(table) == 12 and (table["error"] == "").all()
+    assert table["from_cache"].sum() == len(before)
+    metrics = json.loads((tmp_path / "metrics/teacher.json").read_text())
+    assert (metrics["requested"], metrics["cache_hits"], metrics["new_traces"]) == (12, len(before), 12 - len(before))
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in out + err
+
+
+def test_dry_run_prints_the_bill_and_writes_nothing(tmp_path):
+    _workspace(tmp_path, "http://127.0.0.1:9/v1", 5)
+    env = {**os.environ, "CAFT_TEST_KEY": KEY}
+    proc = subprocess.run([sys.executable, str(REPO / "stages/teacher.py"), "--dry-run"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert (plan["teacher"], plan["requested"], plan["calls"], plan["completion_tokens_max"]) == (
+        "openai:m", 5, 5, 5 * 2048)  # fmt: skip
+    assert not (tmp_path / "data/teacher").exists() and not (tmp_path / "metrics").exists()
