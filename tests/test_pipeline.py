@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,12 +39,10 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
     tracked = subprocess.run(listed, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    wanted_dirs = {"stages", "src", "profiles", "configs", ".dvc"}
+    wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore"}
     for rel in tracked.split():
-        if rel.split("/")[0] in {"stages", "src", "profiles", ".dvc"} or rel in {
-            "dvc.yaml",
-            "params.yaml",
-            ".dvcignore",
-        }:
+        if rel.split("/")[0] in wanted_dirs or rel in wanted_files:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, root / rel)
     _run(["git", "init", "-q"], root)
@@ -60,20 +59,31 @@ def _lock(root: Path) -> dict:
 def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
-    assert set(_lock(project)) == {"prepare", "entropy@tiny", "split@tiny", "teacher"}
+    strategies = ("sft", "distill", "caft", "random")
+    assert set(_lock(project)) == {"prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report"} | {
+        f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies
+    }
     prepared = json.loads((project / "metrics/prepare.json").read_text())
     assert (prepared["n_train"], prepared["n_test"]) == (128, 32)
     ent = json.loads((project / "metrics/entropy/tiny.json").read_text())
     assert ent["n"] == 160 and 0 < ent["valid_rate"] < 1
     assert (project / "plots/entropy/tiny/roc_entropy.csv").read_text().startswith("fpr,tpr,threshold\n")
+    report = json.loads((project / "metrics/report.json").read_text())
+    assert set(report["tiny"]) == set(strategies)
+    caft, distill = report["tiny"]["caft"], report["tiny"]["distill"]
+    assert caft["teacher_calls"] < distill["teacher_calls"] and report["tiny"]["sft"]["teacher_calls"] == 0
+    assert 0 < caft["data_saving_one_pass"] < 1 and distill["data_saving_one_pass"] == 0
+    assert (project / "reports/summary.md").read_text().startswith("# caft: students × strategies\n\n| student |")
+    assert (project / "models/tiny/caft/adapter_model.safetensors").exists()
     assert "Data and pipelines are up to date." in _run(["dvc", "status"], project)
 
 
 def test_threshold_experiment_reruns_only_split(project):
     before = _lock(project)
     out = _run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
-    assert "Running stage 'split@tiny'" in out and "Running stage 'teacher'" in out
-    assert "Running stage 'entropy@tiny'" not in out and "Running stage 'prepare'" not in out
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random", "eval@tiny-caft",
+                   "eval@tiny-random", "report"}  # fmt: skip
     after = _lock(project)
     assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
     assert after["split@tiny"]["params"]["params.yaml"]["split.threshold"] == 0.5

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from caft.errors import CaftError
+from caft.strategies import STRATEGIES
 
 # TIGER-Lab/MMLU-Pro is pinned: the hub dataset has been re-uploaded several times (answer fixes), and a
 # reproduction must name the exact questions it used.
@@ -195,7 +196,64 @@ class TeacherParams(_Strict):
                 "seed": self.seed}  # fmt: skip
 
 
-STRATEGY_NAMES = ("sft", "distill", "caft", "curriculum", "random", "alternative")
+STRATEGY_NAMES = tuple(STRATEGIES)
+
+
+class LoraParams(_Strict):
+    enabled: bool = True
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainParams(_Strict):
+    """Training recipe shared by every strategy; `epochs.<strategy>` lists epochs per phase."""
+
+    epochs: dict[str, list[float]] = Field(
+        default_factory=lambda: {
+            "sft": [2],
+            "distill": [2],
+            "caft": [1, 1],
+            "curriculum": [1, 1, 1],
+            "random": [1, 1],
+            "alternative": [1, 1],
+        }  # fmt: skip
+    )
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=16)
+    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_steps: float = Field(0, ge=0)  # steps, or a ratio of all steps when < 1
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    gradient_checkpointing: bool = False
+    save_steps: int = Field(50, ge=1)
+    answer_variant: Literal["plain", "fallback"] = "plain"
+    lora: LoraParams = Field(default_factory=LoraParams)
+    accelerate_config: str = "configs/accelerate/cpu.yaml"
+
+    @model_validator(mode="after")
+    def _phases(self) -> TrainParams:
+        for name, epochs in self.epochs.items():
+            if name not in STRATEGIES:
+                raise ValueError(f"train.epochs.{name}: unknown strategy")
+            n_phases = len(STRATEGIES[name].phases)
+            if len(epochs) != n_phases or any(e <= 0 for e in epochs):
+                raise ValueError(f"train.epochs.{name} needs {n_phases} positive value(s), got {epochs}")
+        return self
+
+
+class EvalParams(_Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens_direct: int = Field(8, ge=1)
+    max_new_tokens_cot: int = Field(512, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    seed: int = 0  # for accuracy_tiger's random guesses
 
 
 class Params(_Strict):
@@ -208,12 +266,17 @@ class Params(_Strict):
     split: SplitParams = Field(default_factory=SplitParams)
     strategies: list[Literal[STRATEGY_NAMES]] = Field(default_factory=lambda: ["sft", "distill", "caft", "random"])
     teacher: TeacherParams = Field(default_factory=TeacherParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
 
     @model_validator(mode="after")
     def _students_known(self) -> Params:
         unknown = [s for s in self.students if s not in self.models]
         if unknown:
             raise ValueError(f"students {unknown} have no entry under models (known: {sorted(self.models)})")
+        missing = [s for s in self.strategies if s not in self.train.epochs]
+        if missing:
+            raise ValueError(f"strategies {missing} have no train.epochs entry")
         return self
 
     def model(self, name: str) -> ModelSpec:

@@ -1,50 +1,92 @@
-"""The training strategies, as data: which items each one trains on, and which of those need teacher CoT.
+"""The training strategies, as data: their phases, which items each phase trains on, and whether with the
+answer only or with a teacher trace.
 
-The teacher stage requests exactly the union of CoT items over the configured strategies and students; the
-train stage (later) reads the same definitions, so the two can never disagree.
+The teacher stage requests exactly the union of CoT items over the configured strategies and students, and
+the training sets are built from the same definitions, so the two can never disagree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 
 from caft.errors import CaftError
+
+Selector = Callable[[pd.DataFrame], pd.Series]
+
+
+def _all(a: pd.DataFrame) -> pd.Series:
+    return pd.Series(True, index=a.index)
+
+
+def _bands(*names: str) -> Selector:
+    return lambda a: a["band"].isin(names)
+
+
+def _random(chosen: bool) -> Selector:
+    return lambda a: a["random_cot"].astype(bool) == chosen
+
+
+@dataclass(frozen=True)
+class Phase:
+    kind: Literal["answer", "cot"]  # answer-only target, or the teacher's chain of thought
+    select: Selector
+    items: str  # what `select` picks, for humans
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
     summary: str
-    uses_split: bool  # reads split.* (bands): re-runs when the threshold changes
+    phases: tuple[Phase, ...]
+
+    @property
+    def eval_mode(self) -> Literal["direct", "cot"]:
+        """Models trained on CoT are evaluated with CoT generation, answer-only models with a direct answer
+        (as the paper)."""
+        return "cot" if any(p.kind == "cot" for p in self.phases) else "direct"
+
+    def phase_masks(self, assignments: pd.DataFrame) -> list[pd.Series]:
+        """Per phase, the train + validation rows it uses."""
+        trainable = assignments["subset"].isin(["train", "validation"])
+        return [trainable & phase.select(assignments) for phase in self.phases]
 
     def cot_mask(self, assignments: pd.DataFrame) -> pd.Series:
-        """Rows (train + validation) that this strategy trains on with a teacher trace."""
-        train = assignments["subset"].isin(["train", "validation"])
-        band = assignments["band"]
-        return (
-            train
-            & {
-                "sft": pd.Series(False, index=assignments.index),
-                "curriculum": pd.Series(False, index=assignments.index),
-                "distill": pd.Series(True, index=assignments.index),
-                "caft": band == "hard",
-                "random": assignments["random_cot"].astype(bool),
-                "alternative": band == "easy",
-            }[self.name]
-        )
+        mask = pd.Series(False, index=assignments.index)
+        for phase, rows in zip(self.phases, self.phase_masks(assignments), strict=True):
+            if phase.kind == "cot":
+                mask |= rows
+        return mask
 
 
 STRATEGIES = {
     s.name: s
     for s in (
-        Strategy("sft", "answer-only SFT on all training items", False),
-        Strategy("distill", "SFT on teacher CoT for all training items", False),
-        Strategy("caft", "phase 1 answer-only SFT on easy+medium, phase 2 CoT SFT on hard (the paper)", True),
-        Strategy("curriculum", "answer-only SFT easy -> medium -> hard", True),
-        Strategy("random", "caft's budget, but the CoT items are drawn at random (control)", True),
-        Strategy("alternative", "reversed: CoT on the easy band, answer-only on medium+hard", True),
+        Strategy("sft", "answer-only SFT on all training items", (Phase("answer", _all, "all"),)),
+        Strategy("distill", "SFT on teacher CoT for all training items", (Phase("cot", _all, "all"),)),
+        Strategy(
+            "caft",
+            "the paper: answer-only SFT on easy+medium, then CoT SFT on hard from phase 1's weights",
+            (Phase("answer", _bands("easy", "medium"), "easy+medium"), Phase("cot", _bands("hard"), "hard")),
+        ),
+        Strategy(
+            "curriculum",
+            "answer-only SFT easy -> medium -> hard",
+            tuple(Phase("answer", _bands(b), b) for b in ("easy", "medium", "hard")),
+        ),
+        Strategy(
+            "random",
+            "control: caft's budget, but the CoT items are drawn at random",
+            (Phase("answer", _random(False), "not random_cot"), Phase("cot", _random(True), "random_cot")),
+        ),
+        Strategy(
+            "alternative",
+            "reversed: answer-only on medium+hard, then CoT on easy",
+            (Phase("answer", _bands("medium", "hard"), "medium+hard"), Phase("cot", _bands("easy"), "easy")),
+        ),
     )
 }
 

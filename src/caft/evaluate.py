@@ -1,0 +1,172 @@
+"""Evaluation: greedy generation on the test questions, answer extraction per format, and honest accuracy
+(strict: unparseable = wrong; TIGER-style: a seeded random guess for unparseable; parse-failure rate; Wilson
+95 % interval; per category). Per-band and balanced-test accuracy are computed by the report, from the saved
+predictions, so a threshold change never forces a re-generation for a model that did not change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from caft import answers, prompts
+from caft.errors import CaftError
+from caft.models import load_model, pick_device, pick_dtype
+from caft.params import ModelSpec, Params
+from caft.teacher import prompt as teacher_prompt
+
+MODEL_CARD = "caft_model.json"
+_FIRST_NUMBER = re.compile(r"(?<!\d)(\d{1,2})(?!\d)")
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n (95 % by default); (0, 0) for n = 0."""
+    if n == 0:
+        return 0.0, 0.0
+    phat = k / n
+    centre = phat + z * z / (2 * n)
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    return (centre - half) / denom, (centre + half) / denom
+
+
+def messages_for(row, mode: str, p: Params) -> list[dict[str, str]]:
+    """The prompt a strategy's model is evaluated with: the answer-only prompt, or the teacher's CoT prompt."""
+    if mode == "cot":
+        category = row.category if p.teacher.subject else None
+        return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker)
+    category = row.category if p.prompt.subject else None
+    return prompts.build_messages(row.question, list(row.options), category, p.train.answer_variant,
+                                  p.prompt.option_ids)  # fmt: skip
+
+
+def extract(text: str, n_options: int, mode: str, p: Params) -> int | None:
+    """CoT: the teacher marker (last `[[n]]`, or the MMLU-Pro letter cascade). Direct: the letter cascade, or
+    the first 1–2 digit number for numeric ids."""
+    if mode == "cot":
+        return answers.extract(text, n_options, p.teacher.marker)
+    if p.prompt.option_ids == "letter":
+        return answers.letter_cascade(text, n_options)
+    hit = _FIRST_NUMBER.search(text)
+    value = int(hit.group(1)) if hit else 0
+    return value - 1 if 1 <= value <= n_options else None
+
+
+def load_trained(model_dir: Path, device: torch.device):
+    """A trained student from its folder: base + LoRA adapter (merged for speed), or a full model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    card_file = model_dir / MODEL_CARD
+    if not card_file.exists():
+        raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
+    card = json.loads(card_file.read_text())
+    spec = ModelSpec(**card["base"])
+    dtype = pick_dtype(spec.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    if card["lora"]:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_model(spec, device, dtype), model_dir).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    return model.eval(), tokenizer, card
+
+
+@torch.inference_mode()
+def generate_hf(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy, left-padded batches (longest first); explicit generation params, no sampling."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), desc="eval", unit="batch"):
+        idx = order[start : start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        gen = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)  # fmt: skip
+        for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :], strict=True):
+            out[i] = tokenizer.decode(row, skip_special_tokens=True)
+    return out
+
+
+def generate_vllm(model_dir: Path, card: dict, texts: list[str], max_new_tokens: int) -> list[str]:
+    """The same greedy generation through vLLM (where installed): the base model plus the LoRA adapter."""
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise CaftError("eval.backend=vllm needs vLLM installed (pip install vllm, on a GPU machine)") from None
+    from caft.models import resolve
+
+    base = resolve(ModelSpec(**card["base"]))
+    llm = LLM(model=base.location if card["lora"] else str(model_dir), revision=base.revision if card["lora"] else None,
+              enable_lora=card["lora"], seed=0)  # fmt: skip
+    lora = LoRARequest("student", 1, str(model_dir)) if card["lora"] else None
+    results = llm.generate(texts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), lora_request=lora)
+    return [r.outputs[0].text for r in results]
+
+
+def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame:
+    """Per question: the prompt mode, the generated text, the parsed option and correctness."""
+    device = pick_device(p.eval.device)
+    model, tokenizer, card = (None, None, json.loads((model_dir / MODEL_CARD).read_text()))
+    if p.eval.backend == "hf":
+        model, tokenizer, card = load_trained(model_dir, device)
+    mode = card["eval_mode"]
+    max_new = p.eval.max_new_tokens_cot if mode == "cot" else p.eval.max_new_tokens_direct
+    chat = [messages_for(row, mode, p) for row in questions.itertuples(index=False)]
+    if p.eval.backend == "hf":
+        texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
+        outputs = generate_hf(model, tokenizer, texts, max_new, p.eval.batch_size)
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        outputs = generate_vllm(model_dir, card, [prompts.apply_chat_template(tok, m) for m in chat], max_new)
+    preds = questions[["question_id", "category", "answer_index"]].copy()
+    preds["n_options"] = questions["options"].map(len).to_numpy()
+    preds["mode"] = mode
+    preds["output"] = outputs
+    parsed = [extract(o, n, mode, p) for o, n in zip(outputs, preds["n_options"], strict=True)]
+    preds["parsed_index"] = [-1 if x is None else x for x in parsed]
+    preds["parsed"] = [x is not None for x in parsed]
+    preds["correct"] = preds["parsed"] & (preds["parsed_index"] == preds["answer_index"])
+    return preds
+
+
+def tiger_correct(preds: pd.DataFrame, seed: int) -> pd.Series:
+    """TIGER-Lab's MMLU-Pro script: an unparseable answer becomes a (seeded) random option."""
+    rng = np.random.default_rng(seed)
+    guesses = np.array([rng.integers(n) for n in preds["n_options"]])
+    return preds["correct"] | (~preds["parsed"] & (guesses == preds["answer_index"].to_numpy()))
+
+
+def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:
+    """Strict accuracy with its Wilson 95 % CI, TIGER-style accuracy, parse failures, n."""
+    n, k = len(preds), int(preds["correct"].sum())
+    low, high = wilson(k, n)
+    return {
+        f"{prefix}n": n,
+        f"{prefix}accuracy": round(k / n, 6) if n else None,
+        f"{prefix}accuracy_ci_low": round(low, 6),
+        f"{prefix}accuracy_ci_high": round(high, 6),
+        f"{prefix}accuracy_tiger": round(float(tiger_correct(preds, seed).mean()), 6) if n else None,
+        f"{prefix}parse_fail_rate": round(float((~preds["parsed"]).mean()), 6) if n else None,
+    }
+
+
+def summarize(preds: pd.DataFrame, seed: int) -> dict:
+    out = score(preds, seed)
+    for category, part in sorted(preds.groupby("category")):
+        out[f"category_{_slug(category)}_accuracy"] = round(float(part["correct"].mean()), 6)
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")

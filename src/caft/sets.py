@@ -1,0 +1,56 @@
+"""Training sets per strategy: for one student, every (phase, question) with its chat messages and target.
+
+Written as one file per strategy, so that DVC re-runs a strategy's training only when *its* data changes:
+with no per-band caps, the `sft` and `distill` sets are identical whatever the threshold, and their training
+is not repeated by a threshold sweep. (For the same reason a set holds no band labels.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from caft import prompts, strategies
+from caft.params import Params
+from caft.teacher import prompt as teacher_prompt
+
+SET_COLUMNS = ["question_id", "subset", "phase", "kind", "messages", "completion"]
+
+
+def answer_example(row, p: Params) -> tuple[list[dict], str]:
+    """The single-token prompt (the entropy stage's wording, `train.answer_variant`) and the option id."""
+    category = row.category if p.prompt.subject else None
+    messages = prompts.build_messages(row.question, list(row.options), category, p.train.answer_variant,
+                                      p.prompt.option_ids)  # fmt: skip
+    return messages, prompts.option_ids(p.prompt.option_ids, len(row.options))[row.answer_index]
+
+
+def cot_example(row, p: Params, trace: str) -> tuple[list[dict], str]:
+    """The teacher's CoT prompt and its (kept) trace."""
+    category = row.category if p.teacher.subject else None
+    return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker), trace
+
+
+def build(name: str, assignments: pd.DataFrame, questions: pd.DataFrame, traces: pd.DataFrame, p: Params
+          ) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """Rows of one strategy's training set, and counts (CoT items without a kept trace are dropped)."""
+    strategy = strategies.get(name)
+    joined = assignments.merge(questions.drop(columns=["subset"], errors="ignore"), on="question_id")
+    kept = traces.loc[traces["kept"], ["question_id", "trace"]].set_index("question_id")["trace"].to_dict()
+    rows, dropped = [], 0
+    for phase_no, (phase, mask) in enumerate(zip(strategy.phases, strategy.phase_masks(joined), strict=True)):
+        for row in joined[mask].sort_values("question_id").itertuples(index=False):
+            if phase.kind == "cot":
+                if row.question_id not in kept:
+                    dropped += 1
+                    continue
+                messages, target = cot_example(row, p, kept[row.question_id])
+            else:
+                messages, target = answer_example(row, p)
+            rows.append({"question_id": row.question_id, "subset": row.subset, "phase": phase_no,
+                         "kind": phase.kind, "messages": json.dumps(messages), "completion": target})  # fmt: skip
+    table = pd.DataFrame(rows, columns=SET_COLUMNS)
+    counts = {f"{name}_phase{k}_n": int((table["phase"] == k).sum()) for k in range(len(strategy.phases))}
+    counts[f"{name}_dropped_no_trace"] = dropped
+    return table, counts

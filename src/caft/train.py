@@ -1,0 +1,204 @@
+"""Supervised fine-tuning of one student with one strategy: TRL's SFTTrainer on prompt–completion data in the
+student's chat template (completion-only loss), PEFT LoRA or full fine-tuning, phase after phase on the same
+model object (so phase 2 starts from phase 1's weights), resumable from the last checkpoint of the current
+phase after an interruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from caft import strategies
+from caft.errors import CaftError
+from caft.models import load_model, load_tokenizer, pick_device
+from caft.params import ModelSpec, Params
+
+DONE = "PHASE_DONE"
+MODEL_CARD = "caft_model.json"
+
+
+def to_dataset(rows: pd.DataFrame) -> Dataset:
+    """Conversational prompt–completion rows: TRL applies the chat template and masks the prompt."""
+    return Dataset.from_list(
+        [{"prompt": json.loads(m), "completion": [{"role": "assistant", "content": c}]}
+         for m, c in zip(rows["messages"], rows["completion"], strict=True)]
+    )  # fmt: skip
+
+
+def example_length(tokenizer, messages: list[dict], completion: str) -> int:
+    """Tokens of prompt + completion in the chat template, as the trainer will see them."""
+    full = [*messages, {"role": "assistant", "content": completion}]
+    return len(tokenizer.apply_chat_template(full, tokenize=True, return_dict=True)["input_ids"])
+
+
+def check_lengths(tokenizer, rows: pd.DataFrame, max_length: int) -> None:
+    """TRL truncates silently at max_length, which would cut the answer off a long CoT target: refuse."""
+    for qid, messages, completion in zip(rows["question_id"], rows["messages"], rows["completion"], strict=True):
+        n = example_length(tokenizer, json.loads(messages), completion)
+        if n > max_length:
+            raise CaftError(
+                f"training example {qid!r} has {n} tokens, above train.max_length={max_length}; raise it "
+                "(targets are never truncated)"
+            )
+
+
+def target_tokens(tokenizer, rows: pd.DataFrame, epochs: list[float]) -> dict:
+    """Training-target (response) tokens, counted the two ways the paper does: one pass over the data, and
+    weighted by each phase's epochs."""
+    n = rows["completion"].map(lambda c: len(tokenizer.encode(c, add_special_tokens=False)))
+    out = {"target_tokens_one_pass": int(n.sum()),
+           "target_tokens_epoch_weighted": float(sum(n[rows["phase"] == k].sum() * e for k, e in enumerate(epochs))),
+           "answer_target_tokens": int(n[rows["kind"] == "answer"].sum()),
+           "cot_target_tokens": int(n[rows["kind"] == "cot"].sum())}  # fmt: skip
+    return out
+
+
+class LiveLogger(TrainerCallback):
+    """Training curves to dvclive, one step axis across phases (the stock callback ends its run per phase)."""
+
+    CURVES = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_loss", "eval_mean_token_accuracy")
+
+    def __init__(self, live, phase: int, step_offset: int):
+        self.live, self.phase, self.offset = live, phase, step_offset
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        curves = {k: v for k, v in logs.items() if k in self.CURVES and isinstance(v, int | float)}
+        if not curves:
+            return
+        self.live.step = self.offset + state.global_step
+        for key, value in curves.items():
+            prefix = "eval" if key.startswith("eval_") else "train"
+            self.live.log_metric(f"{prefix}/{key.removeprefix('eval_')}", value)
+        self.live.log_metric("train/phase", self.phase)
+        self.live.make_summary()
+
+
+@dataclass
+class Setup:
+    """Everything that decides the trained weights, hashed to name the checkpoint folder."""
+
+    spec: ModelSpec
+    strategy: str
+    params: Params
+    sets_digest: str
+
+    def fingerprint(self) -> str:
+        payload = {"spec": self.spec.model_dump(), "strategy": self.strategy, "seed": self.params.seed,
+                   "train": self.params.train.model_dump(), "sets": self.sets_digest}  # fmt: skip
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: bool):
+    from trl import SFTConfig
+
+    t = p.train
+    return SFTConfig(
+        output_dir=str(out), num_train_epochs=epochs, learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, max_length=t.max_length, max_grad_norm=t.max_grad_norm,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not on_gpu,
+        gradient_checkpointing=t.gradient_checkpointing, completion_only_loss=True,
+        seed=p.seed, data_seed=p.seed, logging_steps=1, save_strategy="steps", save_steps=t.save_steps,
+        save_total_limit=1, eval_strategy="epoch" if has_eval else "no", report_to="none",
+        dataloader_num_workers=0,
+    )  # fmt: skip
+
+
+def _base_model(setup: Setup, on_gpu: bool):
+    """The student to train: LoRA adapters on a frozen base, or the full model."""
+    t = setup.params.train
+    dtype = torch.bfloat16 if on_gpu and t.lora.enabled and torch.cuda.is_bf16_supported() else torch.float32
+    model = load_model(setup.spec, torch.device("cpu"), dtype)
+    model.train()
+    if not t.lora.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                        target_modules=t.lora.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(model, config)
+
+
+def _restore(model, folder: Path, lora: bool):
+    """Load a finished phase's weights into the live model (after an interruption in a later phase)."""
+    from safetensors.torch import load_file
+
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+    else:
+        missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise CaftError(f"checkpoint {folder} does not match the model (missing {missing[:3]})")
+    return model
+
+
+def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks: list | None = None) -> tuple:
+    """Train every phase in order; returns (model, tokenizer, per-phase results)."""
+    from trl import SFTTrainer
+
+    p, strategy = setup.params, strategies.get(setup.strategy)
+    epochs = p.train.epochs[setup.strategy]
+    on_gpu = pick_device("auto").type == "cuda"
+    tokenizer = load_tokenizer(setup.spec)
+    check_lengths(tokenizer, sets, p.train.max_length)
+    set_seed(p.seed)
+    model = _base_model(setup, on_gpu)
+    results, step_offset = [], 0
+    for k, phase in enumerate(strategy.phases):
+        rows = sets[sets["phase"] == k]
+        folder = ckpt_root / f"phase{k}"
+        if (folder / "final" / DONE).exists():
+            model = _restore(model, folder / "final", p.train.lora.enabled)
+            results.append(json.loads((folder / "final" / DONE).read_text()))
+            step_offset += results[-1]["steps"]
+            continue
+        train_rows, eval_rows = rows[rows["subset"] == "train"], rows[rows["subset"] == "validation"]
+        if train_rows.empty:
+            raise CaftError(f"strategy {setup.strategy!r} phase {k} ({phase.items}) has no training rows")
+        cbs = list(callbacks or []) + ([LiveLogger(live, k, step_offset)] if live is not None else [])
+        trainer = SFTTrainer(
+            model=model, args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu),
+            train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows) if len(eval_rows) else None,
+            processing_class=tokenizer, callbacks=cbs,
+        )  # fmt: skip
+        last = get_last_checkpoint(str(folder)) if folder.exists() else None
+        output = trainer.train(resume_from_checkpoint=last)
+        model = trainer.model
+        result = {"phase": k, "kind": phase.kind, "items": phase.items, "n": len(train_rows),
+                  "epochs": epochs[k], "steps": trainer.state.global_step, "train_loss": output.training_loss,
+                  "runtime_s": output.metrics.get("train_runtime"),
+                  "resumed_from": Path(last).name if last else None}  # fmt: skip
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(folder / "final"))
+            (folder / "final" / DONE).write_text(json.dumps(result))
+        results.append(result)
+        step_offset += trainer.state.global_step
+    return model, tokenizer, results
+
+
+def save(model, tokenizer, setup: Setup, out: Path) -> None:
+    """The final adapter (LoRA) or model, with the tokenizer and a card saying how to load and evaluate it."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    card = {"base": setup.spec.model_dump(), "strategy": setup.strategy, "lora": setup.params.train.lora.enabled,
+            "eval_mode": strategies.get(setup.strategy).eval_mode}  # fmt: skip
+    (out / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def clear_checkpoints(ckpt_root: Path) -> None:
+    shutil.rmtree(ckpt_root, ignore_errors=True)

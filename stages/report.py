@@ -1,0 +1,67 @@
+"""Stage `report`: the students × strategies table (markdown + JSON metrics) and its plots."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from caft import report
+from caft.cli import stage
+from caft.errors import CaftError
+from caft.evaluate import score
+from caft.io import atomic_path, write_json
+from caft.params import load_params
+
+
+def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFrame, seed: int) -> dict:
+    preds_file = dirs["eval"] / student / strategy / "predictions.parquet"
+    if not preds_file.exists():
+        raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
+    preds = pd.read_parquet(preds_file)
+    assignments = pd.read_parquet(dirs["split"] / student / "assignments.parquet")
+    trained = json.loads((dirs["train"] / student / f"{strategy}.json").read_text())
+    sets = pd.read_parquet(dirs["sets"] / student / f"{strategy}.parquet")
+    usage = report.teacher_usage(sets[sets["subset"] == "train"], traces)
+    tokens = {k: trained[k] for k in ("n_items", "cot_target_tokens", "target_tokens_one_pass",
+                                      "target_tokens_epoch_weighted")}  # fmt: skip
+    return {
+        "student": student,
+        "strategy": strategy,
+        **score(preds, seed),
+        **report.band_metrics(preds, assignments, seed),
+        **usage,
+        **tokens,
+    }
+
+
+@stage
+def main(
+    out_md: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/summary.md"),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON (student.strategy.metric)")] = Path("metrics/report.json"),
+    plots: Annotated[Path, typer.Option(help="folder for plot data")] = Path("plots/report"),
+    eval_dir: Annotated[Path, typer.Option()] = Path("data/eval"),
+    split_dir: Annotated[Path, typer.Option()] = Path("data/split"),
+    train_metrics: Annotated[Path, typer.Option()] = Path("metrics/train"),
+    sets_dir: Annotated[Path, typer.Option()] = Path("data/sets"),
+    traces: Annotated[Path, typer.Option()] = Path("data/teacher/traces.parquet"),
+    params: Annotated[Path, typer.Option()] = Path("params.yaml"),
+) -> None:
+    p = load_params(params)
+    dirs = {"eval": eval_dir, "split": split_dir, "train": train_metrics, "sets": sets_dir}
+    trace_table = pd.read_parquet(traces)
+    rows = pd.DataFrame([_row(s, x, dirs, trace_table, p.eval.seed) for s in p.students for x in p.strategies])
+    rows = report.savings(rows)
+    write_json(report.to_metrics(rows), metrics)
+    with atomic_path(out_md) as tmp:
+        tmp.write_text("# caft: students × strategies\n\n" + report.to_markdown(rows))
+    with atomic_path(plots, directory=True) as tmp:
+        cols = ["student", "strategy", "balanced_accuracy", "accuracy", "balanced_accuracy_ci_low",
+                "balanced_accuracy_ci_high", "cot_target_tokens", "teacher_calls"]  # fmt: skip
+        rows[cols].assign(run=rows["student"] + "/" + rows["strategy"]).to_csv(tmp / "accuracy.csv", index=False)
+    typer.echo(report.to_markdown(rows))
+
+
+if __name__ == "__main__":
+    typer.run(main)

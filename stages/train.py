@@ -1,0 +1,66 @@
+"""Stage `train`: one student × one strategy. Run under `accelerate launch` (see dvc.yaml)."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from caft import train
+from caft.cli import stage
+from caft.io import atomic_path, write_json
+from caft.params import load_params
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@stage
+def main(
+    student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
+    strategy: Annotated[str, typer.Option(help="strategy name (see caft.strategies)")],
+    sets: Annotated[Path, typer.Option(help="this strategy's training set (sets stage)")],
+    out: Annotated[Path, typer.Option(help="final adapter / model folder (the only cached output)")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON")],
+    live_dir: Annotated[Path, typer.Option(help="dvclive folder for training curves")],
+    checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (not cached)")] = Path(".caft/checkpoints"),
+    params: Annotated[Path, typer.Option()] = Path("params.yaml"),
+) -> None:
+    from dvclive import Live
+
+    p = load_params(params)
+    table = pd.read_parquet(sets)
+    setup = train.Setup(p.model(student), strategy, p, hashlib.sha256(sets.read_bytes()).hexdigest())
+    ckpt_root = checkpoints / student / strategy / setup.fingerprint()
+    live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False) if _is_main() else None
+    model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live)
+    if not _is_main():
+        return
+    live.end()
+    # dvclive's summary would sit among the curve files of the plots folder; it belongs with the metrics.
+    summary_file = live_dir / "metrics.json"
+    live_summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    summary_file.unlink(missing_ok=True)
+    with atomic_path(out, directory=True) as tmp:
+        train.save(model, tokenizer, setup, tmp)
+    summary = {
+        "n_items": int(table.loc[table["subset"] == "train", "question_id"].nunique()),
+        "n_answer_items": int(((table["kind"] == "answer") & (table["subset"] == "train")).sum()),
+        "n_cot_items": int(((table["kind"] == "cot") & (table["subset"] == "train")).sum()),
+        **train.target_tokens(tokenizer, table[table["subset"] == "train"], p.train.epochs[strategy]),
+        **{f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("n", "epochs", "steps", "train_loss", "runtime_s")},
+        "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
+        "final_train_loss": live_summary.get("train", {}).get("loss"),
+        "final_eval_loss": live_summary.get("eval", {}).get("loss"),
+    }
+    write_json(summary, metrics)
+    train.clear_checkpoints(ckpt_root)
+    typer.echo(f"train[{student}/{strategy}]: {json.dumps({k: summary[k] for k in list(summary)[:6]})}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
