@@ -40,7 +40,7 @@ def project(tmp_path_factory) -> Path:
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
     tracked = subprocess.run(listed, cwd=REPO, capture_output=True, text=True, check=True).stdout
     wanted_dirs = {"stages", "src", "profiles", "configs", ".dvc"}
-    wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore"}
+    wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"}
     for rel in tracked.split():
         if rel.split("/")[0] in wanted_dirs or rel in wanted_files:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -152,3 +152,20 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
     assert key not in proc.stdout + proc.stderr
     leaks = [p for p in project.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "add", "-d", "store", str(remote)], project)
+    _run(["dvc", "push", "--run-cache"], project)
+    _run(["git", "add", "-A"], project)
+    _run(["git", "commit", "-qm", "tiny results"], project)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    _run(["dvc", "pull"], clone)
+    assert "Data and pipelines are up to date." in _run(["dvc", "status"], clone)
+    out = _run(["dvc", "repro"], clone)
+    assert "Running stage" not in out and "didn't change, skipping" in out
+    for path in ("data/teacher/cache/traces.jsonl", "models/tiny/caft/adapter_model.safetensors",
+                 "data/split/tiny/assignments.parquet", "data/eval/tiny/caft/predictions.parquet"):  # fmt: skip
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path

@@ -99,3 +99,14 @@ def test_invalid_thresholds(cfg, message):
     with pytest.raises(CaftError) as exc:
         make_split(_table(), cfg, seed=0)
     assert message in str(exc.value)
+
+
+def test_max_train_pool_does_not_move_with_the_threshold():
+    a, ma = make_split(_table(), SplitParams(max_train=8), seed=0)
+    b, mb = make_split(_table(), SplitParams(max_train=8, threshold=0.5, easy_threshold=0.1), seed=0)
+    pool_a = set(a.query("subset == 'train'")["question_id"])
+    assert len(pool_a) == 8 and pool_a == set(b.query("subset == 'train'")["question_id"])
+    # cut points still come from all 20 valid train rows
+    assert (ma["cut_easy_nats"], ma["cut_hard_nats"]) == (0.575, 1.525)
+    assert sum(ma[f"train_{band}_n"] for band in ("easy", "medium", "hard")) == 8
+    assert len(a.query("subset == 'test'")) == 9

@@ -131,6 +131,7 @@ class SplitParams(_Strict):
     easy_threshold: float = 0.25
     units: Literal["quantile", "normalized", "nats"] = "quantile"
     score: Literal["entropy", "entropy_options"] = "entropy"
+    max_train: int | None = Field(None, ge=1)
     train_per_band: int | None = Field(None, ge=1)
     val_per_band: int = Field(0, ge=0)
     balanced_test: bool = True

@@ -53,17 +53,21 @@ def hydra_args(overrides: dict[str, object]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """caft-profile PROFILE.yaml [dvc exp run options...]: validate, then apply through `dvc exp run`."""
+    """caft-profile PROFILE.yaml [MORE.yaml ...] [dvc exp run options...]: validate the profiles (applied in
+    order), then apply them through `dvc exp run`."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("usage: caft-profile PROFILE.yaml [extra dvc exp run args]", file=sys.stderr)
+    files = [a for a in argv if a.endswith((".yaml", ".yml"))]
+    if not files:
+        print("usage: caft-profile PROFILE.yaml [MORE.yaml ...] [extra dvc exp run args]", file=sys.stderr)
         raise SystemExit(2)
     try:
-        overrides = load_overrides(argv[0])
+        overrides: dict[str, object] = {}
+        for name in files:
+            overrides.update(load_overrides(name))
         validate(yaml.safe_load(Path("params.yaml").read_text()), overrides)
     except CaftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    cmd = ["dvc", "exp", "run", *hydra_args(overrides), *argv[1:]]
+    cmd = ["dvc", "exp", "run", *hydra_args(overrides), *[a for a in argv if a not in files]]
     print("+ " + " ".join(cmd), flush=True)
     raise SystemExit(subprocess.call(cmd))

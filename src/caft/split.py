@@ -57,6 +57,9 @@ def _sample(index: pd.Index, n: int | None, rng: np.random.Generator) -> pd.Inde
 def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.DataFrame, dict]:
     """Assign bands and roles to the valid rows of an entropy table.
 
+    Cut points come from all valid train rows; `max_train` then keeps a seeded, threshold-independent subset
+    of them as the training pool, and the optional per-band caps draw train / validation rows from it.
+
     Returns one row per used question: question_id, subset (train / validation / test), band, score,
     correct (the student's single-token answer), balanced (test rows of the equal-per-band test set) and
     random_cot (the random control: as many train rows as the hard band, drawn from all train rows).
@@ -68,9 +71,15 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.Da
     is_train = valid["subset"] == "train"
     easy_cut, hard_cut = cut_points(valid.loc[is_train, "score"].to_numpy(), cfg)
     valid["band"] = assign_bands(valid["score"].to_numpy(), easy_cut, hard_cut)
+    if cfg.max_train is not None:
+        # Drawn with its own generator and before any band-dependent choice: the training pool (and so the
+        # sft / distill data) does not move when the thresholds do.
+        pool = valid.index[is_train]
+        keep = _sample(pool, cfg.max_train, np.random.default_rng([seed, 1]))
+        valid = valid.drop(index=pool.difference(keep))
     rng = np.random.default_rng(seed)
 
-    valid["role"] = np.where(is_train, "pool", "test")
+    valid["role"] = np.where(valid["subset"] == "train", "pool", "test")
     valid = valid.drop(columns="subset")
     for band in BANDS:
         pool = valid.index[(valid["role"] == "pool") & (valid["band"] == band)]
