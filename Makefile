@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo tiny test lint bench clean-cache
+.PHONY: setup demo tiny test lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,31 @@ demo: setup
 ## The whole pipeline on the tiny profile, applied as a DVC experiment (the workspace stays in the profile).
 tiny: setup
 	$(OFFLINE) caft-profile profiles/tiny.yaml
+
+## Paper recipes (recipes/*.yaml), each applied as a DVC experiment. Full mode needs GPUs and the teacher's
+## API key (OPENROUTER_API_KEY); plan mode needs neither and prints stages, teacher calls, tokens, GPU-hours.
+EACL := recipes/eacl2026.yaml $(if $(LORA),recipes/eacl2026-lora.yaml)
+
+plan-emnlp: setup
+	$(OFFLINE) caft-plan recipes/emnlp2025.yaml
+
+plan-eacl: setup
+	$(OFFLINE) caft-plan $(EACL)
+
+reproduce-emnlp: setup
+	caft-profile recipes/emnlp2025.yaml $(RECIPE_EXTRA)
+	cat reports/summary.md
+
+reproduce-eacl: setup
+	caft-profile $(EACL) $(RECIPE_EXTRA)
+	cat reports/summary.md
+
+## Share artifacts through the default DVC remote (see README: `dvc remote add -d ...`), run-cache included.
+push: setup
+	dvc push --run-cache
+
+pull: setup
+	dvc pull --run-cache
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q

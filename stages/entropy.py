@@ -8,17 +8,13 @@ import typer
 
 from caft import entropy, entropy_import
 from caft.cli import stage
+from caft.estimators import long
 from caft.io import atomic_path, write_json, write_table
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 from caft.params import Params, load_params
+from caft.prepare import load_prepared
 from caft.roc import curve_wrong
-
-
-def _questions(data: Path) -> pd.DataFrame:
-    parts = [pd.read_parquet(data / f"{s}.parquet").assign(subset=s) for s in ("train", "test")]
-    questions = pd.concat(parts, ignore_index=True)
-    questions["options"] = questions["options"].map(list)
-    return questions
+from caft.split import SINGLE_TOKEN
 
 
 def _from_model(
@@ -46,12 +42,13 @@ def main(
     out: Annotated[Path, typer.Option(help="output folder (scores.parquet)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     plots: Annotated[Path, typer.Option(help="folder for ROC curve CSVs")],
+    estimators_out: Annotated[Path, typer.Option(help="the single-token estimators in the common shape")],
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
     partial_dir: Annotated[Path, typer.Option(help="resumable partial results")] = Path(".caft/partial/entropy"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
-    questions = _questions(data)
+    questions = load_prepared(data)
     store = None
     if p.entropy.source == "import":
         raw = entropy_import.load_raw(p.entropy.import_, model)
@@ -66,6 +63,8 @@ def main(
             if valid[score].notna().all():
                 curve_wrong(valid["correct"], valid[score]).to_csv(tmp / f"roc_{score}.csv", index=False)
     write_table(table, out / "scores.parquet")
+    valid = table[table["validity"] == "option"]
+    write_table(long(valid, {col: name for name, col in SINGLE_TOKEN.items()}), estimators_out / "scores.parquet")
     write_json(summary, metrics)
     if store is not None:
         store.discard()

@@ -15,7 +15,7 @@ from caft.io import atomic_path, write_json
 from caft.params import load_params
 
 
-def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFrame, seed: int) -> dict:
+def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFrame, seed: int, compat: bool) -> dict:
     preds_file = dirs["eval"] / student / strategy / "predictions.parquet"
     if not preds_file.exists():
         raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
@@ -51,7 +51,13 @@ def main(
     p = load_params(params)
     dirs = {"eval": eval_dir, "split": split_dir, "train": train_metrics, "sets": sets_dir}
     trace_table = pd.read_parquet(traces)
-    rows = pd.DataFrame([_row(s, x, dirs, trace_table, p.eval.seed) for s in p.students for x in p.strategies])
+    rows = pd.DataFrame(
+        [
+            _row(s, x, dirs, trace_table, p.eval.seed, p.eval.compat_parsed_only)
+            for s in p.students
+            for x in p.strategies
+        ]
+    )
     rows = report.savings(rows)
     write_json(report.to_metrics(rows), metrics)
     with atomic_path(out_md) as tmp:

@@ -7,26 +7,31 @@ import pandas as pd
 import typer
 
 from caft.cli import stage
+from caft.estimators import levels_of, load_all
 from caft.io import write_json, write_table
 from caft.params import load_params
-from caft.split import check_thresholds, make_split
+from caft.split import check_thresholds, make_split, select_score
 
 
 @stage
 def main(
     model: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     scores: Annotated[Path, typer.Option(help="the entropy stage's scores.parquet")],
+    estimators: Annotated[Path, typer.Option(help="folder of estimator outputs (<method>/scores.parquet)")],
     out: Annotated[Path, typer.Option(help="output folder (assignments.parquet)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
     check_thresholds(p.split)
-    assignments, summary = make_split(pd.read_parquet(scores), p.split, p.seed)
+    table = select_score(pd.read_parquet(scores), p.split.estimator, load_all(estimators))
+    levels = levels_of(p.split.estimator, p.estimators.import_.name, p.estimators.import_.levels)
+    assignments, summary = make_split(table, p.split, p.seed, levels)
     write_table(assignments, out / "assignments.parquet")
     write_json(summary, metrics)
     typer.echo(
-        f"split[{model}]: cuts {summary['cut_easy_nats']:.4f} / {summary['cut_hard_nats']:.4f} nats; "
+        f"split[{model}]: {p.split.estimator} cuts {summary['cut_easy']:.4f} / {summary['cut_hard']:.4f} "
+        f"{summary['cut_units']}; "
         f"train easy/medium/hard = {summary['train_easy_n']}/{summary['train_medium_n']}/{summary['train_hard_n']}"
     )
 

@@ -4,12 +4,12 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from caft.cli import stage
 from caft.io import write_json, write_table
 from caft.params import load_params
+from caft.prepare import load_prepared
 from caft.teacher import run
 from caft.teacher.cache import TraceCache
 
@@ -27,7 +27,7 @@ def main(
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
-    questions = pd.concat([pd.read_parquet(data / f"{s}.parquet") for s in ("train", "test")], ignore_index=True)
+    questions = load_prepared(data)
     ids = run.needed_ids(run.load_assignments(splits, p.students), p.strategies)
     requests = run.build_requests(questions, ids, p.teacher)
     store = TraceCache(cache)
@@ -35,7 +35,7 @@ def main(
         typer.echo(json.dumps({"teacher": run.teacher_label(p.teacher), **run.plan(requests, store, p.teacher)},
                               indent=2))  # fmt: skip
         return
-    outcome, fresh = run.execute(requests, store, p)
+    outcome, fresh = run.execute(requests, store, p.teacher)
     table = run.assemble(requests, store, outcome, fresh, p.teacher)
     summary = run.summarize(table, outcome, fresh, p.teacher)
     write_table(table, out)

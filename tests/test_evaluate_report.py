@@ -79,6 +79,9 @@ def test_band_metrics_use_the_balanced_test_rows():
     out = report.band_metrics(preds, assignments, seed=0)
     assert (out["balanced_n"], out["balanced_accuracy"]) == (3, round(2 / 3, 6))
     assert (out["band_easy_accuracy"], out["band_medium_accuracy"], out["band_hard_accuracy"]) == (0.5, 0.5, 0.5)
+    assert "balanced_accuracy_parsed_only" not in out
+    # the authors' convention: q0 (correct), q2 (correct) and q4 (unparsed) are balanced -> 2 of 2 parsed
+    assert report.band_metrics(preds, assignments, seed=0, parsed_only=True)["balanced_accuracy_parsed_only"] == 1.0
 
 
 def test_savings_relative_to_distill():

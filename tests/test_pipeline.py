@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -33,13 +34,11 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A fresh git repository holding the project's tracked pipeline files, in the tiny profile."""
-    root = tmp_path_factory.mktemp("project")
+def make_project(root: Path, *profiles: str) -> Path:
+    """A fresh git repository holding the project's pipeline files, with `profiles` applied through DVC."""
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
     tracked = subprocess.run(listed, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    wanted_dirs = {"stages", "src", "profiles", "configs", ".dvc"}
+    wanted_dirs = {"stages", "src", "profiles", "recipes", "configs", ".dvc"}
     wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"}
     for rel in tracked.split():
         if rel.split("/")[0] in wanted_dirs or rel in wanted_files:
@@ -48,8 +47,14 @@ def project(tmp_path_factory) -> Path:
     _run(["git", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "init"], root)
-    _run(["caft-profile", "profiles/tiny.yaml"], root)
+    _run(["caft-profile", *profiles], root)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """The tiny profile, applied as a DVC experiment in a fresh repository."""
+    return make_project(tmp_path_factory.mktemp("project"), "profiles/tiny.yaml")
 
 
 def _lock(root: Path) -> dict:
@@ -60,9 +65,21 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
     strategies = ("sft", "distill", "caft", "random")
-    assert set(_lock(project)) == {"prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report"} | {
-        f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies
-    }
+    assert set(_lock(project)) == {
+        "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report", "compare_estimators@tiny",
+        "estimate@tiny-cot_entropy", "estimate@tiny-masj_reasoning_steps",
+    } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}  # fmt: skip
+    compared = json.loads((project / "metrics/estimators/tiny.json").read_text())
+    assert {"single_token_entropy", "cot_mean_entropy", "masj_reasoning_steps"} <= set(compared)
+    assert 0 <= compared["single_token_entropy"]["all"]["roc_auc"] <= 1
+    judged = pd.read_parquet(project / "data/estimators/tiny/masj_reasoning_steps/details.parquet")
+    n_valid = int((pd.read_parquet(project / "data/entropy/tiny/scores.parquet")["validity"] == "option").sum())
+    levels = judged["judgement"].isin(["low", "medium", "high"])
+    assert len(judged) == min(48, n_valid) and compared["masj_reasoning_steps"]["n_scored"] == int(levels.sum())
+    cot = pd.read_parquet(project / "data/estimators/tiny/cot_entropy/scores.parquet")
+    assert (
+        compared["cot_mean_entropy"]["n_scored"] == cot.query("estimator == 'cot_mean_entropy'")["score"].notna().sum()
+    )
     prepared = json.loads((project / "metrics/prepare.json").read_text())
     assert (prepared["n_train"], prepared["n_test"]) == (128, 32)
     ent = json.loads((project / "metrics/entropy/tiny.json").read_text())
@@ -93,11 +110,22 @@ def test_threshold_experiment_reruns_only_split(project):
     assert abs(split["train_hard_n"] - n_train / 2) <= 1
 
 
+def test_estimator_switch_reruns_split_not_the_estimators(project):
+    out = _run(["dvc", "exp", "run", "-S", "split.estimator=cot_mean_entropy"], project)
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert "split@tiny" in ran and not {s for s in ran if s.startswith(("estimate@", "entropy@", "prepare"))}
+    split = json.loads((project / "metrics/split/tiny.json").read_text())
+    assert split["estimator"] == "cot_mean_entropy"
+    out = _run(["dvc", "exp", "run", "-S", "split.estimator=single_token_entropy"], project)
+    assert "Running stage 'estimate@" not in out
+
+
 def test_stage_errors_are_one_line_and_leave_no_output(project):
     env = _env()
     proc = subprocess.run(
         [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
-         "--out", "bad-out", "--metrics", "bad.json", "--params", "bad-params.yaml"],
+         "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
+         "--params", "bad-params.yaml"],
         cwd=project, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr == "error: params file not found: bad-params.yaml\n"
@@ -106,7 +134,8 @@ def test_stage_errors_are_one_line_and_leave_no_output(project):
     (project / "bad-params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(
         [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
-         "--out", "bad-out", "--metrics", "bad.json", "--params", "bad-params.yaml"],
+         "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
+         "--params", "bad-params.yaml"],
         cwd=project, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2

@@ -4,7 +4,7 @@ import pytest
 
 from caft.errors import CaftError
 from caft.params import SplitParams
-from caft.split import assign_bands, cut_points, make_split
+from caft.split import assign_bands, cut_points, make_split, select_score
 
 
 def _table() -> pd.DataFrame:
@@ -53,7 +53,7 @@ def test_split_exact_sizes_disjoint_and_covering():
     assert out["question_id"].is_unique
     test = out[out["subset"] == "test"]
     assert test.groupby("band").size().to_dict() == {"easy": 2, "hard": 3, "medium": 4}
-    assert (m["cut_easy_nats"], m["cut_hard_nats"]) == (0.575, 1.525)
+    assert (m["cut_easy"], m["cut_hard"]) == (0.575, 1.525)
     assert m["n_excluded_invalid"] == 3
     assert m["train_easy_accuracy"] == 1.0 and m["train_hard_accuracy"] == 0.0 and m["train_medium_accuracy"] == 0.4
     # balanced test: 2 per band; random control: as many train rows as hard ones
@@ -80,8 +80,8 @@ def test_per_band_caps_and_validation_are_seeded():
 
 
 def test_option_score_is_selectable():
-    out, m = make_split(_table(), SplitParams(score="entropy_options"), seed=0)
-    assert m["cut_hard_nats"] == pytest.approx(1.525 / 2)
+    out, m = make_split(_table(), SplitParams(estimator="single_token_entropy_options"), seed=0)
+    assert m["cut_hard"] == pytest.approx(1.525 / 2) and m["cut_units"] == "nats"
 
 
 @pytest.mark.parametrize(
@@ -107,6 +107,42 @@ def test_max_train_pool_does_not_move_with_the_threshold():
     pool_a = set(a.query("subset == 'train'")["question_id"])
     assert len(pool_a) == 8 and pool_a == set(b.query("subset == 'train'")["question_id"])
     # cut points still come from all 20 valid train rows
-    assert (ma["cut_easy_nats"], ma["cut_hard_nats"]) == (0.575, 1.525)
+    assert (ma["cut_easy"], ma["cut_hard"]) == (0.575, 1.525)
     assert sum(ma[f"train_{band}_n"] for band in ("easy", "medium", "hard")) == 8
     assert len(a.query("subset == 'test'")) == 9
+
+
+def _estimators(levels: list[int]) -> pd.DataFrame:
+    ids = [f"tr{i:02d}" for i in range(20)] + [f"te{i}" for i in range(9)]
+    return pd.DataFrame({"question_id": ids[: len(levels)], "estimator": "masj_reasoning_steps",
+                         "score": [float("nan") if v is None else float(v) for v in levels]})  # fmt: skip
+
+
+def test_categorical_estimator_bands_by_level():
+    levels = [0, 1, 2, 1, 0] * 4 + [2, 1, 0, 2] + [None] * 5  # the last 5 test rows were not scored (malformed)
+    table = select_score(_table(), "masj_reasoning_steps", _estimators(levels))
+    out, m = make_split(table, SplitParams(estimator="masj_reasoning_steps"), seed=0, levels=3)
+    train = out[out["subset"] == "train"]
+    assert train.groupby("band").size().to_dict() == {"easy": 8, "medium": 8, "hard": 4}
+    assert set(train.loc[train["band"] == "hard", "score"]) == {2.0}
+    assert (m["cut_easy"], m["cut_hard"], m["n_excluded_unscored"]) == (1.0, 2.0, 5)
+    assert len(out[out["subset"] == "test"]) == 4
+
+
+def test_unknown_estimator_is_one_clear_error():
+    with pytest.raises(
+        CaftError, match=r"^split.estimator=cot_mean_entropy: no such estimator output \(available: masj"
+    ):
+        select_score(_table(), "cot_mean_entropy", _estimators([0, 1]))
+
+
+def test_compat_medium_overlap_reproduces_the_authors_band():
+    cfg = SplitParams(train_per_band=4, compat_medium_overlap=True)
+    out, m = make_split(_table(), cfg, seed=3)
+    medium = out[(out["subset"] == "train") & (out["band"] == "medium")]
+    assert len(medium) == 4 and m["medium_above_hard_cut_n"] == int((medium["score"] >= 1.525).sum())
+    clean, mc = make_split(_table(), SplitParams(train_per_band=4), seed=3)
+    assert mc["medium_above_hard_cut_n"] == 0
+    assert out["question_id"].is_unique
+    with pytest.raises(ValueError, match="compat_medium_overlap reproduces the authors' capped bands"):
+        SplitParams(compat_medium_overlap=True)

@@ -38,7 +38,7 @@ def _requests(p, questions):
 def _run(p, questions, cache_dir):
     cache = TraceCache(cache_dir)
     requests = _requests(p, questions)
-    outcome, fresh = run.execute(requests, cache, p)
+    outcome, fresh = run.execute(requests, cache, p.teacher)
     table = run.assemble(requests, cache, outcome, fresh, p.teacher)
     return table.set_index("question_id"), run.summarize(table, outcome, fresh, p.teacher)
 
@@ -115,7 +115,7 @@ def test_threshold_change_requests_exactly_the_newly_hard_uncached_items(tmp_pat
             requests = run.build_requests(questions, ids, p.teacher)
             cache = TraceCache(tmp_path)
             before = sum(api.count(f"Q{i}?") for i in range(40))
-            run.execute(requests, cache, p)
+            run.execute(requests, cache, p.teacher)
             made = sum(api.count(f"Q{i}?") for i in range(40)) - before
         assert made == len(hard_new - hard_old) == 10
     assert (len(hard_old), len(hard_new)) == (10, 20)

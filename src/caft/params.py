@@ -130,12 +130,23 @@ class SplitParams(_Strict):
     threshold: float = 0.75
     easy_threshold: float = 0.25
     units: Literal["quantile", "normalized", "nats"] = "quantile"
-    score: Literal["entropy", "entropy_options"] = "entropy"
+    # Any estimator's name: single_token_entropy (the paper), single_token_entropy_options, cot_<aggregate>,
+    # masj_education_level, masj_reasoning_steps, or an imported one. Categorical ones band by their levels.
+    estimator: str = "single_token_entropy"
     max_train: int | None = Field(None, ge=1)
     train_per_band: int | None = Field(None, ge=1)
     val_per_band: int = Field(0, ge=0)
     balanced_test: bool = True
     random_control: bool = True
+    # The authors' released medium band had no upper bound (~34 % of its rows lie above the hard cut).
+    # Off: disjoint bands. On: medium's training rows are drawn from everything at or above the easy cut.
+    compat_medium_overlap: bool = False
+
+    @model_validator(mode="after")
+    def _compat_needs_caps(self) -> SplitParams:
+        if self.compat_medium_overlap and self.train_per_band is None:
+            raise ValueError("split.compat_medium_overlap reproduces the authors' capped bands: set train_per_band")
+        return self
 
 
 class OpenAIBackend(_Strict):
@@ -255,6 +266,36 @@ class EvalParams(_Strict):
     max_new_tokens_cot: int = Field(512, ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0  # for accuracy_tiger's random guesses
+    # The authors divided by *parsed* answers only. On: the report adds that number (clearly labelled).
+    compat_parsed_only: bool = False
+
+
+class EstimatorImport(TableSource):
+    """A published estimator (e.g. LabARSS/MMLU-Pro-education-level); text levels map to their index in
+    `levels`."""
+
+    score_column: str = "score"
+    name: str = "imported"
+    levels: list[str] = Field(default_factory=list)
+
+
+def _default_judge() -> TeacherParams:
+    return TeacherParams(backend="hf", max_tokens=32, hf=TeacherHF(ref="packaged:smollm2-135m-instruct"))
+
+
+class EstimatorParams(_Strict):
+    methods: list[Literal["cot_entropy", "masj_education_level", "masj_reasoning_steps", "import"]] = Field(
+        default_factory=lambda: ["cot_entropy"]
+    )
+    max_questions: int | None = Field(96, ge=1)
+    batch_size: int = Field(8, ge=1)
+    cot_max_new_tokens: int = Field(96, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    n_boot: int = Field(1000, ge=10)
+    judge: TeacherParams = Field(default_factory=_default_judge)
+    import_: EstimatorImport = Field(default_factory=EstimatorImport, alias="import")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class Params(_Strict):
@@ -269,6 +310,7 @@ class Params(_Strict):
     teacher: TeacherParams = Field(default_factory=TeacherParams)
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
+    estimators: EstimatorParams = Field(default_factory=EstimatorParams)
 
     @model_validator(mode="after")
     def _students_known(self) -> Params:

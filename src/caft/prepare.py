@@ -3,6 +3,8 @@ train/test split (MMLU-Pro has no train split), apply size caps."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -74,3 +76,12 @@ def summary(train: pd.DataFrame, test: pd.DataFrame, source: str) -> dict:
     for name, part in (("train", train), ("test", test)):
         out[f"{name}_by_category"] = {str(k): int(v) for k, v in part["category"].value_counts().sort_index().items()}
     return out
+
+
+def load_prepared(folder: str | Path) -> pd.DataFrame:
+    """prepare's train and test tables as one, with a `subset` column (options as lists)."""
+    folder = Path(folder)
+    parts = [pd.read_parquet(folder / f"{s}.parquet").assign(subset=s) for s in ("train", "test")]
+    questions = pd.concat(parts, ignore_index=True)
+    questions["options"] = questions["options"].map(list)
+    return questions

@@ -10,11 +10,16 @@ from caft.evaluate import score
 from caft.split import BANDS
 
 
-def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int) -> dict:
-    """Accuracy on the balanced test set and per band (test rows the split banded)."""
+def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, parsed_only: bool = False) -> dict:
+    """Accuracy on the balanced test set and per band (test rows the split banded). With `parsed_only` (the
+    authors' convention, behind eval.compat_parsed_only) also correct / parsed on the balanced set."""
     test = assignments.loc[assignments["subset"] == "test", ["question_id", "band", "balanced"]]
     joined = preds.merge(test, on="question_id", how="left")
-    out = score(joined[joined["balanced"].fillna(False).astype(bool)], seed, prefix="balanced_")
+    balanced = joined[joined["balanced"].fillna(False).astype(bool)]
+    out = score(balanced, seed, prefix="balanced_")
+    if parsed_only:
+        parsed = balanced[balanced["parsed"]]
+        out["balanced_accuracy_parsed_only"] = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
     for band in BANDS:
         part = joined[joined["band"] == band]
         out[f"band_{band}_n"] = len(part)
@@ -57,6 +62,9 @@ def to_markdown(rows: pd.DataFrame) -> str:
         "| student | strategy | balanced acc. [95 % CI] | n | full acc. | parse fail | easy / medium / hard | "
         "teacher calls | CoT target tokens | target tokens (1 pass / epoch-weighted) | saved vs distill |"
     )
+    compat = "balanced_accuracy_parsed_only" in rows.columns
+    if compat:
+        head += " acc. over parsed answers (authors' convention) |"
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows.to_dict(orient="records"):
         bands = " / ".join(_fmt(r[f"band_{b}_accuracy"]) for b in BANDS)
@@ -67,5 +75,6 @@ def to_markdown(rows: pd.DataFrame) -> str:
             f"{r['balanced_accuracy_ci_high']:.3f}] | {r['balanced_n']} | {r['accuracy']:.3f} | "
             f"{r['parse_fail_rate']:.3f} | {bands} | {r['teacher_calls']} | {r['cot_target_tokens']} | "
             f"{r['target_tokens_one_pass']} / {r['target_tokens_epoch_weighted']:.0f} | {saved} |"
+            + (f" {_fmt(r['balanced_accuracy_parsed_only'])} |" if compat else "")
         )
     return "\n".join(lines) + "\n"

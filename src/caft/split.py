@@ -54,22 +54,48 @@ def _sample(index: pd.Index, n: int | None, rng: np.random.Generator) -> pd.Inde
     return pd.Index(sorted(rng.choice(index.to_numpy(), size=n, replace=False)))
 
 
-def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.DataFrame, dict]:
+SINGLE_TOKEN = {"single_token_entropy": "entropy", "single_token_entropy_options": "entropy_options"}
+
+
+def select_score(scores: pd.DataFrame, name: str, estimators: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The entropy table with a `score` column: one of its own entropies, or estimator `name` from the long
+    estimator tables (question_id, estimator, score). Rows the estimator did not score get NaN."""
+    out = scores.copy()
+    if name in SINGLE_TOKEN:
+        out["score"] = out[SINGLE_TOKEN[name]].astype(float)
+        return out
+    known = sorted(set(SINGLE_TOKEN) | set(estimators["estimator"].unique() if estimators is not None else []))
+    if estimators is None or name not in set(estimators["estimator"]):
+        raise CaftError(f"split.estimator={name}: no such estimator output (available: {', '.join(known)})")
+    chosen = estimators.loc[estimators["estimator"] == name, ["question_id", "score"]].drop_duplicates("question_id")
+    return out.drop(columns="score", errors="ignore").merge(chosen, on="question_id", how="left")
+
+
+def make_split(
+    scores: pd.DataFrame, cfg: SplitParams, seed: int, levels: int | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Assign bands and roles to the valid rows of an entropy table.
 
     Cut points come from all valid train rows; `max_train` then keeps a seeded, threshold-independent subset
     of them as the training pool, and the optional per-band caps draw train / validation rows from it.
 
+    A categorical estimator (`levels` ordinal levels 0..levels-1) bands by level instead of thresholds:
+    the lowest level is easy, the highest hard, the rest medium.
+
     Returns one row per used question: question_id, subset (train / validation / test), band, score,
     correct (the student's single-token answer), balanced (test rows of the equal-per-band test set) and
     random_cot (the random control: as many train rows as the hard band, drawn from all train rows).
     """
-    valid = scores[scores["validity"] == "option"].copy()
-    valid["score"] = valid[cfg.score].astype(float)
-    if valid["score"].isna().any():
-        raise CaftError(f"split.score={cfg.score} has no values in this entropy table (imported scores?)")
+    if "score" not in scores.columns:
+        scores = select_score(scores, cfg.estimator)
+    valid = scores[(scores["validity"] == "option") & scores["score"].notna()].copy()
+    if valid.empty:
+        raise CaftError(f"split.estimator={cfg.estimator} scored none of the rows with a valid answer")
     is_train = valid["subset"] == "train"
-    easy_cut, hard_cut = cut_points(valid.loc[is_train, "score"].to_numpy(), cfg)
+    if levels is not None:  # ordinal levels 0..levels-1: band boundaries at level 1 and at the top level
+        easy_cut, hard_cut = 1.0, float(levels - 1)
+    else:
+        easy_cut, hard_cut = cut_points(valid.loc[is_train, "score"].to_numpy(), cfg)
     valid["band"] = assign_bands(valid["score"].to_numpy(), easy_cut, hard_cut)
     if cfg.max_train is not None:
         # Drawn with its own generator and before any band-dependent choice: the training pool (and so the
@@ -82,11 +108,13 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.Da
     valid["role"] = np.where(valid["subset"] == "train", "pool", "test")
     valid = valid.drop(columns="subset")
     for band in BANDS:
-        pool = valid.index[(valid["role"] == "pool") & (valid["band"] == band)]
+        members = ("medium", "hard") if band == "medium" and cfg.compat_medium_overlap else (band,)
+        pool = valid.index[(valid["role"] == "pool") & valid["band"].isin(members)]
         val = _sample(pool, cfg.val_per_band, rng) if cfg.val_per_band else pd.Index([])
         valid.loc[val, "role"] = "validation"
         train = _sample(pool.difference(val), cfg.train_per_band, rng)
         valid.loc[train, "role"] = "train"
+        valid.loc[val.union(train), "band"] = band  # only differs from the score's band in compat mode
     valid = valid[valid["role"] != "pool"].rename(columns={"role": "subset"})
 
     valid["balanced"] = False
@@ -109,10 +137,15 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int) -> tuple[pd.Da
 
 
 def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, easy_cut: float, hard_cut: float) -> dict:
+    trained = out[out["subset"].isin(["train", "validation"])]
     metrics: dict = {
-        "cut_easy_nats": round(easy_cut, 6),
-        "cut_hard_nats": round(hard_cut, 6),
+        "estimator": cfg.estimator,
+        "cut_units": "nats" if cfg.estimator in SINGLE_TOKEN or "entropy" in cfg.estimator else "score",
+        "cut_easy": round(easy_cut, 6),
+        "cut_hard": round(hard_cut, 6),
         "n_excluded_invalid": int((scores["validity"] != "option").sum()),
+        "n_excluded_unscored": int(((scores["validity"] == "option") & scores["score"].isna()).sum()),
+        "medium_above_hard_cut_n": int(((trained["band"] == "medium") & (trained["score"] >= hard_cut)).sum()),
         "n_balanced_test": int(out["balanced"].sum()),
         "n_random_cot": int(out["random_cot"].sum()),
     }

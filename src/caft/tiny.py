@@ -23,7 +23,9 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-TINY_SPEC = {"vocab_size": 768, "hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "seed": 0}
+ANSWER_TOKENS = "ABCDEFGHIJ0123456789"
+TINY_SPEC = {"vocab_size": 768, "hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "seed": 0,
+             "favoured": ANSWER_TOKENS}  # fmt: skip
 
 
 def _corpus() -> list[str]:
@@ -59,8 +61,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(vocab_size: int, pad_token_id: int, eos_token_id: int, answer_tokens: list[int]) -> LlamaForCausalLM:
-    """Random weights, except that the LM head favours the letter ids and "0" (A..J, 0): a
-    random model otherwise never answers with an option id, and the split would have no valid rows."""
+    """Random weights, except that the LM head favours single-character answer ids (A..J, 0..9): a random
+    model otherwise never answers with an option id, and the split would have no valid rows."""
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=TINY_SPEC["hidden_size"],
@@ -92,7 +94,7 @@ def build_model(vocab_size: int, pad_token_id: int, eos_token_id: int, answer_to
 def build(dest: Path) -> None:
     """Write the tiny model and tokenizer as a plain HF folder at `dest`."""
     tokenizer = build_tokenizer()
-    answer_tokens = tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ0"))
+    answer_tokens = tokenizer.convert_tokens_to_ids(list(ANSWER_TOKENS))
     model = build_model(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, answer_tokens)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(dest)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from caft import answers, strategies
 from caft.errors import CaftError
-from caft.params import Params, TeacherParams
+from caft.params import TeacherParams
 from caft.teacher import backends, prompt
 from caft.teacher.cache import TraceCache, item_key
 
@@ -80,9 +80,10 @@ def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherParams) -> flo
     return (prompt_tokens * cfg.price_prompt_per_m + completion_tokens * cfg.price_completion_per_m) / 1e6
 
 
-def execute(requests: list[backends.Request], cache: TraceCache, p: Params) -> tuple[backends.Outcome, set[str]]:
+def execute(
+    requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
+) -> tuple[backends.Outcome, set[str]]:
     """Call the backend for every uncached request; responses are stored the moment they arrive."""
-    cfg = p.teacher
     todo = [r for r in requests if r.key not in cache]
     fresh: set[str] = set()
     label = teacher_label(cfg)

@@ -1,0 +1,79 @@
+"""CoT entropy: the student answers with a chain of thought (batched greedy generation); the raw logits of
+every generated token give its entropy, and the aggregates of caft.estimators.aggregates are computed."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from caft import prompts
+from caft.entropy import entropy_nats, first_token
+from caft.estimators.aggregates import aggregate
+from caft.teacher.prompt import ID_KIND, messages
+
+MARKER_PATTERNS = {"brackets": re.compile(r"\[\[\s*(\d+)"), "answer_is": re.compile(r"answer is:?\s*\(?([A-J])")}
+MARKER_CONTEXT = {"brackets": "[[", "answer_is": "the answer is ("}
+
+
+def locate_answer(tokenizer, token_ids: list[int], marker: str) -> tuple[int | None, int | None]:
+    """(index of the token that writes the answer id, index of the first token of the marker), from the last
+    marker in the decoded text; (None, None) when there is none."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    hits = list(MARKER_PATTERNS[marker].finditer(text))
+    if not hits:
+        return None, None
+    start, answer_char = hits[-1].start(), hits[-1].start(1)
+    ends, answer_pos, marker_pos = [], None, None
+    for i in range(len(token_ids)):
+        ends.append(len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True)))
+        if marker_pos is None and ends[-1] > start:
+            marker_pos = i
+        if ends[-1] > answer_char:
+            answer_pos = i
+            break
+    return answer_pos, marker_pos
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int, option_tokens: list[int]):
+    """Per text: generated token ids, per-token entropies (raw logits) and the option-id probabilities per step."""
+    out = []
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(texts), batch_size), desc="cot-entropy", unit="batch"):
+        enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        gen = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+                             temperature=None, top_p=None, top_k=None)  # fmt: skip
+        logits = torch.stack(gen.logits, dim=1).float()  # batch x steps x vocab, unprocessed
+        ent = entropy_nats(logits)
+        opt = torch.softmax(logits, dim=-1)[..., option_tokens]
+        new = gen.sequences[:, enc["input_ids"].shape[1] :]
+        for row in range(new.shape[0]):
+            ids = new[row].tolist()
+            n = len(ids)
+            if tokenizer.eos_token_id in ids:
+                n = ids.index(tokenizer.eos_token_id)
+            out.append((ids[:n], ent[row, :n].tolist(), opt[row, :n].tolist()))
+    return out
+
+
+def estimate(questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tokens: int, batch_size: int,
+             subject: bool = True) -> pd.DataFrame:  # fmt: skip
+    """One row per question: every aggregate, the parsed answer and the generated text."""
+    chat = [messages(r.question, list(r.options), r.category if subject else None, marker) for r in
+            questions.itertuples(index=False)]  # fmt: skip
+    texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
+    ids = prompts.option_ids(ID_KIND[marker], 10)
+    option_tokens = [first_token(tokenizer, MARKER_CONTEXT[marker], i) for i in ids]
+    generated = generate(model, tokenizer, texts, max_new_tokens, batch_size, option_tokens)
+    rows = []
+    for (token_ids, ents, opt), row in zip(generated, questions.itertuples(index=False), strict=True):
+        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker)
+        probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []
+        text = tokenizer.decode(token_ids, skip_special_tokens=True)
+        rows.append({"question_id": row.question_id, **aggregate(ents, answer_pos, marker_pos, probs),
+                     "n_tokens": len(token_ids), "output": text})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,0 +1,39 @@
+"""Model-as-judge complexity (the paper's MASJ baselines): a judge model rates each question's education
+level or number of reasoning steps, ending with a fixed marker that is parsed strictly. A judgement without
+the marker, or with a value outside the scale, is recorded as malformed — never as a level."""
+
+from __future__ import annotations
+
+import re
+
+SCALES = {
+    "education_level": ("high school and easier", "undergraduate", "graduate", "postgraduate"),
+    "reasoning_steps": ("low", "medium", "high"),
+}
+MARKERS = {"education_level": "Level", "reasoning_steps": "Steps"}
+QUESTIONS = {
+    "education_level": "What is the minimal education level needed to answer this question correctly?",
+    "reasoning_steps": "How many reasoning steps does answering this question correctly require?",
+}
+
+
+def messages(kind: str, question: str, options: list[str]) -> list[dict[str, str]]:
+    scale = ", ".join(SCALES[kind])
+    system = (
+        "You rate the complexity of multiple choice questions. Do not answer the question. "
+        f"{QUESTIONS[kind]} Choose one of: {scale}. End with a line '{MARKERS[kind]}: <your choice>'."
+    )
+    listed = "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options))
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Question: {question}\nOptions:\n{listed}"},
+    ]
+
+
+def parse(kind: str, text: str) -> int | None:
+    """The 0-based level named by the last `<Marker>: <value>` line, or None (malformed)."""
+    values = "|".join(re.escape(v) for v in sorted(SCALES[kind], key=len, reverse=True))
+    hits = re.findall(rf"{MARKERS[kind]}\s*:\s*\**\s*({values})\b\s*\**\s*\.?\s*$", text, re.IGNORECASE | re.MULTILINE)
+    if not hits:
+        return None
+    return [v.lower() for v in SCALES[kind]].index(hits[-1].lower())

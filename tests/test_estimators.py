@@ -1,0 +1,84 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from caft.estimators import judge
+from caft.estimators.aggregates import aggregate
+from caft.estimators.compare import bootstrap_auc, compare
+
+
+def test_aggregates_on_hand_computed_entropies():
+    got = aggregate([0.5, 1.0, 2.0, 0.2, 0.1], answer_pos=4, reasoning_end=3, option_probs=[0.6, 0.3, 0.05])
+    assert got == pytest.approx({"answer_entropy": 0.1, "mean_entropy": 0.76, "max_entropy": 2.0,
+                                 "reasoning_mean_entropy": 3.5 / 3, "reasoning_max_entropy": 2.0,
+                                 "answer_margin": 0.7})  # fmt: skip
+
+
+def test_aggregates_without_an_answer_marker():
+    got = aggregate([1.0, 3.0], answer_pos=None, reasoning_end=None, option_probs=[])
+    assert math.isnan(got["answer_entropy"]) and math.isnan(got["answer_margin"])
+    assert (got["mean_entropy"], got["reasoning_mean_entropy"], got["reasoning_max_entropy"]) == (2.0, 2.0, 3.0)
+    assert all(math.isnan(v) for v in aggregate([], None, None, []).values())
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "level"),
+    [
+        ("education_level", "It needs calculus.\nLevel: undergraduate", 1),
+        ("education_level", "Level: **Postgraduate**.", 3),
+        ("education_level", "Level: high school and easier", 0),
+        ("education_level", "Level: graduate\nWait, no.\nLevel: undergraduate", 1),
+        ("reasoning_steps", "Two steps.\nSteps: low", 0),
+        ("reasoning_steps", "steps: HIGH", 2),
+        ("education_level", "I think this is graduate level.", None),
+        ("education_level", "Level: PhD", None),
+        ("education_level", "Level: graduate school", None),
+        ("reasoning_steps", "Level: high", None),
+        ("reasoning_steps", "", None),
+    ],
+)
+def test_judge_parser(kind, text, level):
+    assert judge.parse(kind, text) == level
+
+
+def test_judge_prompt_names_the_scale_and_marker():
+    system, user = judge.messages("education_level", "Q?", ["a", "b"])
+    assert "high school and easier, undergraduate, graduate, postgraduate" in system["content"]
+    assert system["content"].endswith("End with a line 'Level: <your choice>'.")
+    assert user["content"] == "Question: Q?\nOptions:\nA. a\nB. b"
+
+
+def _table(n: int = 60):
+    rng = np.random.default_rng(5)
+    correct = rng.random(n) < 0.5
+    good = np.where(correct, rng.normal(0, 1, n), rng.normal(1, 1, n))
+    noise = rng.normal(0, 1, n)
+    ids = [f"q{i}" for i in range(n)]
+    scores = pd.concat([pd.DataFrame({"question_id": ids, "estimator": "good", "score": good}),
+                        pd.DataFrame({"question_id": ids, "estimator": "noise", "score": noise})])  # fmt: skip
+    outcome = pd.DataFrame({"question_id": ids, "correct": correct, "category": ["a", "b"] * (n // 2)})
+    return scores, outcome, correct, good
+
+
+def test_compare_matches_sklearn_on_the_same_rows():
+    scores, outcome, correct, good = _table()
+    scores = scores[~((scores["estimator"] == "noise") & (scores["question_id"] == "q0"))]  # noise lacks q0
+    table = compare(scores, outcome, n_boot=200, seed=1).set_index(["estimator", "category"])
+    assert table.loc[("good", "all"), "n"] == 59  # every estimator on the same rows: q0 dropped for all
+    assert table.loc[("good", "all"), "roc_auc"] == pytest.approx(roc_auc_score(~correct[1:], good[1:]), abs=1e-6)
+    sub = np.arange(1, 60)[np.arange(1, 60) % 2 == 1]
+    assert table.loc[("good", "b"), "roc_auc"] == pytest.approx(roc_auc_score(~correct[sub], good[sub]), abs=1e-6)
+
+
+def test_bootstrap_ci_against_an_independent_bootstrap():
+    from scipy.stats import bootstrap
+
+    _, _, correct, good = _table(200)
+    auc, low, high = bootstrap_auc(~correct, good, n_boot=2000, seed=0)
+    ref = bootstrap((~correct, good), lambda w, s: roc_auc_score(w, s), paired=True, vectorized=False,
+                    n_resamples=2000, method="percentile", random_state=1).confidence_interval  # fmt: skip
+    assert low < auc < high
+    assert low == pytest.approx(ref.low, abs=0.02) and high == pytest.approx(ref.high, abs=0.02)

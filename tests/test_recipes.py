@@ -1,0 +1,108 @@
+"""The paper recipes: schema, the paper's exact prompt texts, and plan mode."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from caft import plan, profile
+from caft.prompts import build_messages
+from caft.teacher.prompt import messages as cot_messages
+from tests.conftest import REPO
+
+
+def _recipe(*names: str):
+    overrides: dict = {}
+    for name in names:
+        overrides.update(profile.load_overrides(REPO / "recipes" / name))
+    return profile.validate(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+
+
+@pytest.mark.parametrize("names", [("emnlp2025.yaml",), ("eacl2026.yaml",), ("eacl2026.yaml", "eacl2026-lora.yaml")])
+def test_recipes_validate_and_encode_the_paper(names):
+    p = _recipe(*names)
+    assert p.students == ["qwen2_5_3b", "phi4_mini"] and p.seed == 42
+    assert p.models["qwen2_5_3b"].ref == "Qwen/Qwen2.5-3B-Instruct"
+    assert p.models["phi4_mini"].ref == "microsoft/Phi-4-mini-instruct"
+    assert (p.data.source, p.data.test_fraction) == ("hf", 0.1)
+    assert (p.prompt.variant, p.prompt.option_ids) == ("fallback", "numeric")
+    assert (p.split.units, p.split.easy_threshold, p.split.threshold) == ("quantile", 0.25, 0.75)
+    assert (p.split.train_per_band, p.split.val_per_band, p.split.balanced_test) == (900, 100, True)
+    assert (p.teacher.openai.model, p.teacher.max_tokens, p.teacher.marker) == (
+        "deepseek/deepseek-chat-v3-0324", 2048, "brackets")  # fmt: skip
+    assert p.teacher.openai.base_url == "https://openrouter.ai/api/v1"
+    t = p.train
+    assert (t.batch_size * t.grad_accum, t.max_length, t.max_grad_norm) == (16, 2000, 1.0)
+    v1 = names == ("emnlp2025.yaml",)
+    assert (t.epochs["caft"], t.epochs["sft"], t.epochs["distill"]) == (
+        ([5, 5], [10], [10]) if v1 else ([10, 10], [20], [20]))  # fmt: skip
+    if "eacl2026-lora.yaml" in names:
+        assert (t.lora.enabled, t.lora.r, t.lora.alpha, t.lora.dropout, t.learning_rate) == (True, 64, 128, 0.05, 1e-4)
+    else:
+        assert (t.lora.enabled, t.learning_rate) == (False, 1e-5)
+
+
+def test_recipe_renders_the_papers_exact_prompts():
+    p = _recipe("emnlp2025.yaml")
+    system, user = build_messages("What is 2+2?", ["3", "4"], "math", p.prompt.variant, p.prompt.option_ids)
+    assert system["content"] == (
+        "The following are multiple choice questions about math. If you are certain about the answer return the "
+        "correct option number, otherwise return 0. Write down ONLY the NUMBER and nothing else."
+    )
+    assert user["content"] == (
+        "Question: What is 2+2?\nOptions:\n1. 3\n2. 4\nChoose one of the answers. If you are certain about the "
+        "answer return the correct option number, otherwise return 0. Write down ONLY the NUMBER and nothing else."
+    )
+    system, user = cot_messages("What is 2+2?", ["3", "4"], "math", p.teacher.marker)
+    assert system["content"] == (
+        "The following are multiple choice questions about math. Explain your thinking process step-by-step. At the "
+        "end, write down the number of the correct answer by strictly following this format: "
+        "[[number_of_correct_answer]]."
+    )
+    assert user["content"] == "Question: What is 2+2?\nOptions:\n1. 3\n2. 4\n"
+
+
+def test_plan_mode_counts_teacher_calls_on_the_standin():
+    p = _recipe("emnlp2025.yaml")
+    result = plan.plan(p, plan.MMLU_PRO_TEST_QUESTIONS)
+    # 900 train + 100 validation per band (the stand-in has >= 1,000 per band): caft pays for the hard band
+    # (1,000), alternative for the easy band (1,000), random for as many train items as hard ones (900), and
+    # distill for every train + validation item (3,000) — which covers all the others.
+    assert result["teacher_calls_by_strategy"] == {"sft": 0, "distill": 3000, "caft": 1000, "curriculum": 0,
+                                                   "random": 900, "alternative": 1000}  # fmt: skip
+    assert result["teacher_calls"] == {"per_student": 3000, "lower": 3000, "upper": 6000}
+    assert result["teacher_completion_tokens_max"] == {"lower": 3000 * 2048, "upper": 6000 * 2048}
+    assert result["split"]["train_hard_n"] == 900 and result["split"]["validation_hard_n"] == 100
+    # prepare, entropy / estimate (cot_entropy) / compare_estimators / split per student, teacher, sets,
+    # train and eval per student x strategy, report
+    assert len(result["stages"]) == 1 + 4 * 2 + 1 + 2 + 2 * 2 * 6 + 1
+    assert "estimate@qwen2_5_3b-cot_entropy" in result["stages"] and not result["priced"]
+    assert set(result["gpu_hours_h100"]) == {"qwen2_5_3b", "phi4_mini"}
+    assert result["gpu_hours_h100"]["phi4_mini"]["train"] > result["gpu_hours_h100"]["qwen2_5_3b"]["train"] > 0
+
+
+def test_caft_only_plan_pays_for_the_hard_band_only():
+    p = _recipe("emnlp2025.yaml")
+    p.strategies[:] = ["sft", "caft"]
+    result = plan.plan(p, plan.MMLU_PRO_TEST_QUESTIONS)
+    assert result["teacher_calls"] == {"per_student": 1000, "lower": 1000, "upper": 2000}
+
+
+@pytest.mark.integration
+def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
+    import json
+
+    from tests.test_pipeline import make_project
+
+    root = make_project(tmp_path, "recipes/emnlp2025.yaml", "profiles/recipe-tiny.yaml")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert (params["prompt"]["option_ids"], params["teacher"]["marker"], params["train"]["lora"]["enabled"]) == (
+        "numeric", "brackets", False)  # fmt: skip
+    report = json.loads((root / "metrics/report.json").read_text())
+    assert set(report["tiny"]) == {"sft", "distill", "caft", "curriculum", "random", "alternative"}
+    split = json.loads((root / "metrics/split/tiny.json").read_text())
+    assert [split[f"train_{b}_n"] for b in ("easy", "medium", "hard")] == [8, 8, 8]
+    assert [split[f"validation_{b}_n"] for b in ("easy", "medium", "hard")] == [2, 2, 2]
+    trained = json.loads((root / "metrics/train/tiny/caft.json").read_text())
+    assert (trained["phase0_epochs"], trained["phase1_epochs"]) == (5, 5) and trained["n_items"] == 24
+    assert (root / "models/tiny/caft/model.safetensors").exists()  # full fine-tuning, not an adapter
