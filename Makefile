@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo tiny test lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull
+.PHONY: setup demo tiny test lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -61,11 +61,16 @@ test: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src stages tests bench
-	$(BIN)/ruff format --check src stages tests bench
+	$(BIN)/ruff check src stages tests bench tools
+	$(BIN)/ruff format --check src stages tests bench tools
 
 bench: setup
 	$(OFFLINE) $(BIN)/python bench/entropy_throughput.py --out bench/results/entropy_throughput.json
+
+## The README's plot images, rendered from `dvc plots show` (needs the docs extra).
+docs-plots: setup
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/python tools/render_plots.py --out docs/img
 
 clean-cache:
 	rm -rf .caft

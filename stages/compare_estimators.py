@@ -9,7 +9,7 @@ import typer
 from caft.cli import stage
 from caft.errors import CaftError
 from caft.estimators import load_all
-from caft.estimators.compare import compare
+from caft.estimators.compare import comparable, compare
 from caft.io import atomic_path, write_json
 from caft.params import load_params
 from caft.roc import curve_wrong
@@ -29,12 +29,7 @@ def main(
     everything = load_all(estimators)
     if everything is None:
         raise CaftError(f"no estimator outputs under {estimators}")
-    n_scored = everything.dropna(subset=["score"]).groupby("estimator")["question_id"].nunique()
-    n_scored = n_scored.reindex(sorted(everything["estimator"].unique()), fill_value=0)
-    # Estimators are compared on the rows they all scored; one that scored under half of the rows (e.g. most
-    # judgements malformed) would shrink those rows for everyone, so it is reported but not compared.
-    compared = n_scored[n_scored >= 0.5 * n_scored.max()].index
-    long = everything[everything["estimator"].isin(compared)].dropna(subset=["score"])
+    long, n_scored, n_rows = comparable(everything)
     entropy = pd.read_parquet(scores)
     outcome = entropy.loc[entropy["validity"] == "option", ["question_id", "correct", "category"]]
     table = compare(long, outcome, n_boot=p.estimators.n_boot, seed=p.seed)
@@ -57,6 +52,9 @@ def main(
     lines += [
         f"| {r.estimator} | {r.roc_auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} |" for r in overall.itertuples()
     ]
+    skipped = [(name, n) for name, n in n_scored.items() if name not in set(overall["estimator"])]
+    lines += [f"| {name} | not compared: scored {n} of the {n_rows} rows (outputs malformed or failed) | {n} |"
+              for name, n in skipped]  # fmt: skip
     with atomic_path(out_md) as tmp:
         tmp.write_text(f"# Complexity estimators for {student}\n\n" + "\n".join(lines) + "\n")
     typer.echo("\n".join(lines))

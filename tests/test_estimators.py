@@ -82,3 +82,48 @@ def test_bootstrap_ci_against_an_independent_bootstrap():
                     n_resamples=2000, method="percentile", random_state=1).confidence_interval  # fmt: skip
     assert low < auc < high
     assert low == pytest.approx(ref.low, abs=0.02) and high == pytest.approx(ref.high, abs=0.02)
+
+
+def test_import_of_a_published_categorical_estimator():
+    from caft.estimators.run import imported
+    from caft.params import EstimatorImport
+    from tests.conftest import FIXTURES
+
+    cfg = EstimatorImport(path=str(FIXTURES / "labarss_education_level.csv"), score_column="education_level",
+                          name="masj_education_level_published",
+                          levels=["high school and easier", "undergraduate", "graduate", "postgraduate"])  # fmt: skip
+    questions = pd.DataFrame({"question_id": ["970", "10600", "42", "7", "not-published"]})
+    table, wide = imported(questions, cfg, "qwen")
+    scores = table.set_index("question_id")["score"]
+    assert scores["970"] == 2.0 and scores["10600"] == 0.0 and scores["42"] == 3.0
+    assert math.isnan(scores["7"]) and "not-published" not in scores.index  # unknown text is no level
+    assert set(table["estimator"]) == {"masj_education_level_published"}
+    from caft.estimators import levels_of
+
+    assert levels_of("masj_education_level_published", cfg.name, cfg.levels) == 4
+    assert levels_of("cot_mean_entropy", cfg.name, cfg.levels) is None
+
+
+def test_locate_answer_finds_the_answer_token(tiny_model):
+    from caft.estimators.cot import locate_answer
+
+    _, tok = tiny_model
+    ids = tok.encode("Step 1: add.\nSo the answer is (C).", add_special_tokens=False)
+    answer_pos, marker_pos = locate_answer(tok, ids, "answer_is")
+    assert tok.decode(ids[answer_pos : answer_pos + 1]).strip().endswith("C")
+    assert "answer" in tok.decode(ids[marker_pos : answer_pos + 1]) or tok.decode(ids[marker_pos:]).startswith("answer")
+    assert locate_answer(tok, tok.encode("no marker here", add_special_tokens=False), "answer_is") == (None, None)
+
+
+def test_comparable_rows_and_estimators():
+    from caft.estimators.compare import comparable
+
+    ids = [f"q{i}" for i in range(10)]
+    everything = pd.concat([
+        pd.DataFrame({"question_id": ids, "estimator": "single", "score": np.arange(10.0)}),
+        pd.DataFrame({"question_id": ids[:4], "estimator": "cot", "score": [1.0, 2.0, np.nan, 4.0]}),
+        pd.DataFrame({"question_id": ids[:4], "estimator": "judge", "score": [np.nan, np.nan, np.nan, 1.0]}),
+    ])  # fmt: skip
+    long, n_scored, n_rows = comparable(everything)
+    assert n_rows == 4 and n_scored.to_dict() == {"cot": 3, "judge": 1, "single": 4}
+    assert set(long["estimator"]) == {"cot", "single"} and set(long["question_id"]) == {"q0", "q1", "q2", "q3"}

@@ -99,3 +99,10 @@ def test_teacher_usage_counts_cot_items_and_api_tokens():
     sets = pd.DataFrame({"question_id": ["a", "b", "c"], "kind": ["answer", "cot", "cot"]})
     traces = pd.DataFrame({"question_id": ["a", "b", "c", "d"], "completion_tokens": [5, 10, 20, 40]})
     assert report.teacher_usage(sets, traces) == {"teacher_calls": 2, "teacher_completion_tokens": 30}
+
+
+def test_vllm_backend_without_vllm_is_one_clear_error(tmp_path):
+    from caft.errors import CaftError
+
+    with pytest.raises(CaftError, match=r"^eval.backend=vllm needs vLLM installed"):
+        evaluate.generate_vllm(tmp_path, {"base": {"ref": "tiny"}, "lora": True}, ["x"], 4)

@@ -38,3 +38,16 @@ def compare(scores: pd.DataFrame, outcome: pd.DataFrame, n_boot: int = 1000, see
             out.append({"estimator": estimator, "category": category, "n": len(part), "roc_auc": round(auc, 6),
                         "ci_low": round(low, 6), "ci_high": round(high, 6)})  # fmt: skip
     return pd.DataFrame(out, columns=["estimator", "category", "n", "roc_auc", "ci_low", "ci_high"])
+
+
+def comparable(everything: pd.DataFrame, min_share: float = 0.5) -> tuple[pd.DataFrame, pd.Series, int]:
+    """The rows every estimator attempted (estimators may run on a sample), and the estimators that scored at
+    least `min_share` of them: one with mostly malformed outputs would shrink the common rows for all, so it
+    is reported, not compared. Returns (long table of those, scored rows per estimator, rows attempted)."""
+    attempted = set.intersection(*(set(g["question_id"]) for _, g in everything.groupby("estimator")))
+    on_rows = everything[everything["question_id"].isin(attempted)]
+    names = sorted(everything["estimator"].unique())
+    n_scored = on_rows.dropna(subset=["score"]).groupby("estimator")["question_id"].nunique()
+    n_scored = n_scored.reindex(names, fill_value=0)
+    keep = n_scored[n_scored >= min_share * len(attempted)].index
+    return on_rows[on_rows["estimator"].isin(keep)].dropna(subset=["score"]), n_scored, len(attempted)
