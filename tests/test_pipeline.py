@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -76,6 +77,10 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     n_valid = int((pd.read_parquet(project / "data/entropy/tiny/scores.parquet")["validity"] == "option").sum())
     levels = judged["judgement"].isin(["low", "medium", "high"])
     assert len(judged) == min(48, n_valid) and compared["masj_reasoning_steps"]["n_scored"] == int(levels.sum())
+    details = pd.read_parquet(project / "data/estimators/tiny/cot_entropy/details.parquet")
+    first = details.iloc[0]
+    assert len(first["token_entropies"]) == first["n_tokens"] and first["mean_entropy"] == pytest.approx(
+        float(np.mean(first["token_entropies"])))  # fmt: skip
     cot = pd.read_parquet(project / "data/estimators/tiny/cot_entropy/scores.parquet")
     assert (
         compared["cot_mean_entropy"]["n_scored"] == cot.query("estimator == 'cot_mean_entropy'")["score"].notna().sum()

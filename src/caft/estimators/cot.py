@@ -62,7 +62,8 @@ def generate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size
 
 def estimate(questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tokens: int, batch_size: int,
              subject: bool = True) -> pd.DataFrame:  # fmt: skip
-    """One row per question: every aggregate, the parsed answer and the generated text."""
+    """One row per question: every aggregate, the per-token entropies (so any other aggregate can be computed
+    later), the answer and marker positions, and the generated text."""
     chat = [messages(r.question, list(r.options), r.category if subject else None, marker) for r in
             questions.itertuples(index=False)]  # fmt: skip
     texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
@@ -75,5 +76,6 @@ def estimate(questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tok
         probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []
         text = tokenizer.decode(token_ids, skip_special_tokens=True)
         rows.append({"question_id": row.question_id, **aggregate(ents, answer_pos, marker_pos, probs),
-                     "n_tokens": len(token_ids), "output": text})  # fmt: skip
+                     "n_tokens": len(token_ids), "answer_pos": answer_pos, "marker_pos": marker_pos,
+                     "token_entropies": ents, "output": text})  # fmt: skip
     return pd.DataFrame(rows)
