@@ -126,23 +126,15 @@ def test_estimator_switch_reruns_split_not_the_estimators(project):
 
 
 def test_stage_errors_are_one_line_and_leave_no_output(project):
-    env = _env()
-    proc = subprocess.run(
-        [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
-         "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
-         "--params", "bad-params.yaml"],
-        cwd=project, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    cmd = [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
+           "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
+           "--params", "bad-params.yaml"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=project, env=_env(), capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr == "error: params file not found: bad-params.yaml\n"
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["split"]["easy_threshold"] = 0.9
     (project / "bad-params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run(
-        [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
-         "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
-         "--params", "bad-params.yaml"],
-        cwd=project, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    proc = subprocess.run(cmd, cwd=project, env=_env(), capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr == "error: split.easy_threshold=0.9 is above split.threshold=0.5\n"
     assert not (project / "bad-out").exists() and not (project / "bad.json").exists()
