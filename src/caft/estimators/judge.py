@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from caft.prompts import render_options
+
 SCALES = {
     "education_level": ("high school and easier", "undergraduate", "graduate", "postgraduate"),
     "reasoning_steps": ("low", "medium", "high"),
@@ -23,7 +25,7 @@ def messages(kind: str, question: str, options: list[str]) -> list[dict[str, str
         "You rate the complexity of multiple choice questions. Do not answer the question. "
         f"{QUESTIONS[kind]} Choose one of: {scale}. End with a line '{MARKERS[kind]}: <your choice>'."
     )
-    listed = "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options))
+    listed = render_options(options, "letter")
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": f"Question: {question}\nOptions:\n{listed}"},
