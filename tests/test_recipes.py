@@ -12,10 +12,7 @@ from tests.conftest import REPO
 
 
 def _recipe(*names: str):
-    overrides: dict = {}
-    for name in names:
-        overrides.update(profile.load_overrides(REPO / "recipes" / name))
-    return profile.validate(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+    return profile.resolve([REPO / "recipes" / name for name in names], REPO / "params.yaml")[1]
 
 
 @pytest.mark.parametrize("names", [("emnlp2025.yaml",), ("eacl2026.yaml",), ("eacl2026.yaml", "eacl2026-lora.yaml")])

@@ -8,14 +8,23 @@ reports a range: every student needing the same items (lower bound) or disjoint 
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from caft import strategies
+from caft.errors import CaftError
+from caft.io import read_table
 from caft.params import Params
+from caft.profile import resolve
 from caft.prompts import build_messages
 from caft.split import make_split
 from caft.teacher.prompt import messages as cot_messages
+from caft.teacher.run import cost
 
 MMLU_PRO_TEST_QUESTIONS = 12_032
 # The authors' token count of question + options, mean over 11,932 MMLU-Pro questions (their metadata).
@@ -86,14 +95,7 @@ def plan(p: Params, n_questions: int) -> dict:
         "teacher_prompt_tokens": {k: v * prompt_tokens for k, v in calls.items() if k != "per_student"},
         "teacher_completion_tokens_max": {k: v * p.teacher.max_tokens for k, v in calls.items() if k != "per_student"},
         "teacher_cost_max_usd": {
-            k: round(
-                (
-                    v * prompt_tokens * p.teacher.price_prompt_per_m
-                    + v * p.teacher.max_tokens * p.teacher.price_completion_per_m
-                )
-                / 1e6,
-                2,
-            )
+            k: round(cost(v * prompt_tokens, v * p.teacher.max_tokens, p.teacher), 2)
             for k, v in calls.items()
             if k != "per_student"
         },  # fmt: skip
@@ -137,34 +139,19 @@ def questions_in_source(p: Params) -> int:
     if p.data.source == "synthetic":
         return p.data.synthetic.n_questions
     if p.data.source == "file":
-        from caft.io import read_table
-
         return len(read_table(p.data.file.path))
     return MMLU_PRO_TEST_QUESTIONS
 
 
 def main(argv: list[str] | None = None) -> None:
     """caft-plan RECIPE.yaml [MORE.yaml ...] [--n-questions N] [--json OUT]: print the plan of a recipe."""
-    import argparse
-    import json
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    from caft.errors import CaftError
-    from caft.profile import load_overrides, validate
-
     parser = argparse.ArgumentParser(prog="caft-plan", description=main.__doc__)
     parser.add_argument("recipes", nargs="+", help="recipe / profile files, applied in order on params.yaml")
     parser.add_argument("--n-questions", type=int, default=None, help="stand-in data size (default: the source's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the plan as JSON")
     args = parser.parse_args(argv)
     try:
-        overrides: dict = {}
-        for recipe in args.recipes:
-            overrides.update(load_overrides(recipe))
-        p = validate(yaml.safe_load(Path("params.yaml").read_text()), overrides)
+        _, p = resolve(args.recipes)
         result = plan(p, args.n_questions or questions_in_source(p))
     except CaftError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,6 +25,14 @@ def load_overrides(path: str | Path) -> dict[str, object]:
     return overrides
 
 
+def merged_overrides(paths: list[str | Path]) -> dict[str, object]:
+    """The overrides of several profiles, later files winning (a recipe, then its variant or a size profile)."""
+    overrides: dict[str, object] = {}
+    for path in paths:
+        overrides.update(load_overrides(path))
+    return overrides
+
+
 def apply(raw: dict, overrides: dict[str, object]) -> dict:
     """params mapping with the dotted-key overrides applied (new leaves allowed, as Hydra's `++key=`)."""
     out = copy.deepcopy(raw)
@@ -40,6 +48,12 @@ def apply(raw: dict, overrides: dict[str, object]) -> dict:
 def validate(raw: dict, overrides: dict[str, object]) -> Params:
     """The params a profile produces, validated against the schema (bad profiles fail before any run)."""
     return parse_params(apply(raw, overrides))
+
+
+def resolve(paths: list[str | Path], params_file: str | Path = "params.yaml") -> tuple[dict[str, object], Params]:
+    """(merged overrides, the validated params they give on top of `params_file`)."""
+    overrides = merged_overrides(paths)
+    return overrides, validate(yaml.safe_load(Path(params_file).read_text()), overrides)
 
 
 def hydra_args(overrides: dict[str, object]) -> list[str]:
@@ -61,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: caft-profile PROFILE.yaml [MORE.yaml ...] [extra dvc exp run args]", file=sys.stderr)
         raise SystemExit(2)
     try:
-        overrides: dict[str, object] = {}
-        for name in files:
-            overrides.update(load_overrides(name))
-        validate(yaml.safe_load(Path("params.yaml").read_text()), overrides)
+        overrides, _ = resolve(files)
     except CaftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

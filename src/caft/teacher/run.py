@@ -71,13 +71,9 @@ def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
         "prompt_tokens_est": prompt_tokens,
         "completion_tokens_est": completion_tokens,
         "completion_tokens_max": cfg.max_tokens * len(generated),
-        "cost_est_usd": round(_cost(prompt_tokens, completion_tokens, cfg), 4),
-        "cost_max_usd": round(_cost(prompt_tokens, cfg.max_tokens * len(generated), cfg), 4),
+        "cost_est_usd": round(cost(prompt_tokens, completion_tokens, cfg), 4),
+        "cost_max_usd": round(cost(prompt_tokens, cfg.max_tokens * len(generated), cfg), 4),
     }
-
-
-def _cost(prompt_tokens: int, completion_tokens: int, cfg: TeacherParams) -> float:
-    return (prompt_tokens * cfg.price_prompt_per_m + completion_tokens * cfg.price_completion_per_m) / 1e6
 
 
 def execute(
@@ -170,8 +166,8 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
         "new_prompt_tokens": int(new["prompt_tokens"].sum()),
         "new_completion_tokens": int(new["completion_tokens"].sum()),
     }
-    out["cost_usd"] = round(_cost(out["prompt_tokens"], out["completion_tokens"], cfg), 6)
-    out["new_cost_usd"] = round(_cost(out["new_prompt_tokens"], out["new_completion_tokens"], cfg), 6)
+    out["cost_usd"] = round(cost(out["prompt_tokens"], out["completion_tokens"], cfg), 6)
+    out["new_cost_usd"] = round(cost(out["new_prompt_tokens"], out["new_completion_tokens"], cfg), 6)
     for error_class, count in sorted(failures.items()):
         out[f"failures_{error_class}"] = count
     return out
@@ -185,3 +181,8 @@ def load_assignments(split_dir: str | Path, students: list[str]) -> dict[str, pd
             raise CaftError(f"split output for student {name!r} not found: {path} (run `dvc repro split@{name}`)")
         out[name] = pd.read_parquet(path)
     return out
+
+
+def cost(prompt_tokens: float, completion_tokens: float, cfg: TeacherParams) -> float:
+    """US dollars at the configured per-million-token prices (0 when unpriced)."""
+    return (prompt_tokens * cfg.price_prompt_per_m + completion_tokens * cfg.price_completion_per_m) / 1e6
