@@ -115,6 +115,26 @@ def test_locate_answer_finds_the_answer_token(tiny_model):
     assert locate_answer(tok, tok.encode("no marker here", add_special_tokens=False), "answer_is") == (None, None)
 
 
+def test_locate_answer_agrees_with_decoding_every_prefix(tiny_model):
+    from caft.estimators.cot import locate_answer
+
+    _, tok = tiny_model
+    text = "First the answer is (A)? No: 12 × 3 → 36, é ü.\nThe answer is (H), finally [[2]] and the answer is (J)."
+    ids = tok.encode(text, add_special_tokens=False)
+    ends = [len(tok.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+    last = text.rindex("answer is (J)")  # the pattern starts at "answer"
+    expected = (
+        next(i for i, e in enumerate(ends) if e > text.rindex("J")),
+        next(i for i, e in enumerate(ends) if e > last),
+    )
+    assert locate_answer(tok, ids, "answer_is") == expected
+    brackets = text.index("[[2")
+    assert locate_answer(tok, ids, "brackets") == (
+        next(i for i, e in enumerate(ends) if e > brackets + 2),
+        next(i for i, e in enumerate(ends) if e > brackets),
+    )
+
+
 def test_comparable_rows_and_estimators():
     from caft.estimators.compare import comparable
 
@@ -127,3 +147,31 @@ def test_comparable_rows_and_estimators():
     long, n_scored, n_rows = comparable(everything)
     assert n_rows == 4 and n_scored.to_dict() == {"cot": 3, "judge": 1, "single": 4}
     assert set(long["estimator"]) == {"cot", "single"} and set(long["question_id"]) == {"q0", "q1", "q2", "q3"}
+
+
+def test_report_curves_metrics_and_table():
+    from caft.estimators.compare import report
+
+    ids = [f"q{i}" for i in range(8)]
+    correct = np.array([True, True, True, True, False, False, False, False])
+    everything = pd.concat([
+        pd.DataFrame({"question_id": ids, "estimator": "perfect", "score": np.arange(8.0)}),  # wrong = high
+        pd.DataFrame({"question_id": ids, "estimator": "reversed", "score": -np.arange(8.0)}),
+        pd.DataFrame({"question_id": ids, "estimator": "judge", "score": [np.nan] * 7 + [1.0]}),
+    ])  # fmt: skip
+    outcome = pd.DataFrame({"question_id": ids, "correct": correct, "category": "c"})
+    curves, metrics, markdown = report(everything, outcome, "T", n_boot=50, seed=0)
+    assert markdown.splitlines() == [
+        "# T",
+        "",
+        "| estimator | ROC AUC → wrong answer [95 % bootstrap CI] | n |",
+        "|---|---|---|",
+        "| perfect | 1.000 [1.000, 1.000] | 8 |",
+        "| reversed | 0.000 [0.000, 0.000] | 8 |",
+        "| judge | not compared: scored 1 of the 8 rows (outputs malformed or failed) | 1 |",
+    ]
+    assert metrics["judge"] == {"n_scored": 1}
+    assert metrics["perfect"]["c"] == {"n": 8, "roc_auc": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    perfect = curves[curves["estimator"] == "perfect"]
+    assert list(curves.columns) == ["estimator", "fpr", "tpr"] and set(curves["estimator"]) == {"perfect", "reversed"}
+    assert ((perfect["fpr"] == 0) & (perfect["tpr"] == 1)).any()  # every wrong answer before any right one

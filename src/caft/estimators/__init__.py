@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
+from caft.estimators.judge import SCALES
+
 ESTIMATOR_COLUMNS = ["question_id", "estimator", "score"]
+# The model-as-judge estimators are ordinal: banded by level, not by thresholds.
+SCALE_SIZES = {f"masj_{kind}": len(levels) for kind, levels in SCALES.items()}
 
 
 def long(table: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -15,15 +21,10 @@ def long(table: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[ESTIMATOR_COLUMNS]
 
 
-def load_all(folder) -> pd.DataFrame | None:
+def load_all(folder: str | Path) -> pd.DataFrame | None:
     """Every estimator output under `folder` (<method>/scores.parquet) in one long table, or None."""
-    from pathlib import Path
-
     tables = [pd.read_parquet(f) for f in sorted(Path(folder).glob("*/scores.parquet"))]
     return pd.concat(tables, ignore_index=True) if tables else None
-
-
-SCALE_SIZES = {"masj_education_level": 4, "masj_reasoning_steps": 3}
 
 
 def levels_of(name: str, imported_name: str, imported_levels: list[str]) -> int | None:

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from caft.roc import curve_wrong
+
 
 def bootstrap_auc(wrong: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
     """(AUC, 2.5 %, 97.5 %) over `n_boot` resamples of the rows; resamples with one class are skipped."""
@@ -23,13 +25,24 @@ def bootstrap_auc(wrong: np.ndarray, score: np.ndarray, n_boot: int, seed: int) 
     return auc, float(low), float(high)
 
 
-def compare(scores: pd.DataFrame, outcome: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """`scores`: question_id, estimator, score. `outcome`: question_id, correct, category. Every estimator is
-    evaluated on the rows that all estimators scored (the same rows), overall and per category."""
+def common_rows(scores: pd.DataFrame, outcome: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """`outcome` (question_id, correct, category) joined with one score column per estimator of `scores`
+    (question_id, estimator, score), on the rows that every estimator scored; and the estimator names."""
     wide = scores.pivot_table(index="question_id", columns="estimator", values="score", aggfunc="first")
     rows = outcome.set_index("question_id").join(wide, how="inner").dropna(subset=list(wide.columns))
+    return rows, list(wide.columns)
+
+
+def compare(scores: pd.DataFrame, outcome: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """ROC AUC with a bootstrap interval per estimator, on the same rows (`common_rows`), overall and per
+    category; a category whose rows are all right or all wrong has no AUC and is left out."""
+    rows, estimators = common_rows(scores, outcome)
+    return _compare_rows(rows, estimators, n_boot, seed)
+
+
+def _compare_rows(rows: pd.DataFrame, estimators: list[str], n_boot: int, seed: int) -> pd.DataFrame:
     out = []
-    for estimator in wide.columns:
+    for estimator in estimators:
         for category, part in [("all", rows), *sorted(rows.groupby("category"))]:
             wrong = ~part["correct"].astype(bool).to_numpy()
             if wrong.all() or not wrong.any():
@@ -38,6 +51,29 @@ def compare(scores: pd.DataFrame, outcome: pd.DataFrame, n_boot: int = 1000, see
             out.append({"estimator": estimator, "category": category, "n": len(part), "roc_auc": round(auc, 6),
                         "ci_low": round(low, 6), "ci_high": round(high, 6)})  # fmt: skip
     return pd.DataFrame(out, columns=["estimator", "category", "n", "roc_auc", "ci_low", "ci_high"])
+
+
+def report(
+    everything: pd.DataFrame, outcome: pd.DataFrame, title: str, n_boot: int, seed: int
+) -> tuple[pd.DataFrame, dict, str]:
+    """The whole comparison from every estimator's output and the student's outcomes: ROC curves (estimator,
+    fpr, tpr) for `dvc plots`, the metrics (scored rows per estimator, AUC and interval per category) and a
+    markdown table ranking the compared estimators, with the ones left out (mostly unscored) named."""
+    scores, n_scored, n_rows = comparable(everything)
+    rows, estimators = common_rows(scores, outcome)
+    table = _compare_rows(rows, estimators, n_boot, seed)
+    curves = pd.concat([curve_wrong(rows["correct"], rows[e]).assign(estimator=e) for e in estimators],
+                       ignore_index=True)[["estimator", "fpr", "tpr"]]  # fmt: skip
+    metrics: dict = {name: {"n_scored": int(n)} for name, n in n_scored.items()}
+    for r in table.to_dict(orient="records"):
+        metrics.setdefault(r["estimator"], {})[r["category"]] = {k: r[k] for k in ("n", "roc_auc", "ci_low", "ci_high")}
+    overall = table[table["category"] == "all"].sort_values("roc_auc", ascending=False)
+    lines = [f"# {title}", "", "| estimator | ROC AUC → wrong answer [95 % bootstrap CI] | n |", "|---|---|---|"]
+    lines += [f"| {r.estimator} | {r.roc_auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} |"
+              for r in overall.itertuples()]  # fmt: skip
+    lines += [f"| {name} | not compared: scored {n} of the {n_rows} rows (outputs malformed or failed) | {n} |"
+              for name, n in n_scored.items() if name not in set(overall["estimator"])]  # fmt: skip
+    return curves, metrics, "\n".join(lines) + "\n"
 
 
 def comparable(everything: pd.DataFrame, min_share: float = 0.5) -> tuple[pd.DataFrame, pd.Series, int]:

@@ -3,6 +3,7 @@ every generated token give its entropy, and the aggregates of caft.estimators.ag
 
 from __future__ import annotations
 
+import bisect
 import re
 
 import pandas as pd
@@ -20,21 +21,24 @@ MARKER_CONTEXT = {"brackets": "[[", "answer_is": "the answer is ("}
 
 def locate_answer(tokenizer, token_ids: list[int], marker: str) -> tuple[int | None, int | None]:
     """(index of the token that writes the answer id, index of the first token of the marker), from the last
-    marker in the decoded text; (None, None) when there is none."""
+    marker in the decoded text; (None, None) when there is none.
+
+    A token's position in the text is the length of the decoded prefix that ends with it, which only grows
+    along the sequence: a binary search finds each token in O(log n) decodes instead of decoding every prefix.
+    """
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
     hits = list(MARKER_PATTERNS[marker].finditer(text))
     if not hits:
         return None, None
-    start, answer_char = hits[-1].start(), hits[-1].start(1)
-    ends, answer_pos, marker_pos = [], None, None
-    for i in range(len(token_ids)):
-        ends.append(len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True)))
-        if marker_pos is None and ends[-1] > start:
-            marker_pos = i
-        if ends[-1] > answer_char:
-            answer_pos = i
-            break
-    return answer_pos, marker_pos
+
+    def decoded_length(i: int) -> int:
+        return len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
+
+    def first_token_past(char: int) -> int:
+        """The first token whose decoded prefix extends beyond character `char`."""
+        return bisect.bisect_right(range(len(token_ids)), char, key=decoded_length)
+
+    return first_token_past(hits[-1].start(1)), first_token_past(hits[-1].start())
 
 
 @torch.inference_mode()

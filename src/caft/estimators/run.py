@@ -8,9 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from caft.errors import CaftError
 from caft.estimators import judge, long
 from caft.estimators.aggregates import AGGREGATES
-from caft.params import EstimatorParams, ModelSpec, TeacherParams
+from caft.params import EstimatorImport, EstimatorParams, ModelSpec, TeacherParams
+from caft.sources.table import load_table
 from caft.teacher import backends
 from caft.teacher.cache import TraceCache, item_key
 from caft.teacher.run import execute, teacher_label
@@ -27,8 +29,11 @@ def sample_questions(scores: pd.DataFrame, questions: pd.DataFrame, n: int | Non
     return pool.reset_index(drop=True)
 
 
-def cot_entropy(questions: pd.DataFrame, spec: ModelSpec, cfg: EstimatorParams, marker: str) -> pd.DataFrame:
-    from caft.estimators import cot
+def cot_entropy(
+    questions: pd.DataFrame, spec: ModelSpec, cfg: EstimatorParams, marker: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The student's CoT-entropy aggregates per question (long shape) and the per-question details."""
+    from caft.estimators import cot  # torch and transformers, only for the method that needs them
     from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 
     device = pick_device(cfg.device)
@@ -65,12 +70,9 @@ def masj(questions: pd.DataFrame, kind: str, cfg: TeacherParams, cache_dir) -> t
     return long(wide, {"score": f"masj_{kind}"}), wide
 
 
-def imported(questions: pd.DataFrame, cfg, student: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def imported(questions: pd.DataFrame, cfg: EstimatorImport, student: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A published LabARSS estimator table joined on question id; text levels map to their index in
     `levels` (unknown text: no score)."""
-    from caft.errors import CaftError
-    from caft.sources.table import load_table
-
     raw = load_table(cfg, "published estimator table", student)
     column = cfg.score_column.format(model=student)
     for col in (cfg.id_column, column):
