@@ -175,3 +175,10 @@ def test_report_curves_metrics_and_table():
     perfect = curves[curves["estimator"] == "perfect"]
     assert list(curves.columns) == ["estimator", "fpr", "tpr"] and set(curves["estimator"]) == {"perfect", "reversed"}
     assert ((perfect["fpr"] == 0) & (perfect["tpr"] == 1)).any()  # every wrong answer before any right one
+
+
+def test_scale_sizes_match_the_judge_scales():
+    from caft.estimators import SCALE_SIZES
+    from caft.estimators.judge import SCALES
+
+    assert {f"masj_{kind}": len(levels) for kind, levels in SCALES.items()} == SCALE_SIZES

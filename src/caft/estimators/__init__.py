@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from caft.estimators.judge import SCALES
-
 ESTIMATOR_COLUMNS = ["question_id", "estimator", "score"]
-# The model-as-judge estimators are ordinal: banded by level, not by thresholds.
-SCALE_SIZES = {f"masj_{kind}": len(levels) for kind, levels in SCALES.items()}
+# The model-as-judge estimators are ordinal (banded by level, not by thresholds): the sizes of
+# caft.estimators.judge.SCALES, written out so that the entropy and split stages do not depend on the judge's
+# prompt module (a test keeps the two in step).
+SCALE_SIZES = {"masj_education_level": 4, "masj_reasoning_steps": 3}
 
 
 def long(table: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
