@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from tests.conftest import REPO
 
@@ -72,7 +73,16 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}  # fmt: skip
     compared = json.loads((project / "metrics/estimators/tiny.json").read_text())
     assert {"single_token_entropy", "cot_mean_entropy", "masj_reasoning_steps"} <= set(compared)
-    assert 0 <= compared["single_token_entropy"]["all"]["roc_auc"] <= 1
+    # single-token entropy's AUC, recomputed with sklearn on the rows every compared estimator scored
+    names = [name for name, m in compared.items() if "all" in m]
+    outputs = pd.concat(pd.read_parquet(f) for f in (project / "data/estimators/tiny").glob("*/scores.parquet"))
+    wide = outputs[outputs["estimator"].isin(names)].pivot_table(index="question_id", columns="estimator",
+                                                                   values="score").dropna()  # fmt: skip
+    scored = pd.read_parquet(project / "data/entropy/tiny/scores.parquet").set_index("question_id")
+    rows = scored[scored["validity"] == "option"].join(wide, how="inner")
+    assert {compared[name]["all"]["n"] for name in names} == {len(rows)}
+    assert compared["single_token_entropy"]["all"]["roc_auc"] == pytest.approx(
+        roc_auc_score(~rows["correct"].astype(bool), rows["entropy"]), abs=1e-6)  # fmt: skip
     judged = pd.read_parquet(project / "data/estimators/tiny/masj_reasoning_steps/details.parquet")
     n_valid = int((pd.read_parquet(project / "data/entropy/tiny/scores.parquet")["validity"] == "option").sum())
     levels = judged["judgement"].isin(["low", "medium", "high"])
