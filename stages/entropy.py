@@ -51,8 +51,9 @@ def main(
     questions = load_prepared(data)
     store = None
     if p.entropy.source == "import":
-        raw = entropy_import.load_raw(p.entropy.import_, model)
-        table = entropy_import.join(questions, raw, p.entropy.import_, model)
+        key = p.model(model).import_key or model
+        raw = entropy_import.load_raw(p.entropy.import_, key)
+        table = entropy_import.join(questions, raw, p.entropy.import_, key)
     else:
         table, store = _from_model(p, model, questions, partial_dir)
     summary = entropy.summarize(table)

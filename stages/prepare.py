@@ -18,11 +18,14 @@ def main(
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
-    train, test = carve(load_source(p.data, p.seed), p.data, p.seed)
+    questions, acted = load_source(p.data, p.seed)
+    for line in acted:
+        typer.echo(f"prepare: {p.data.file.bad_rows} {line}", err=True)
+    train, test = carve(questions, p.data, p.seed)
     with atomic_path(out_dir, directory=True) as tmp:
         train.to_parquet(tmp / "train.parquet", index=False)
         test.to_parquet(tmp / "test.parquet", index=False)
-    write_json(summary(train, test, p.data.source), metrics)
+    write_json(summary(train, test, p.data, acted), metrics)
     typer.echo(f"prepare: {len(train)} train / {len(test)} test questions ({p.data.source}) -> {out_dir}")
 
 

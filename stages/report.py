@@ -30,7 +30,7 @@ def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFram
         "student": student,
         "strategy": strategy,
         **score(preds, seed),
-        **report.band_metrics(preds, assignments, seed),
+        **report.band_metrics(preds, assignments, seed, parsed_only=compat),
         **usage,
         **tokens,
     }

@@ -12,7 +12,7 @@ CFG = EntropyImport(path=str(FIXTURES / "labarss_entropy_{model}.tsv"))
 
 def _questions() -> pd.DataFrame:
     raw = pd.read_csv(FIXTURES / "labarss_entropy_qwen2.tsv", sep="\t")
-    q = schema.validate(raw[raw["question_id"] != 99999])
+    q, _ = schema.validate(raw[raw["question_id"] != 99999])
     q["subset"] = ["train", "train", "test", "test"]
     extra = q.iloc[[0]].assign(question_id="not-published")
     return pd.concat([q, extra], ignore_index=True)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,41 +13,9 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import REPO
+from tests.dvc_project import HANG_GUARD_S, env, lock, make_project, ran_stages, run
 
 pytestmark = pytest.mark.integration
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
-                       "GIT_COMMITTER_EMAIL": "t@localhost"}.items():  # fmt: skip
-        env.setdefault(key, value)
-    return env
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def make_project(root: Path, *profiles: str) -> Path:
-    """A fresh git repository holding the project's pipeline files, with `profiles` applied through DVC."""
-    listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
-    tracked = subprocess.run(listed, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    wanted_dirs = {"stages", "src", "profiles", "recipes", "configs", ".dvc"}
-    wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"}
-    for rel in tracked.split():
-        if rel.split("/")[0] in wanted_dirs or rel in wanted_files:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
-    _run(["git", "init", "-q"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "init"], root)
-    _run(["caft-profile", *profiles], root)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +24,11 @@ def project(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("project"), "profiles/tiny.yaml")
 
 
-def _lock(root: Path) -> dict:
-    return yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-
-
 def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
     strategies = ("sft", "distill", "caft", "random")
-    assert set(_lock(project)) == {
+    assert set(lock(project)) == {
         "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report", "compare_estimators@tiny",
         "estimate@tiny-cot_entropy", "estimate@tiny-masj_reasoning_steps",
     } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}  # fmt: skip
@@ -107,16 +68,16 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert 0 < caft["data_saving_one_pass"] < 1 and distill["data_saving_one_pass"] == 0
     assert (project / "reports/summary.md").read_text().startswith("# caft: students × strategies\n\n| student |")
     assert (project / "models/tiny/caft/adapter_model.safetensors").exists()
-    assert "Data and pipelines are up to date." in _run(["dvc", "status"], project)
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
 
 
 def test_threshold_experiment_reruns_only_split(project):
-    before = _lock(project)
-    out = _run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
-    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    before = lock(project)
+    out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
+    ran = ran_stages(out)
     assert ran == {"split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random", "eval@tiny-caft",
                    "eval@tiny-random", "report"}  # fmt: skip
-    after = _lock(project)
+    after = lock(project)
     assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
     assert after["split@tiny"]["params"]["params.yaml"]["split.threshold"] == 0.5
     split = json.loads((project / "metrics/split/tiny.json").read_text())
@@ -126,12 +87,12 @@ def test_threshold_experiment_reruns_only_split(project):
 
 
 def test_estimator_switch_reruns_split_not_the_estimators(project):
-    out = _run(["dvc", "exp", "run", "-S", "split.estimator=cot_mean_entropy"], project)
-    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    out = run(["dvc", "exp", "run", "-S", "split.estimator=cot_mean_entropy"], project)
+    ran = ran_stages(out)
     assert "split@tiny" in ran and not {s for s in ran if s.startswith(("estimate@", "entropy@", "prepare"))}
     split = json.loads((project / "metrics/split/tiny.json").read_text())
     assert split["estimator"] == "cot_mean_entropy"
-    out = _run(["dvc", "exp", "run", "-S", "split.estimator=single_token_entropy"], project)
+    out = run(["dvc", "exp", "run", "-S", "split.estimator=single_token_entropy"], project)
     assert "Running stage 'estimate@" not in out
 
 
@@ -139,12 +100,12 @@ def test_stage_errors_are_one_line_and_leave_no_output(project):
     cmd = [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
            "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
            "--params", "bad-params.yaml"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=project, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr == "error: params file not found: bad-params.yaml\n"
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["split"]["easy_threshold"] = 0.9
     (project / "bad-params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run(cmd, cwd=project, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr == "error: split.easy_threshold=0.9 is above split.threshold=0.5\n"
     assert not (project / "bad-out").exists() and not (project / "bad.json").exists()
@@ -163,7 +124,7 @@ def test_bad_question_file_stops_prepare(project, tmp_path):
     proc = subprocess.run(
         [sys.executable, "stages/prepare.py", "--out-dir", "bad-prep", "--metrics", "bad-prep.json",
          "--params", "file-params.yaml"],
-        cwd=project, env=_env(), capture_output=True, text=True,
+        cwd=project, env=env(), capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr == "error: row 1 (question_id='b'): answer_index 2 is out of range for 2 options\n"
@@ -176,11 +137,11 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
 
     key = "sk-or-v1-THIS-IS-SECRET-42"
     with FakeOpenAI({}) as api:
-        env = {**_env(), "CAFT_TEST_KEY": key}
+        key_env = env(CAFT_TEST_KEY=key)
         sets = ["teacher.backend=openai", f"teacher.openai.base_url={api.base_url}",
                 "teacher.openai.api_key_env=CAFT_TEST_KEY", "teacher.openai.backoff_base_s=0.01"]  # fmt: skip
         cmd = ["dvc", "exp", "run", *[arg for s in sets for arg in ("-S", s)]]
-        proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, cwd=project, env=key_env, capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert api.auth == {f"Bearer {key}"}
     metrics = json.loads((project / "metrics/teacher.json").read_text())
@@ -192,15 +153,15 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
 
 def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
     remote = tmp_path / "remote"
-    _run(["dvc", "remote", "add", "-d", "store", str(remote)], project)
-    _run(["dvc", "push", "--run-cache"], project)
-    _run(["git", "add", "-A"], project)
-    _run(["git", "commit", "-qm", "tiny results"], project)
+    run(["dvc", "remote", "add", "-d", "store", str(remote)], project)
+    run(["dvc", "push", "--run-cache"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny results"], project)
     clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    _run(["dvc", "pull"], clone)
-    assert "Data and pipelines are up to date." in _run(["dvc", "status"], clone)
-    out = _run(["dvc", "repro"], clone)
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], clone)
+    out = run(["dvc", "repro"], clone)
     assert "Running stage" not in out and "didn't change, skipping" in out
     for path in ("data/teacher/cache/traces.jsonl", "models/tiny/caft/adapter_model.safetensors",
                  "data/split/tiny/assignments.parquet", "data/eval/tiny/caft/predictions.parquet"):  # fmt: skip

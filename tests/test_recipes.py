@@ -89,7 +89,7 @@ def test_caft_only_plan_pays_for_the_hard_band_only():
 def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     import json
 
-    from tests.test_pipeline import make_project
+    from tests.dvc_project import make_project
 
     root = make_project(tmp_path, "recipes/emnlp2025.yaml", "profiles/recipe-tiny.yaml")
     params = yaml.safe_load((root / "params.yaml").read_text())

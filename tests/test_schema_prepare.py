@@ -26,6 +26,13 @@ from tests.conftest import FIXTURES, make_questions
         ({"category": None}, "row 1 (question_id='q1'): category is empty"),
         ({"question_id": "q0"}, "row 1 (question_id='q0'): duplicate question_id (first seen at row 0)"),
         ({"answer_index": 1.5}, "row 1 (question_id='q1'): answer_index 1.5 is not an integer"),
+        ({"answer_index": float("nan")}, "row 1 (question_id='q1'): answer_index is missing"),
+        ({"answer_index": None}, "row 1 (question_id='q1'): answer_index is missing"),
+        (
+            {"options": "['He said 'no'', 'yes']"},
+            "row 1 (question_id='q1'): options field is not a valid list literal (SyntaxError): "
+            "\"['He said 'no'', 'yes']\"",
+        ),
     ],
 )
 def test_bad_rows_are_named(change, message):
@@ -42,11 +49,11 @@ def test_missing_column_and_letter_answers():
     with pytest.raises(CaftError, match=r"missing required column\(s\): category"):
         schema.validate(make_questions(2).drop(columns="category"))
     df = make_questions(3).drop(columns="answer_index").assign(answer=["B", "A", "C"])
-    assert list(schema.validate(df)["answer_index"]) == [1, 0, 2]
+    assert list(schema.validate(df)[0]["answer_index"]) == [1, 0, 2]
 
 
 def test_authors_tsv_options_are_parsed():
-    df = schema.validate(pd.read_csv(FIXTURES / "labarss_entropy_qwen2.tsv", sep="\t"))
+    df, _ = schema.validate(pd.read_csv(FIXTURES / "labarss_entropy_qwen2.tsv", sep="\t"))
     assert df["options"][0] == ["alpha", "beta", "gamma"] and df["question_id"][0] == "970"
 
 
@@ -92,8 +99,8 @@ def test_hub_source_offline_is_one_clear_error(monkeypatch):
 def test_file_source(tmp_path):
     path = tmp_path / "mine.jsonl"
     make_questions(4).to_json(path, orient="records", lines=True)
-    df = load_source(DataParams(source="file", file={"path": str(path)}), 0)
-    assert list(df["question_id"]) == ["q0", "q1", "q2", "q3"]
+    df, skipped = load_source(DataParams(source="file", file={"path": str(path)}), 0)
+    assert skipped == [] and list(df["question_id"]) == ["q0", "q1", "q2", "q3"]
     with pytest.raises(CaftError, match="data.file.path not found"):
         load_source(DataParams(source="file", file={"path": str(tmp_path / "nope.jsonl")}), 0)
 
@@ -105,7 +112,7 @@ def test_stratified_take_keeps_category_shares():
 
 
 def test_carve_split_filter_and_caps():
-    df = schema.validate(synthetic.generate(SyntheticData(n_questions=100), 3))
+    df, _ = schema.validate(synthetic.generate(SyntheticData(n_questions=100), 3))
     train, test = carve(df, DataParams(test_fraction=0.2), seed=0)
     assert (len(train), len(test)) == (80, 20)
     assert test["category"].value_counts().to_dict() == {"arithmetic": 10, "unit conversion": 10}
@@ -114,7 +121,7 @@ def test_carve_split_filter_and_caps():
     assert len(capped) == 30 and set(capped["category"]) == {"arithmetic"}
     again, _ = carve(df, DataParams(test_fraction=0.2), seed=0)
     pd.testing.assert_frame_equal(again, train)
-    s = summary(train, test, "synthetic")
+    s = summary(train, test, DataParams(), [])
     assert s["train_by_category"] == {"arithmetic": 40, "unit conversion": 40}
     with pytest.raises(CaftError, match=r"data.categories not in the data: \['law'\]"):
         carve(df, DataParams(categories=["law"]), seed=0)

@@ -250,8 +250,6 @@ def compute(
 def summarize(table: pd.DataFrame) -> dict:
     """Metrics: counts, validity rates, single-token accuracy and the ROC AUC of entropy for a wrong answer
     (on rows with a valid option answer, as the paper: IDK and invalid answers are dropped)."""
-    from caft.roc import auc_wrong
-
     valid = table[table["validity"] == "option"]
     out = {
         "n": len(table),
@@ -260,8 +258,8 @@ def summarize(table: pd.DataFrame) -> dict:
         "valid_rate": _rate(table["validity"] == "option"),
         "accuracy": _rate(table["correct"]),
         "accuracy_valid": _rate(valid["correct"]) if len(valid) else None,
-        "roc_auc": auc_wrong(valid["correct"], valid["entropy"]) if len(valid) else None,
-        "roc_auc_options": auc_wrong(valid["correct"], valid["entropy_options"]) if len(valid) else None,
+        "roc_auc": _auc(valid, "entropy"),
+        "roc_auc_options": _auc(valid, "entropy_options"),
         "entropy_mean": float(table["entropy"].mean()),
     }
     for kind in VALIDITY[1:]:
@@ -274,6 +272,14 @@ def summarize(table: pd.DataFrame) -> dict:
         else None
     )
     return out
+
+
+def _auc(valid: pd.DataFrame, score: str) -> float | None:
+    """ROC AUC over the rows that have this score (an import publishes no option-restricted entropy: all NaN)."""
+    from caft.roc import auc_wrong
+
+    scored = valid[valid[score].notna()]
+    return auc_wrong(scored["correct"], scored[score]) if len(scored) else None
 
 
 def _rate(mask: pd.Series) -> float:

@@ -54,6 +54,10 @@ class HubData(_Strict):
 
 class FileData(_Strict):
     path: str | None = None
+    # error: the first bad row stops prepare (named, with its problem); skip: bad rows are left out; repair:
+    # options written as a Python list with unescaped quotes (the authors' TSVs) are re-split, other bad rows
+    # stop prepare. Rows skipped or repaired are named on stderr and counted in metrics/prepare.json.
+    bad_rows: Literal["error", "skip", "repair"] = "error"
 
 
 class DataParams(_Strict):
@@ -80,6 +84,9 @@ class ModelSpec(_Strict):
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
+    # `{model}` in published tables (entropy.import): the authors name columns by model type
+    # (entropy_value_qwen2, entropy_value_phi3), not by our student keys. None = the student's key.
+    import_key: str | None = None
 
 
 class PromptParams(_Strict):
@@ -100,8 +107,8 @@ class TableSource(_Strict):
 
 
 class EntropyImport(TableSource):
-    """Published per-question entropies. Column names, `path` and `config` may contain `{model}`, the
-    student's key."""
+    """Published per-question entropies. Column names, `path` and `config` may contain `{model}`: the student's
+    `models.<name>.import_key`, or its key."""
 
     score_column: str = "entropy_value_{model}"
     answer_column: str = "entropy_ans_{model}"

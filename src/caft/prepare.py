@@ -15,20 +15,20 @@ from caft.params import DataParams
 from caft.sources import mmlu_pro, synthetic
 
 
-def load_source(cfg: DataParams, seed: int) -> pd.DataFrame:
-    """Questions from the configured source, validated (one CaftError for the first bad row)."""
+def load_source(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """Questions from the configured source, validated, and one line per row that `data.file.bad_rows` skipped
+    or repaired (a user's file only; otherwise the first bad row is one CaftError)."""
     if cfg.source == "synthetic":
-        raw = synthetic.generate(cfg.synthetic, seed)
-    elif cfg.source == "hf":
-        raw = mmlu_pro.load(cfg.hf)
-    else:
-        try:
-            raw = read_table(cfg.file.path)
-        except FileNotFoundError:
-            raise CaftError(f"data.file.path not found: {cfg.file.path}") from None
-        except ValueError as exc:
-            raise CaftError(f"could not read {cfg.file.path}: {exc}") from None
-    return schema.validate(raw)
+        return schema.validate(synthetic.generate(cfg.synthetic, seed))
+    if cfg.source == "hf":
+        return schema.validate(mmlu_pro.load(cfg.hf))
+    try:
+        raw = read_table(cfg.file.path)
+    except FileNotFoundError:
+        raise CaftError(f"data.file.path not found: {cfg.file.path}") from None
+    except ValueError as exc:
+        raise CaftError(f"could not read {cfg.file.path}: {exc}") from None
+    return schema.validate(raw, cfg.file.bad_rows)
 
 
 def stratified_take(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.Index:
@@ -70,9 +70,11 @@ def carve(df: pd.DataFrame, cfg: DataParams, seed: int) -> tuple[pd.DataFrame, p
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
-def summary(train: pd.DataFrame, test: pd.DataFrame, source: str) -> dict:
-    """Counts per subset and category for the metrics file."""
-    out: dict = {"source": source, "n_train": len(train), "n_test": len(test)}
+def summary(train: pd.DataFrame, test: pd.DataFrame, cfg: DataParams, acted: list[str]) -> dict:
+    """Counts per subset and category for the metrics file, and the rows `data.file.bad_rows` acted on."""
+    out: dict = {"source": cfg.source, "n_train": len(train), "n_test": len(test)}
+    if cfg.source == "file" and cfg.file.bad_rows != "error":
+        out[{"skip": "n_skipped_rows", "repair": "n_repaired_rows"}[cfg.file.bad_rows]] = len(acted)
     for name, part in (("train", train), ("test", test)):
         out[f"{name}_by_category"] = {str(k): int(v) for k, v in part["category"].value_counts().sort_index().items()}
     return out

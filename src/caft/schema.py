@@ -7,6 +7,9 @@ options by `answer_index` and key everything on `question_id`, so silent bad row
 from __future__ import annotations
 
 import ast
+import re
+from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 
@@ -19,7 +22,12 @@ MIN_OPTIONS, MAX_OPTIONS = 2, 10
 LETTERS = "ABCDEFGHIJ"
 
 
-def normalize(df: pd.DataFrame) -> pd.DataFrame:
+BadRows = Literal["error", "skip", "repair"]
+# Between two items of a Python list literal: a quote, a comma, a space, a quote.
+_ITEM_BOUNDARY = re.compile(r"""(?<=['"]), (?=['"])""")
+
+
+def normalize(df: pd.DataFrame, repair: bool = False) -> pd.DataFrame:
     """Bring a user's table to the canonical columns (letter `answer` accepted for `answer_index`)."""
     df = df.copy()
     if "answer_index" not in df.columns and "answer" in df.columns:
@@ -36,17 +44,47 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df["source"] = df["source"].fillna("").astype(str)
     df["difficulty"] = df["difficulty"].fillna(-1).astype(int)
     df["question_id"] = df["question_id"].astype(str)
-    df["options"] = [_as_list(o) for o in df["options"]]
+    df["options"] = [_as_list(o, repair) for o in df["options"]]
     return df[list(COLUMNS)].reset_index(drop=True)
 
 
-def _as_list(value: object) -> object:
+@dataclass(frozen=True)
+class Unparsed:
+    """An options field that looked like a list literal but did not parse (e.g. an unescaped quote in the
+    authors' TSVs): kept so the row's error can say *why* and show the offending text."""
+
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """Options recovered by `repair_list` (marks the row so prepare can name and count it)."""
+
+    items: list[str]
+
+
+def repair_list(text: str) -> list[str] | None:
+    """The items of a list written with Python's repr but without escaping quotes inside items (5 of the 1,172
+    rows of the authors' Qwen test file, e.g. `['33° 33' 30"', '32° 10' 05"']`): split at quote-comma-space-quote
+    boundaries and strip each item's own quotes. None when the text does not have that shape."""
+    body = text.strip()
+    if not (body.startswith("[") and body.endswith("]")):
+        return None
+    parts = _ITEM_BOUNDARY.split(body[1:-1].strip())
+    if not all(len(p) >= 2 and p[0] in "'\"" and p[-1] in "'\"" for p in parts):
+        return None
+    return [p[1:-1] for p in parts]
+
+
+def _as_list(value: object, repair: bool = False) -> object:
     """Options arrive as lists (JSONL), numpy arrays (parquet) or Python-literal strings (the authors' TSVs)."""
     if isinstance(value, str) and value.startswith("["):
         try:
             return list(ast.literal_eval(value))
-        except (ValueError, SyntaxError):
-            return value
+        except (ValueError, SyntaxError) as exc:
+            items = repair_list(value) if repair else None
+            return Repaired(items) if items is not None else Unparsed(value, type(exc).__name__)
     if value is not None and not isinstance(value, str) and hasattr(value, "__iter__"):
         return list(value)
     return value
@@ -59,6 +97,9 @@ def row_problem(row: pd.Series) -> str | None:
         if not isinstance(value, str) or not value.strip():
             return f"{col} is empty"
     options = row["options"]
+    if isinstance(options, Unparsed):
+        excerpt = options.text if len(options.text) <= 120 else options.text[:117] + "..."
+        return f"options field is not a valid list literal ({options.reason}): {excerpt!r}"
     if not isinstance(options, list):
         return f"options must be a list of strings, got {type(options).__name__}"
     if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
@@ -67,6 +108,8 @@ def row_problem(row: pd.Series) -> str | None:
         if not isinstance(opt, str) or not opt.strip():
             return f"option {i} is empty"
     answer = row["answer_index"]
+    if pd.api.types.is_scalar(answer) and pd.isna(answer):
+        return "answer_index is missing"
     if isinstance(answer, bool) or not isinstance(answer, int | float) or int(answer) != answer:
         return f"answer_index {answer!r} is not an integer"
     if not 0 <= int(answer) < len(options):
@@ -74,18 +117,37 @@ def row_problem(row: pd.Series) -> str | None:
     return None
 
 
-def validate(df: pd.DataFrame) -> pd.DataFrame:
-    """Normalise and check every row; raise one CaftError for the first bad row (0-based row number)."""
-    df = normalize(df)
+def validate(df: pd.DataFrame, bad_rows: BadRows = "error") -> tuple[pd.DataFrame, list[str]]:
+    """Normalise and check every row; returns the table and one line per row the policy acted on.
+
+    `error`: one CaftError for the first bad row (0-based row number). `skip`: bad rows are left out. `repair`:
+    options written as an unescaped Python list are re-split (`repair_list`) and the row is checked like any
+    other; a row still bad is an error. A table with no good row is always an error."""
+    df = normalize(df, repair=bad_rows == "repair")
     seen: dict[str, int] = {}
+    acted: list[str] = []
+    keep: list[int] = []
     for i, row in enumerate(df.itertuples(index=False)):
         series = pd.Series(row._asdict())
-        problem = row_problem(series)
         qid = series["question_id"]
+        repaired = isinstance(series["options"], Repaired)
+        if repaired:
+            series["options"] = df.at[i, "options"] = series["options"].items
+        problem = row_problem(series)
         if problem is None and qid in seen:
             problem = f"duplicate question_id (first seen at row {seen[qid]})"
+        where = f"row {i} (question_id={qid!r})"
+        if problem and bad_rows != "skip":
+            raise CaftError(f"{where}: {problem}" + (" (after repairing its options)" if repaired else ""))
         if problem:
-            raise CaftError(f"row {i} (question_id={qid!r}): {problem}")
+            acted.append(f"{where}: {problem}")
+            continue
+        if repaired:
+            acted.append(f"{where}: options repaired into {len(series['options'])} items")
         seen[qid] = i
+        keep.append(i)
+    if not keep:
+        raise CaftError(f"no valid row among {len(df)} (first problem: {acted[0]})")
+    df = df.iloc[keep].reset_index(drop=True)
     df["answer_index"] = df["answer_index"].astype(int)
-    return df
+    return df, acted
