@@ -10,7 +10,7 @@ from caft.cli import stage
 from caft.estimators import levels_of, load_all
 from caft.io import write_json, write_table
 from caft.params import load_params
-from caft.split import check_thresholds, make_split, select_score
+from caft.split import make_split, select_score
 
 
 @stage
@@ -23,7 +23,6 @@ def main(
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
-    check_thresholds(p.split)
     table = select_score(pd.read_parquet(scores), p.split.estimator, load_all(estimators))
     levels = levels_of(p.split.estimator, p.estimators.import_.name, p.estimators.import_.levels)
     assignments, summary = make_split(table, p.split, p.seed, levels)

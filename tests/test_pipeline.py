@@ -29,7 +29,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
     strategies = ("sft", "distill", "caft", "random")
     assert set(lock(project)) == {
-        "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report", "compare_estimators@tiny",
+        "check_params", "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report", "compare_estimators@tiny",
         "estimate@tiny-cot_entropy", "estimate@tiny-masj_reasoning_steps",
     } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}  # fmt: skip
     compared = json.loads((project / "metrics/estimators/tiny.json").read_text())
@@ -75,7 +75,7 @@ def test_threshold_experiment_reruns_only_split(project):
     before = lock(project)
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
     ran = ran_stages(out)
-    assert ran == {"split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random", "eval@tiny-caft",
+    assert ran == {"check_params", "split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random", "eval@tiny-caft",
                    "eval@tiny-random", "report"}  # fmt: skip
     after = lock(project)
     assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
@@ -84,6 +84,23 @@ def test_threshold_experiment_reruns_only_split(project):
     # hard now starts at the train median: about half of the valid train rows
     n_train = sum(split[f"train_{b}_n"] for b in ("easy", "medium", "hard"))
     assert abs(split["train_hard_n"] - n_train / 2) <= 1
+
+
+def test_compat_parsed_only_reaches_the_report(project):
+    """eval.compat_parsed_only through `dvc exp run`: only the report re-runs, and it adds the authors' accuracy
+    over parsed answers, recomputed here from the predictions and the balanced test set."""
+    out = run(["dvc", "exp", "run", "-S", "eval.compat_parsed_only=true"], project)
+    assert ran_stages(out) == {"check_params", "report"}
+    report = json.loads((project / "metrics/report.json").read_text())["tiny"]
+    assignments = pd.read_parquet(project / "data/split/tiny/assignments.parquet")
+    balanced = set(assignments.loc[(assignments["subset"] == "test") & assignments["balanced"], "question_id"])
+    for strategy, metrics in report.items():
+        preds = pd.read_parquet(project / f"data/eval/tiny/{strategy}/predictions.parquet")
+        parsed = preds[preds["question_id"].isin(balanced) & preds["parsed"]]
+        expected = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
+        assert metrics["balanced_accuracy_parsed_only"] == expected, strategy
+    assert "acc. over parsed answers (authors' convention)" in (project / "reports/summary.md").read_text()
+    run(["dvc", "exp", "run", "-S", "eval.compat_parsed_only=false"], project)
 
 
 def test_estimator_switch_reruns_split_not_the_estimators(project):
@@ -107,7 +124,7 @@ def test_stage_errors_are_one_line_and_leave_no_output(project):
     (project / "bad-params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr == "error: split.easy_threshold=0.9 is above split.threshold=0.5\n"
+    assert proc.stderr == "error: invalid params: split.easy_threshold=0.9 is above threshold=0.5\n"
     assert not (project / "bad-out").exists() and not (project / "bad.json").exists()
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from caft.errors import CaftError
-from caft.params import SplitParams
+from caft.params import SplitParams, parse_params
 from caft.split import assign_bands, cut_points, make_split, select_score
 
 
@@ -85,19 +85,17 @@ def test_option_score_is_selectable():
 
 
 @pytest.mark.parametrize(
-    ("cfg", "message"),
+    ("split", "message"),
     [
-        (SplitParams(threshold=1.5), "split.threshold=1.5 is out of range for units=quantile ([0.0, 1.0])"),
-        (SplitParams(easy_threshold=-0.1), "split.easy_threshold=-0.1 is out of range for units=quantile"),
-        (
-            SplitParams(threshold=0.3, easy_threshold=0.6),
-            "split.easy_threshold=0.6 is above split.threshold=0.3",
-        ),
+        ({"threshold": 1.5}, "invalid params: split.threshold=1.5 is out of range for units=quantile ([0.0, 1.0])"),
+        ({"easy_threshold": -0.1}, "invalid params: split.easy_threshold=-0.1 is out of range for units=quantile"),
+        ({"threshold": 0.3, "easy_threshold": 0.6}, "invalid params: split.easy_threshold=0.6 is above threshold=0.3"),
+        ({"units": "nats", "threshold": 7.5, "easy_threshold": 8}, "split.easy_threshold=8.0 is above threshold=7.5"),
     ],
 )
-def test_invalid_thresholds(cfg, message):
+def test_invalid_thresholds_fail_when_params_load(split, message):
     with pytest.raises(CaftError) as exc:
-        make_split(_table(), cfg, seed=0)
+        parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, "split": split})
     assert message in str(exc.value)
 
 

@@ -7,6 +7,7 @@ with one clear line instead of surfacing as a KeyError deep inside a run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -150,7 +151,15 @@ class SplitParams(_Strict):
     compat_medium_overlap: bool = False
 
     @model_validator(mode="after")
-    def _compat_needs_caps(self) -> SplitParams:
+    def _bands(self) -> SplitParams:
+        """Thresholds that describe three ordered bands, and what the compat switch needs."""
+        high = 1.0 if self.units in ("quantile", "normalized") else float("inf")
+        for name in ("easy_threshold", "threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= high:
+                raise ValueError(f"{name}={value} is out of range for units={self.units} ([0.0, {high}])")
+        if self.easy_threshold > self.threshold:
+            raise ValueError(f"easy_threshold={self.easy_threshold} is above threshold={self.threshold}")
         if self.compat_medium_overlap and self.train_per_band is None:
             raise ValueError("split.compat_medium_overlap reproduces the authors' capped bands: set train_per_band")
         return self
@@ -335,6 +344,9 @@ class Params(_Strict):
         return self.models[name]
 
 
+_NAMES_A_KEY = re.compile(r"^[a-z_]+=")
+
+
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping; any problem becomes one CaftError line naming the key."""
     try:
@@ -344,7 +356,9 @@ def parse_params(raw: dict) -> Params:
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CaftError(f"invalid params: {where + ': ' if where else ''}{msg}{more}") from None
+        # A section's own check that starts with one of its keys ("threshold=2 is ...") names it in full.
+        sep = "." if where and _NAMES_A_KEY.match(msg) else ": "
+        raise CaftError(f"invalid params: {where + sep if where else ''}{msg}{more}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

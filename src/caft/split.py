@@ -17,20 +17,9 @@ from caft.params import SplitParams
 BANDS = ("easy", "medium", "hard")
 
 
-def check_thresholds(cfg: SplitParams) -> None:
-    """Reject thresholds that cannot describe three ordered bands."""
-    low, high = (0.0, 1.0) if cfg.units in ("quantile", "normalized") else (0.0, float("inf"))
-    for name in ("easy_threshold", "threshold"):
-        value = getattr(cfg, name)
-        if not low <= value <= high:
-            raise CaftError(f"split.{name}={value} is out of range for units={cfg.units} ([{low}, {high}])")
-    if cfg.easy_threshold > cfg.threshold:
-        raise CaftError(f"split.easy_threshold={cfg.easy_threshold} is above split.threshold={cfg.threshold}")
-
-
 def cut_points(train_scores: np.ndarray, cfg: SplitParams) -> tuple[float, float]:
-    """(easy/medium cut, medium/hard cut) in the score's own units (nats for entropy)."""
-    check_thresholds(cfg)
+    """(easy/medium cut, medium/hard cut) in the score's own units (nats for entropy); the thresholds were
+    checked when the params were loaded (caft.params.SplitParams)."""
     scores = np.asarray(train_scores, dtype=float)
     if scores.size == 0:
         raise CaftError("no valid train rows to compute split cut points from")

@@ -1,0 +1,78 @@
+"""Documented user paths, each run the way the README gives it (through its stage, `caft-profile`,
+`dvc repro` or `dvc exp run`), not only through the library function behind it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from tests.conftest import FIXTURES
+from tests.dvc_project import call, copy_project, ran_stages, run
+
+pytestmark = pytest.mark.integration
+
+AUTHORS_QWEN = FIXTURES / "labarss_qwen_test_combined_cut.tsv"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> tuple[Path, str]:
+    """The import recipe applied up to the split as the README gives it (a real DVC workspace in seconds, no
+    model): the workspace and what the command printed."""
+    root = copy_project(tmp_path_factory.mktemp("imported"))
+    target = root / "data/external/labarss/qwen/test_combined_entr.tsv"
+    target.parent.mkdir(parents=True)
+    shutil.copy(AUTHORS_QWEN, target)
+    return root, run(["caft-profile", "profiles/labarss-import.yaml", "split@qwen2_5_3b"], root)
+
+
+def test_labarss_import_recipe_reproduces_the_authors_roc_auc(imported):
+    """README "Check the analysis against the authors' numbers": the published file through prepare (file
+    source, repaired options), entropy (import, by the student's import_key) and split; no model, no estimator."""
+    root, out = imported
+    assert ran_stages(out) == {"check_params", "prepare", "entropy@qwen2_5_3b", "split@qwen2_5_3b"}
+    raw = pd.read_csv(AUTHORS_QWEN, sep="\t")
+    expected = roc_auc_score(~raw["entropy_ans_correct_qwen2"].astype(bool), raw["entropy_value_qwen2"])
+    metrics = json.loads((root / "metrics/entropy/qwen2_5_3b.json").read_text())
+    assert metrics["n"] == len(raw) == 299 and metrics["n_unmatched"] == 0
+    assert metrics["roc_auc"] == pytest.approx(expected, abs=1e-12) and metrics["roc_auc_options"] is None
+    prepared = json.loads((root / "metrics/prepare.json").read_text())
+    assert prepared["n_repaired_rows"] == 5 and prepared["n_train"] + prepared["n_test"] == 299
+    assert "prepare: repair row 295 (question_id='4939'): options repaired into 10 items" in out
+    split = json.loads((root / "metrics/split/qwen2_5_3b.json").read_text())
+    assert split["train_easy_n"] + split["train_medium_n"] + split["train_hard_n"] == prepared["n_train"]
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("repro-misspelt", "error: invalid params: split.treshold: Extra inputs are not permitted"),
+        ("exp-misspelt", "error: invalid params: teacher.openai.max_retry: Extra inputs are not permitted"),
+        ("exp-out-of-range", "error: invalid params: split.threshold=2.0 is out of range for units=quantile"),
+    ],
+)
+def test_bad_params_stop_dvc_before_any_stage_output_is_touched(imported, how, message):
+    imported, _ = imported
+    params = (imported / "params.yaml").read_text()
+    split_metrics = (imported / "metrics/split/qwen2_5_3b.json").read_bytes()
+    if how == "repro-misspelt":
+        (imported / "params.yaml").write_text(params.replace("split:\n", "split:\n  treshold: 0.5\n", 1))
+        cmd = ["dvc", "repro", "split@qwen2_5_3b"]
+    elif how == "exp-misspelt":
+        cmd = ["dvc", "exp", "run", "-S", "+teacher.openai.max_retry=3", "split@qwen2_5_3b"]
+    else:
+        cmd = ["dvc", "exp", "run", "-S", "split.threshold=2", "split@qwen2_5_3b"]
+    try:
+        proc = call(cmd, imported)
+    finally:
+        (imported / "params.yaml").write_text(params)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert ran_stages(proc.stdout + proc.stderr) == {"check_params"}
+    assert (imported / "metrics/split/qwen2_5_3b.json").read_bytes() == split_metrics
+    out = run(["dvc", "repro", "split@qwen2_5_3b"], imported)  # the valid file again: nothing to redo downstream
+    assert ran_stages(out) <= {"check_params"}
