@@ -17,7 +17,7 @@ from caft.teacher.cache import TraceCache
 @stage
 def main(
     out: Annotated[Path, typer.Option(help="trace table (parquet)")] = Path("data/teacher/traces.parquet"),
-    cache: Annotated[Path, typer.Option(help="persistent trace store (a DVC persist output)")] = Path(
+    cache: Annotated[Path, typer.Option(help="trace store that DVC caches and pushes (a persist output)")] = Path(
         "data/teacher/cache"
     ),
     metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/teacher.json"),
@@ -35,9 +35,11 @@ def main(
         typer.echo(json.dumps({"teacher": run.teacher_label(p.teacher), **run.plan(requests, store, p.teacher)},
                               indent=2))  # fmt: skip
         return
+    adopted = store.adopt([r.key for r in requests])
     outcome, fresh = run.execute(requests, store, p.teacher)
     table = run.assemble(requests, store, outcome, fresh, p.teacher)
-    summary = run.summarize(table, outcome, fresh, p.teacher)
+    summary = {**run.summarize(table, outcome, fresh, p.teacher), "from_machine_store": adopted}
+    run.check_failures(summary, p.teacher)
     write_table(table, out)
     write_json(summary, metrics)
     typer.echo(

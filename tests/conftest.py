@@ -24,6 +24,15 @@ def caft_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def response_store(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own machine-wide teacher / judge response store, so that exact call counts never depend on
+    what another test requested (tests of the store itself use this path)."""
+    path = tmp_path_factory.mktemp("responses")
+    monkeypatch.setenv("CAFT_RESPONSE_STORE", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     import torch

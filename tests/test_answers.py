@@ -1,6 +1,6 @@
 import pytest
 
-from caft.answers import extract, last_bracket, letter_cascade
+from caft.answers import extract, last_bracket, letter_cascade, tiger_letter
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,8 @@ def test_answer_is_beats_answer_colon_and_standalone():
         ("[[5]]", 4, None),
         ("the answer is 3", 4, None),
         ("[[0]]", 4, None),
+        ("[[4]] on second thought [[12]]", 10, None),  # the last marker is out of range: unparseable
+        ("[[12]] no, [[4]]", 10, 3),
     ],
 )
 def test_last_bracket(text, n, expected):
@@ -46,3 +48,23 @@ def test_last_bracket(text, n, expected):
 def test_extract_dispatches_on_marker():
     assert extract("[[2]] the answer is (C)", 4, "brackets") == 1
     assert extract("[[2]] the answer is (C)", 4, "answer_is") == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the FIRST "answer is (X)", case-sensitive (ours: the last, any case)
+        ("The answer is (A). On reflection, the answer is (E).", "A"),
+        ("THE ANSWER IS (B). so C", "C"),  # upper case misses step 1; no "Answer:"; the last standalone letter
+        ("the answer is B", "B"),
+        # step 2: `.*[aA]nswer:\s*([A-J])` finds the first line holding it, and its last match on that line
+        ("Answer: A and answer: C\nAnswer: D", "C"),
+        # step 3: the last standalone letter, across lines
+        ("I pick B\nor maybe D.", "D"),
+        ("The answer is (J).", "J"),  # not restricted to the options
+        ("no letter here", None),
+        ("", None),
+    ],
+)
+def test_tiger_letter_is_tiger_labs_extraction(text, expected):
+    assert tiger_letter(text) == expected

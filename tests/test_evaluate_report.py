@@ -55,6 +55,7 @@ def _preds() -> pd.DataFrame:
         "answer_index": [0, 1, 2, 3, 0, 1], "n_options": [4] * 6,
         "parsed": [True, True, True, False, False, True], "parsed_index": [0, 0, 2, -1, -1, 1],
         "correct": [True, False, True, False, False, True],
+        "output": ["[[1]]", "[[1]]", "[[3]]", "?", "?", "[[2]]"], "letters": [False] * 6,
     })  # fmt: skip
 
 
@@ -68,6 +69,17 @@ def test_score_strict_tiger_and_parse_failures():
     assert out["accuracy_tiger"] == round((3 + lucky) / 6, 6)
     assert [out[f"category_{c}_accuracy"] for c in "abc"] == [0.5, round(1 / 3, 6), 1.0]
     assert (out["accuracy_ci_low"], out["accuracy_ci_high"]) == tuple(round(x, 6) for x in evaluate.wilson(3, 6))
+
+
+def test_tiger_accuracy_uses_tiger_labs_extraction_on_letter_answers():
+    preds = pd.DataFrame({
+        "answer_index": [0, 1, 2, 3], "n_options": [4] * 4, "letters": [True] * 4,
+        "output": ["The answer is (A). Wait, the answer is (B).",  # TIGER: first -> A (right); ours: last -> B
+                   "the answer is (B)", "ANSWER IS (C)", "The answer is (J)."],  # J: parsed by TIGER, and wrong
+        "parsed": [True, True, True, False], "parsed_index": [1, 1, 2, -1], "correct": [False, True, True, False],
+    })  # fmt: skip
+    assert list(evaluate.tiger_correct(preds, seed=0)) == [True, True, True, False]
+    assert evaluate.score(preds, seed=0)["accuracy"] == 0.5
 
 
 def test_band_metrics_use_the_balanced_test_rows():

@@ -29,8 +29,8 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
     strategies = ("sft", "distill", "caft", "random")
     assert set(lock(project)) == {
-        "check_params", "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report", "compare_estimators@tiny",
-        "estimate@tiny-cot_entropy", "estimate@tiny-masj_reasoning_steps",
+        "check_params", "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report",
+        "compare_estimators@tiny", "estimate@tiny-cot_entropy", "estimate@tiny-masj_reasoning_steps",
     } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}  # fmt: skip
     compared = json.loads((project / "metrics/estimators/tiny.json").read_text())
     assert {"single_token_entropy", "cot_mean_entropy", "masj_reasoning_steps"} <= set(compared)
@@ -75,8 +75,8 @@ def test_threshold_experiment_reruns_only_split(project):
     before = lock(project)
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
     ran = ran_stages(out)
-    assert ran == {"check_params", "split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random", "eval@tiny-caft",
-                   "eval@tiny-random", "report"}  # fmt: skip
+    assert ran == {"check_params", "split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random",
+                   "eval@tiny-caft", "eval@tiny-random", "report"}  # fmt: skip
     after = lock(project)
     assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
     assert after["split@tiny"]["params"]["params.yaml"]["split.threshold"] == 0.5

@@ -224,6 +224,38 @@ def test_backoff_grows_and_is_capped():
     waits = [backends.backoff(a, cfg, None, rng) for a in (1, 2, 3, 4, 5)]
     assert 0.5 <= waits[0] <= 1 and 1 <= waits[1] <= 2 and 2 <= waits[2] <= 4 and all(w <= 5 for w in waits)
     assert backends.backoff(1, cfg, 7.5, rng) == 7.5
+    # a server asking for hours is honoured only up to retry_after_max_s
+    assert backends.backoff(1, cfg.model_copy(update={"retry_after_max_s": 30.0}), 86400.0, rng) == 30.0
     assert backends._retry_after("3") == 3.0 and backends._retry_after("soon") is None
     http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
     assert 8 <= backends._retry_after(http_date) <= 10
+
+
+def test_machine_store_outlives_the_dvc_output_and_is_adopted_back(tmp_path, response_store):
+    """DVC may reset or drop the cached output folder (`dvc exp run`, temp copies); the machine store keeps
+    every response, and a run that needs one copies it back into the output that `dvc push` carries."""
+    cache = TraceCache(tmp_path / "out")
+    cache.put({"key": "a", "text": "1"})
+    cache.put({"key": "b", "text": "2"})
+    cache.close()
+    assert (response_store / "traces.jsonl").read_text().count("\n") == 2
+    (tmp_path / "out" / "traces.jsonl").unlink()  # what a rollback to an older dvc.lock amounts to
+    again = TraceCache(tmp_path / "out")
+    assert set(again.records) == {"a", "b"}
+    assert again.adopt(["b", "zz"]) == 1 and again.adopt(["b"]) == 0
+    again.close()
+    assert (tmp_path / "out" / "traces.jsonl").read_text() == '{"key": "b", "text": "2"}\n'
+
+
+def test_failures_beyond_max_failures_stop_with_counts():
+    p = _params()
+    summary = {"requested": 10, "failures": 2, "failures_http_500": 1, "failures_timeout": 1, "new_traces": 5,
+               "cache_hits": 3}  # fmt: skip
+    with pytest.raises(CaftError) as exc:
+        run.check_failures(summary, p.teacher)
+    assert str(exc.value) == (
+        "teacher: 2 of 10 item(s) failed after every retry (http_500: 1, timeout: 1); 5 trace(s) received now and "
+        "3 cached are kept; run again to request only the failed items, or tolerate up to N with "
+        "teacher.max_failures (now 0)"
+    )
+    run.check_failures(summary, p.teacher.model_copy(update={"max_failures": 2}))  # tolerated: no error

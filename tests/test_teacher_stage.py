@@ -96,3 +96,19 @@ def test_dry_run_prints_the_bill_and_writes_nothing(tmp_path):
     assert (plan["teacher"], plan["requested"], plan["calls"], plan["completion_tokens_max"]) == (
         "openai:m", 5, 5, 5 * 2048)  # fmt: skip
     assert not (tmp_path / "data/teacher").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_a_key_pasted_as_api_key_env_is_refused_and_never_printed(tmp_path):
+    _workspace(tmp_path, "http://127.0.0.1:9/v1", 2)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["teacher"]["openai"]["api_key_env"] = KEY
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, str(REPO / "stages/teacher.py")], cwd=tmp_path, capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "error: invalid params: teacher.openai.api_key_env: must be the NAME of an environment variable (A-Z, 0-9, "
+        "_; e.g. OPENROUTER_API_KEY), and the value given is not one (not shown: it may be a key; put the key in "
+        "the environment instead)\n"
+    )
+    assert KEY not in proc.stderr and not (tmp_path / "data/teacher").exists()

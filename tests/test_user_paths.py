@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -76,3 +78,69 @@ def test_bad_params_stop_dvc_before_any_stage_output_is_touched(imported, how, m
     assert (imported / "metrics/split/qwen2_5_3b.json").read_bytes() == split_metrics
     out = run(["dvc", "repro", "split@qwen2_5_3b"], imported)  # the valid file again: nothing to redo downstream
     assert ran_stages(out) <= {"check_params"}
+
+
+def _wait_for_queue(root: Path) -> str:
+    """`dvc queue status` once nothing is queued or running (hang-guarded by the test timeout only)."""
+    while True:
+        status = run(["dvc", "queue", "status"], root)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(1)
+
+
+def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tmp_path):
+    """A locked cache, then a run that stops after receiving most traces: `dvc exp run` resets the persisted
+    cache to its dvc.lock version, and `--temp` / `--queue` runs start from the last commit, yet none of them
+    requests a trace that was received before (the machine-wide response store holds them)."""
+    from tests.fake_openai import FakeOpenAI
+
+    root = copy_project(tmp_path / "ws")
+    target = root / "data/external/labarss/qwen/test_combined_entr.tsv"
+    target.parent.mkdir(parents=True)
+    shutil.copy(AUTHORS_QWEN, target)
+    run(["caft-profile", "profiles/labarss-import.yaml", "split@qwen2_5_3b"], root)
+    key = "sk-test-NEVER-TWICE-31337"
+    train = pd.read_parquet(root / "data/prepared/train.parquet")
+    bands = pd.read_parquet(root / "data/split/qwen2_5_3b/assignments.parquet").set_index("question_id")["band"]
+    failing = list(train.loc[train["question_id"].map(bands) != "hard", "question"][:3])  # distill's, not caft's
+    with FakeOpenAI({}, script={q: ["500"] * 50 for q in failing}) as api:
+        teacher = ["-S", "teacher.backend=openai", "-S", f"teacher.openai.base_url={api.base_url}",
+                   "-S", "teacher.openai.api_key_env=CAFT_TEST_KEY", "-S", "teacher.openai.max_retries=0"]  # fmt: skip
+
+        def calls() -> int:
+            return sum(api.count(q) for q in train["question"])
+
+        # 1. caft alone: the hard band's traces, locked and committed
+        run(["dvc", "exp", "run", *teacher, "-S", "strategies=[caft]", "teacher"], root, CAFT_TEST_KEY=key)
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-qm", "caft traces"], root)
+        hard = calls()
+        # 2. distill needs every train item; 3 fail after every retry: the stage stops, keeping the rest
+        proc = call(["dvc", "exp", "run", *teacher, "-S", "strategies=[caft,distill]", "teacher"], root,
+                    CAFT_TEST_KEY=key)  # fmt: skip
+        assert proc.returncode != 0
+        assert (f"error: teacher: 3 of {len(train)} item(s) failed after every retry (http_500: 3); "
+                f"{len(train) - hard - 3} trace(s) received now and {hard} cached are kept") in proc.stderr  # fmt: skip
+        assert calls() == len(train)
+        # 3. `dvc exp run` again (the README's sweep command): only the 3 failed items are requested
+        api.script = {}
+        out = run(["dvc", "exp", "run", *teacher, "-S", "strategies=[caft,distill]", "teacher"], root,
+                  CAFT_TEST_KEY=key)  # fmt: skip
+        assert "teacher" in ran_stages(out) and calls() == len(train) + 3
+        metrics = json.loads((root / "metrics/teacher.json").read_text())
+        assert (metrics["requested"], metrics["new_traces"], metrics["failures"]) == (len(train), 3, 0)
+        cached = root / "data/teacher/cache/traces.jsonl"
+        assert len(cached.read_text().splitlines()) == len(train)  # the pushed output holds every trace
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-qm", "all traces"], root)
+        # 4. a temp-dir experiment and a queued one re-run the teacher from the committed state: no request
+        out = run(["dvc", "exp", "run", "--temp", "-S", "teacher.max_failures=1", "teacher"], root,
+                  CAFT_TEST_KEY=key)  # fmt: skip
+        assert "teacher" in ran_stages(out)
+        run(["dvc", "exp", "run", "--queue", "-S", "teacher.max_failures=2", "teacher"], root, CAFT_TEST_KEY=key)
+        run(["dvc", "queue", "start", "-j", "1"], root, CAFT_TEST_KEY=key)
+        status = _wait_for_queue(root)
+        assert "Success" in status and "Failed" not in status
+        assert calls() == len(train) + 3
+    assert key not in cached.read_text()

