@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo tiny test lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: setup demo tiny test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,10 @@ pull: setup
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q
+
+## The developers' fast loop: unit tests only (no DVC end-to-end runs), about 50 s on 2 cores.
+test-fast: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not integration"
 
 lint: setup
 	$(BIN)/ruff check src stages tests bench tools

@@ -52,7 +52,11 @@ def main(
         "n_answer_items": int(((table["kind"] == "answer") & (table["subset"] == "train")).sum()),
         "n_cot_items": int(((table["kind"] == "cot") & (table["subset"] == "train")).sum()),
         **train.target_tokens(tokenizer, table[table["subset"] == "train"], p.train.epochs[strategy]),
-        **{f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("n", "epochs", "steps", "train_loss", "runtime_s")},
+        **{
+            f"phase{r['phase']}_{k}": r[k]
+            for r in phases
+            for k in ("n", "epochs", "steps", "train_loss", "runtime_s", "resumed_from")
+        },
         "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
         "final_train_loss": live_summary.get("train", {}).get("loss"),
         "final_eval_loss": live_summary.get("eval", {}).get("loss"),

@@ -109,6 +109,20 @@ def test_phase_two_starts_from_phase_one_weights(tmp_path):
     assert any(not torch.equal(captures[0][k], captures[1][k]) for k in phase1_final)  # phase 1 did train
 
 
+class _Live:
+    """dvclive's Live as the trainer callback uses it: the loss logged per step."""
+
+    def __init__(self):
+        self.step, self.loss = 0, {}
+
+    def log_metric(self, name, value):
+        if name == "train/loss":
+            self.loss[self.step] = value
+
+    def make_summary(self):
+        pass
+
+
 class _Interrupt(TrainerCallback):
     """A kill after `at_step` optimizer steps (and their checkpoint) are done."""
 
@@ -128,10 +142,17 @@ def test_resume_after_an_interruption_continues_from_the_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train.run(setup, table, tmp_path / "run", callbacks=[_Interrupt(3)])
     assert (tmp_path / "run" / "phase0" / "checkpoint-3").exists()
-    resumed, _, results = train.run(setup, table, tmp_path / "run")
+    curve = _Live()  # the stage's curve folder starts empty on the re-run
+    resumed, _, results = train.run(setup, table, tmp_path / "run", live=curve)
     assert results[0]["resumed_from"] == "checkpoint-3" and results[0]["steps"] == 8
-    straight, _, plain = train.run(setup, table, tmp_path / "straight")
+    straight_curve = _Live()
+    straight, _, plain = train.run(setup, table, tmp_path / "straight", live=straight_curve)
     assert plain[0]["resumed_from"] is None
+    # the curve and the phase loss cover all 8 steps, the 3 before the kill included
+    assert sorted(curve.loss) == list(range(1, 9)) == sorted(straight_curve.loss)
+    assert all(abs(curve.loss[s] - straight_curve.loss[s]) < 1e-4 for s in curve.loss)
+    assert results[0]["train_loss"] == pytest.approx(sum(curve.loss.values()) / 8, abs=1e-9)
+    assert results[0]["train_loss"] == pytest.approx(plain[0]["train_loss"], abs=1e-4)
     for (name, x), (_, y) in zip(resumed.named_parameters(), straight.named_parameters(), strict=True):
         if "lora_" in name:
             assert torch.allclose(x, y, atol=1e-5), name
@@ -177,3 +198,50 @@ def test_target_token_accounting(tiny_model):
     assert got == {"target_tokens_one_pass": 2 + n_cot, "target_tokens_epoch_weighted": 5.0 * (2 + n_cot),
                    "answer_target_tokens": 2, "cot_target_tokens": n_cot}  # fmt: skip
     assert train.target_tokens(tok, rows, [10, 2])["target_tokens_epoch_weighted"] == 20.0 + 2 * n_cot
+
+
+def _tiny(config_cls, **extra):
+    from transformers import AutoModelForCausalLM
+
+    config = config_cls(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, **extra)  # fmt: skip
+    return AutoModelForCausalLM.from_config(config)
+
+
+SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected", "adapted"),
+    [
+        ("LlamaConfig", SEVEN, 7),
+        ("Qwen2Config", SEVEN, 7),
+        # Phi-3 / Phi-4-mini fuse q/k/v and gate/up: every projection is still adapted (4 layers, all weights)
+        ("Phi3Config", ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"], 4),
+    ],
+)
+def test_lora_targets_cover_every_projection_per_architecture(config, expected, adapted):
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    model = _tiny(getattr(transformers, config), pad_token_id=0)
+    # every Linear of the blocks (not the head) must carry an adapter; read before PEFT wraps them in place
+    blocks = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} - {"lm_head"}
+    targets = train.lora_targets(model, SEVEN)
+    assert targets == expected
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=targets, task_type="CAUSAL_LM"))
+    wrapped = {n.rsplit(".", 1)[-1] for n, m in peft.named_modules() if hasattr(m, "lora_A")}
+    assert len(wrapped) == adapted and wrapped == set(expected)
+    assert wrapped == blocks
+
+
+def test_a_lora_target_that_matches_nothing_is_one_line():
+    import transformers
+
+    model = _tiny(transformers.Phi3Config, pad_token_id=0)
+    with pytest.raises(CaftError) as exc:
+        train.lora_targets(model, ["q_proj", "query_key_value"])
+    assert str(exc.value) == (
+        "train.lora.target_modules: 'query_key_value' matches no linear layer of Phi3ForCausalLM (its linear layers: "
+        "down_proj, gate_up_proj, lm_head, o_proj, qkv_proj)"
+    )

@@ -71,13 +71,22 @@ class LiveLogger(TrainerCallback):
     def __init__(self, live, phase: int, step_offset: int):
         self.live, self.phase, self.offset = live, phase, step_offset
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """On a resume the trainer state comes back from the checkpoint with the log of the steps before the
+        kill, while the stage's curve folder started empty: replay it, so the curve covers the whole run."""
+        if state.is_world_process_zero:
+            for logs in state.log_history:
+                self._log(logs, logs.get("step", 0))
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
+        if state.is_world_process_zero and logs:
+            self._log(logs, state.global_step)
+
+    def _log(self, logs: dict, step: int) -> None:
         curves = {k: v for k, v in logs.items() if k in self.CURVES and isinstance(v, int | float)}
         if not curves:
             return
-        self.live.step = self.offset + state.global_step
+        self.live.step = self.offset + step
         for key, value in curves.items():
             prefix = "eval" if key.startswith("eval_") else "train"
             self.live.log_metric(f"{prefix}/{key.removeprefix('eval_')}", value)
@@ -128,8 +137,35 @@ def _base_model(setup: Setup, on_gpu: bool):
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-                        target_modules=t.lora.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+                        target_modules=lora_targets(model, t.lora.target_modules), task_type="CAUSAL_LM")  # fmt: skip
     return get_peft_model(model, config)
+
+
+# Architectures that fuse projections (Phi-3 / Phi-4-mini: qkv_proj, gate_up_proj) carry the separate names'
+# weights in one layer: a list written for Llama / Qwen means the fused layer there.
+FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
+         "up_proj": "gate_up_proj"}  # fmt: skip
+
+
+def lora_targets(model, listed: list[str]) -> list[str]:
+    """`train.lora.target_modules` as names that exist in this model, so that no listed projection is skipped.
+
+    PEFT wraps whatever names match and silently ignores the rest: on Phi-3 the usual seven names adapt only
+    `o_proj` and `down_proj`. Here each name maps to itself, or to its fused layer, or stops the run with one
+    line. The head (`lm_head`) is never a default target."""
+    linear = sorted(
+        {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    )
+    out: list[str] = []
+    for name in listed:
+        found = name if name in linear else FUSED.get(name) if FUSED.get(name) in linear else None
+        if found is None:
+            kind = type(model).__name__
+            raise CaftError(f"train.lora.target_modules: {name!r} matches no linear layer of {kind} (its linear "
+                            f"layers: {', '.join(linear)})")  # fmt: skip
+        if found not in out:
+            out.append(found)
+    return out
 
 
 def _restore(model, folder: Path, lora: bool):
@@ -145,6 +181,14 @@ def _restore(model, folder: Path, lora: bool):
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise CaftError(f"checkpoint {folder} does not match the model (missing {missing[:3]})")
     return model
+
+
+def run_loss(log_history: list[dict]) -> float | None:
+    """Mean training loss over every logged step of the phase. The trainer's own `training_loss` averages only
+    the steps of the last process, so after a resume it would describe part of the run; the log history comes
+    back with the checkpoint and covers all of it."""
+    losses = [entry["loss"] for entry in log_history if "loss" in entry]
+    return sum(losses) / len(losses) if losses else None
 
 
 def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks: list | None = None) -> tuple:
@@ -180,7 +224,7 @@ def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks:
         output = trainer.train(resume_from_checkpoint=last)
         model = trainer.model
         result = {"phase": k, "kind": phase.kind, "items": phase.items, "n": len(train_rows),
-                  "epochs": epochs[k], "steps": trainer.state.global_step, "train_loss": output.training_loss,
+                  "epochs": epochs[k], "steps": trainer.state.global_step, "train_loss": run_loss(trainer.state.log_history),
                   "runtime_s": output.metrics.get("train_runtime"),
                   "resumed_from": Path(last).name if last else None}  # fmt: skip
         if trainer.is_world_process_zero():
