@@ -223,8 +223,9 @@ def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks:
         last = get_last_checkpoint(str(folder)) if folder.exists() else None
         output = trainer.train(resume_from_checkpoint=last)
         model = trainer.model
+        state = trainer.state
         result = {"phase": k, "kind": phase.kind, "items": phase.items, "n": len(train_rows),
-                  "epochs": epochs[k], "steps": trainer.state.global_step, "train_loss": run_loss(trainer.state.log_history),
+                  "epochs": epochs[k], "steps": state.global_step, "train_loss": run_loss(state.log_history),
                   "runtime_s": output.metrics.get("train_runtime"),
                   "resumed_from": Path(last).name if last else None}  # fmt: skip
         if trainer.is_world_process_zero():
