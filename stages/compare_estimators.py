@@ -6,6 +6,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from caft.answers import VALID
 from caft.cli import stage
 from caft.errors import CaftError
 from caft.estimators import compare, load_all
@@ -28,7 +29,7 @@ def main(
     if everything is None:
         raise CaftError(f"no estimator outputs under {estimators}")
     entropy = pd.read_parquet(scores)
-    outcome = entropy.loc[entropy["validity"] == "option", ["question_id", "correct", "category"]]
+    outcome = entropy.loc[entropy["validity"].isin(VALID), ["question_id", "correct", "category"]]
     curves, summary, markdown = compare.report(
         everything, outcome, f"Complexity estimators for {student}", p.estimators.n_boot, p.seed
     )

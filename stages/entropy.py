@@ -7,14 +7,14 @@ import pandas as pd
 import typer
 
 from caft import entropy, entropy_import
+from caft.answers import VALID
 from caft.cli import stage
-from caft.estimators import long
+from caft.estimators import SINGLE_TOKEN, long
 from caft.io import atomic_path, write_json, write_table
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 from caft.params import Params, load_params
 from caft.prepare import load_prepared
 from caft.roc import curve_wrong
-from caft.split import SINGLE_TOKEN
 
 
 def _from_model(
@@ -27,11 +27,12 @@ def _from_model(
     tokenizer = load_tokenizer(spec)
     model = load_model(spec, device, dtype)
     settings = {"model": spec.model_dump(), "prompt": p.prompt.model_dump(), "dtype": str(dtype),
-                "id_collision": p.entropy.id_collision}  # fmt: skip
+                "id_collision": p.entropy.id_collision, "max_new_tokens": p.entropy.max_new_tokens}  # fmt: skip
     store = entropy.PartialStore(partial_dir / name / f"{entropy.fingerprint(settings)}.jsonl")
     table = entropy.compute(
         questions, model, tokenizer, p.prompt, batch_size=p.entropy.batch_size,
         max_length=p.entropy.max_length, id_collision=p.entropy.id_collision, store=store,
+        max_new_tokens=p.entropy.max_new_tokens,
     )  # fmt: skip
     return table, store
 
@@ -58,13 +59,12 @@ def main(
         table, store = _from_model(p, model, questions, partial_dir)
     summary = entropy.summarize(table)
     summary["n_unmatched"] = len(questions) - len(table)
-    valid = table[table["validity"] == "option"]
+    valid = table[table["validity"].isin(VALID)]
     with atomic_path(plots, directory=True) as tmp:
         for score in ("entropy", "entropy_options"):
             if valid[score].notna().all():
                 curve_wrong(valid["correct"], valid[score]).to_csv(tmp / f"roc_{score}.csv", index=False)
     write_table(table, out / "scores.parquet")
-    valid = table[table["validity"] == "option"]
     write_table(long(valid, {col: name for name, col in SINGLE_TOKEN.items()}), estimators_out / "scores.parquet")
     write_json(summary, metrics)
     if store is not None:

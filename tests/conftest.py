@@ -59,6 +59,8 @@ def make_questions(n: int = 6) -> pd.DataFrame:
                 "rationale": "",
                 "difficulty": -1,
                 "source": "test",
+                "answer": "",
+                "expression": "",
             }
         )
     return pd.DataFrame(rows)

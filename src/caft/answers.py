@@ -1,4 +1,14 @@
-"""Answer extraction from generated text, one function per answer format.
+"""Answer extraction from generated text, per answer format.
+
+Two formats (`FORMATS`): `choice` (an option id: letters A..J or numbers 1..N) and `number` (a free-form
+numeric answer: arithmetic chains, GSM8K). A question with options is `choice`, one without is `number`.
+
+Numbers are compared after `normalize_number`: thousands separators, a currency `$`, a leading `+`, trailing
+zeros of a decimal (`7.0` = `7`, `0.50` = `0.5`) and `-0` do not matter; `1/2` and `1e3` are not numbers here
+(GSM8K's answers are integers). After CoT the strict answer is the last `[[n]]`, else the last `#### n`
+(GSM8K's solutions), else the last "the answer is n"; `last_number` (the last number anywhere) is the
+flexible fallback, reported separately as lm-evaluation-harness does for gsm8k (`flexible-extract`).
+A direct answer (after the answer prefix) is the first number of the continuation.
 
 `[[n]]` (paper v1, numeric ids): the *last* `[[n]]` in the text is the answer; if it is out of range
 (`[[4]] ... [[12]]` with 10 options) the answer is unparseable, never an earlier marker: the model's final
@@ -14,8 +24,12 @@ standalone A-J), used only for the `accuracy_tiger` metric that claims their beh
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 
-from caft.schema import LETTERS
+LETTERS = "ABCDEFGHIJ"
+FORMATS = ("choice", "number")
+# The entropy stage's validity labels that mean "answered": an option id, or a number (free-form questions).
+VALID = ("option", "number")
 
 _BRACKETS = re.compile(r"\[\[\s*(\d+)\s*\]\]")
 _ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
@@ -60,3 +74,64 @@ def tiger_letter(text: str) -> str | None:
         if match:
             return match.group(group)
     return None
+
+
+_NUMBER = r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?"
+_NUMBER_ONLY = re.compile(rf"^\s*{_NUMBER}\s*$")
+_NUMBER_ANY = re.compile(rf"(?<![\w.]){_NUMBER}")
+_NUMBER_BRACKETS = re.compile(rf"\[\[\s*({_NUMBER})\s*\]\]")
+_HASHES = re.compile(rf"####\s*({_NUMBER})")
+_ANSWER_IS_NUMBER = re.compile(rf"answer is:?\s*({_NUMBER})", re.IGNORECASE)
+
+
+def format_of(options) -> str:
+    """`choice` for a question with options, `number` for one without."""
+    return "choice" if len(options) else "number"
+
+
+def normalize_number(text: object) -> str | None:
+    """The canonical text of a number (`"$1,234.50"` -> `"1234.5"`, `"7.0"` -> `"7"`), or None."""
+    if not isinstance(text, str | int | float) or isinstance(text, bool):
+        return None
+    raw = str(text).strip()
+    if not _NUMBER_ONLY.match(raw):
+        return None
+    cleaned = raw.replace("$", "").replace(",", "").replace(" ", "")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def number_answer(text: str) -> str | None:
+    """The strict answer of a CoT text: last `[[n]]`, else last `#### n`, else last "the answer is n"."""
+    for pattern in (_NUMBER_BRACKETS, _HASHES, _ANSWER_IS_NUMBER):
+        hits = pattern.findall(text)
+        if hits:
+            return normalize_number(hits[-1])
+    return None
+
+
+def last_number(text: str) -> str | None:
+    """The flexible fallback: the last number anywhere in the text."""
+    hits = _NUMBER_ANY.findall(text)
+    return normalize_number(hits[-1]) if hits else None
+
+
+def first_number(text: str) -> str | None:
+    """A direct answer: the first number of the continuation (`"7"` of `"7\n\nThe sum..."`)."""
+    hit = _NUMBER_ANY.search(text)
+    return normalize_number(hit.group(0)) if hit else None
+
+
+def cot_answer(text: str, n_options: int, marker: str) -> int | str | None:
+    """The answer a CoT text gives: an option index (choice) or a canonical number (number format)."""
+    return extract(text, n_options, marker) if n_options else number_answer(text)
+
+
+def gold(n_options: int, answer_index: int, answer: str) -> int | str:
+    """A question's gold in the form `cot_answer` returns."""
+    return answer_index if n_options else answer

@@ -5,6 +5,11 @@ explicit position ids) gives the raw logits of the last position in float32. Fro
 over the full vocabulary (the paper's measure), the entropy renormalised over the option-id tokens, the
 greedy token, whether it is an option / "0" (do not know) / something else, and correctness.
 
+Free-form questions (`number` format, no options) are scored at the same place, the first token after the
+prompt and `prompt.answer_prefix`, but the answer takes several tokens ("-12"): one batched greedy generation
+of `entropy.max_new_tokens` gives the raw logits of its first step (the entropy) and the continuation, whose
+first number is the answer (`validity` "number"; none: "other").
+
 Raw logits, not `generate(output_scores=True)`: generate's scores pass through the model's logits
 processors (repetition penalty, temperature in some generation configs), which would change the entropy.
 """
@@ -23,15 +28,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from caft import prompts
+from caft import answers, prompts
 from caft.errors import CaftError
+from caft.generation import Generated, greedy
 from caft.params import PromptParams
 from caft.store import JsonlStore
 
-VALIDITY = ("option", "idk", "other", "ambiguous")
+VALIDITY = ("option", "number", "idk", "other", "ambiguous")
 RESULT_COLUMNS = [
-    "entropy", "entropy_options", "p_options", "p_top", "pred_token_id", "pred_token", "pred_index", "validity",
-    "correct",
+    "entropy", "entropy_options", "p_options", "p_top", "pred_token_id", "pred_token", "pred_index", "pred_answer",
+    "continuation", "validity", "correct",
 ]  # fmt: skip
 
 
@@ -99,13 +105,16 @@ def id_tokens(tokenizer, context: str, kind: str, n_max: int, fallback: bool, po
 
 
 def render_prompts(questions: pd.DataFrame, tokenizer, cfg: PromptParams) -> list[str]:
-    """The exact chat-templated text each question is scored on (kept in the output for auditing)."""
+    """The exact chat-templated text each question is scored on, answer prefix included (kept in the output
+    for auditing)."""
     return [
         prompts.apply_chat_template(
             tokenizer,
             prompts.build_messages(q, list(o), c if cfg.subject else None, cfg.variant, cfg.option_ids),
+            prompts.answer_prefix(cfg.answer_prefix, e),
         )
-        for q, o, c in zip(questions["question"], questions["options"], questions["category"], strict=True)
+        for q, o, c, e in zip(questions["question"], questions["options"], questions["category"],
+                              questions["expression"], strict=True)  # fmt: skip
     ]
 
 
@@ -152,8 +161,30 @@ def score_logits(logits: torch.Tensor, n_options: int, answer_index: int, idt: I
         "pred_token_id": top,
         "pred_token": tokenizer.decode([top]),
         "pred_index": pred,
+        "pred_answer": "",
+        "continuation": tokenizer.decode([top]),
         "validity": validity,
         "correct": validity == "option" and pred == answer_index,
+    }
+
+
+def score_number(logits: torch.Tensor, continuation: str, gold: str, tokenizer) -> dict:
+    """A free-form question: the first token's full-vocabulary entropy, and the first number of the greedy
+    continuation as the answer."""
+    top = int(torch.argmax(logits))
+    parsed = answers.first_number(continuation)
+    return {
+        "entropy": float(entropy_nats(logits)),
+        "entropy_options": math.nan,
+        "p_options": math.nan,
+        "p_top": float(torch.softmax(logits, dim=-1)[top]),
+        "pred_token_id": top,
+        "pred_token": tokenizer.decode([top]),
+        "pred_index": -1,
+        "pred_answer": parsed or "",
+        "continuation": continuation,
+        "validity": "number" if parsed is not None else "other",
+        "correct": parsed is not None and parsed == gold,
     }
 
 
@@ -194,6 +225,7 @@ def compute(
     max_length: int,
     id_collision: str,
     store: PartialStore,
+    max_new_tokens: int = 8,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Score every question (resuming from `store`) and return questions + prompt + result columns."""
@@ -207,9 +239,14 @@ def compute(
             f"{qid!r}, {n} tokens); raise entropy.max_length — prompts are never truncated"
         )
     n_options = questions["options"].map(len).to_numpy()
-    idt = id_tokens(tokenizer, texts[0], cfg.option_ids, int(n_options.max()), cfg.variant == "fallback", id_collision)
     keys = [row_key(q, t) for q, t in zip(questions["question_id"], texts, strict=True)]
     todo = [i for i in np.argsort(lengths, kind="stable")[::-1].tolist() if keys[i] not in store.done]
+    if len(set(n_options > 0)) > 1:
+        raise CaftError("the questions mix multiple-choice and free-form (number) rows; score one format per run")
+    if n_options.max() == 0:
+        _score_numbers(questions, texts, keys, todo, model, tokenizer, batch_size, max_new_tokens, store)
+        return _assemble(questions, texts, keys, store, tokenizer)
+    idt = id_tokens(tokenizer, texts[0], cfg.option_ids, int(n_options.max()), cfg.variant == "fallback", id_collision)
     bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc="entropy", unit="q", disable=not progress)
     for batch in _batches(todo, batch_size):
         logits = last_logits(model, tokenizer, [texts[i] for i in batch])
@@ -223,8 +260,25 @@ def compute(
         store.append(records)
         bar.update(len(batch))
     bar.close()
+    return _assemble(questions, texts, keys, store, tokenizer)
+
+
+def _score_numbers(questions: pd.DataFrame, texts: list[str], keys: list[str], todo: list[int], model, tokenizer,
+                   batch_size: int, max_new_tokens: int, store: PartialStore) -> None:  # fmt: skip
+    """Free-form rows: one greedy generation per batch; the first step's raw logits give the entropy."""
+    gold = questions["answer"].tolist()
+
+    def save(batch: list[int], done: list[Generated]) -> None:
+        store.append([{"key": keys[todo[j]], **score_number(g.reduced, g.text, gold[todo[j]], tokenizer)}
+                      for j, g in zip(batch, done, strict=True)])  # fmt: skip
+
+    greedy(model, tokenizer, [texts[i] for i in todo], max_new_tokens, batch_size,
+           per_step=lambda logits, _ids: logits[0], desc="entropy", on_batch=save)  # fmt: skip
+
+
+def _assemble(questions: pd.DataFrame, texts: list[str], keys: list[str], store: PartialStore, tokenizer):
     results = pd.DataFrame([store.done[k] for k in keys]).drop(columns="key")
-    out = questions.reset_index(drop=True).assign(prompt=texts, n_options=n_options)
+    out = questions.reset_index(drop=True).assign(prompt=texts, n_options=questions["options"].map(len).to_numpy())
     out = pd.concat([out, results], axis=1)
     out["max_entropy"] = math.log(len(tokenizer))
     return out
@@ -233,12 +287,12 @@ def compute(
 def summarize(table: pd.DataFrame) -> dict:
     """Metrics: counts, validity rates, single-token accuracy and the ROC AUC of entropy for a wrong answer
     (on rows with a valid option answer, as the paper: IDK and invalid answers are dropped)."""
-    valid = table[table["validity"] == "option"]
+    valid = table[table["validity"].isin(answers.VALID)]
     out = {
         "n": len(table),
         "n_train": int((table["subset"] == "train").sum()),
         "n_test": int((table["subset"] == "test").sum()),
-        "valid_rate": _rate(table["validity"] == "option"),
+        "valid_rate": _rate(table["validity"].isin(answers.VALID)),
         "accuracy": _rate(table["correct"]),
         "accuracy_valid": _rate(valid["correct"]) if len(valid) else None,
         "roc_auc": _auc(valid, "entropy"),
@@ -254,6 +308,9 @@ def summarize(table: pd.DataFrame) -> dict:
         if known["difficulty"].nunique() > 1
         else None
     )
+    for steps, part in known.groupby("difficulty"):
+        out[f"accuracy_difficulty_{steps}"] = _rate(part["correct"])
+        out[f"entropy_mean_difficulty_{steps}"] = round(float(part["entropy"].mean()), 6)
     return out
 
 

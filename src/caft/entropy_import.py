@@ -37,7 +37,7 @@ def join(questions: pd.DataFrame, raw: pd.DataFrame, cfg: EntropyImport, model: 
     cols = {
         "id": cfg.id_column,
         "score": cfg.score_column.format(model=model),
-        "answer": cfg.answer_column.format(model=model),
+        "published_answer": cfg.answer_column.format(model=model),
     }
     missing = [c for c in cols.values() if c not in raw.columns]
     if missing:
@@ -48,7 +48,7 @@ def join(questions: pd.DataFrame, raw: pd.DataFrame, cfg: EntropyImport, model: 
     merged = questions.merge(pub, left_on="question_id", right_on="id", how="inner")
     if merged.empty:
         raise CaftError("no question id of the prepared data appears in the imported entropy table")
-    parsed = [_pred_index(a, len(o)) for a, o in zip(merged["answer"], merged["options"], strict=True)]
+    parsed = [_pred_index(a, len(o)) for a, o in zip(merged["published_answer"], merged["options"], strict=True)]
     merged["pred_index"] = [p for p, _ in parsed]
     merged["validity"] = [v for _, v in parsed]
     merged["correct"] = (merged["validity"] == "option") & (merged["pred_index"] == merged["answer_index"])
@@ -56,5 +56,5 @@ def join(questions: pd.DataFrame, raw: pd.DataFrame, cfg: EntropyImport, model: 
     merged["entropy_options"] = np.nan
     merged["n_options"] = merged["options"].map(len)
     merged["prompt"] = ""
-    merged["pred_token"] = merged["answer"].astype(str)
-    return merged.drop(columns=["id", "score", "answer"])
+    merged["pred_token"] = merged["published_answer"].astype(str)
+    return merged.drop(columns=["id", "score", "published_answer"])

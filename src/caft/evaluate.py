@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from caft import answers, prompts
+from caft.answers import LETTERS
 from caft.errors import CaftError
+from caft.generation import greedy
 from caft.models import load_model, pick_device, pick_dtype
 from caft.params import ModelSpec, Params
-from caft.schema import LETTERS
 from caft.teacher import prompt as teacher_prompt
 
 MODEL_CARD = "caft_model.json"
@@ -48,9 +48,12 @@ def messages_for(row, mode: str, p: Params) -> list[dict[str, str]]:
                                   p.prompt.option_ids)  # fmt: skip
 
 
-def extract(text: str, n_options: int, mode: str, p: Params) -> int | None:
+def extract(text: str, n_options: int, mode: str, p: Params) -> int | str | None:
     """CoT: the teacher marker (last `[[n]]`, or the MMLU-Pro letter cascade). Direct: the letter cascade, or
-    the first 1–2 digit number for numeric ids."""
+    the first 1–2 digit number for numeric ids. A number-format question (no options): the strict number
+    cascade after CoT (`answers.number_answer`), the first number of a direct answer."""
+    if not n_options:
+        return answers.number_answer(text) if mode == "cot" else answers.first_number(text)
     if mode == "cot":
         return answers.extract(text, n_options, p.teacher.marker)
     if p.prompt.option_ids == "letter":
@@ -80,22 +83,6 @@ def load_trained(model_dir: Path, device: torch.device):
     return model.eval(), tokenizer, card
 
 
-@torch.inference_mode()
-def generate_hf(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy, left-padded batches (longest first); explicit generation params, no sampling."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out: list[str] = [""] * len(texts)
-    device = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc="eval", unit="batch"):
-        idx = order[start : start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        gen = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)  # fmt: skip
-        for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :], strict=True):
-            out[i] = tokenizer.decode(row, skip_special_tokens=True)
-    return out
-
-
 def generate_vllm(model_dir: Path, card: dict, texts: list[str], max_new_tokens: int) -> list[str]:
     """The same greedy generation through vLLM (where installed): the base model plus the LoRA adapter."""
     try:
@@ -122,23 +109,35 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
     mode = card["eval_mode"]
     max_new = p.eval.max_new_tokens_cot if mode == "cot" else p.eval.max_new_tokens_direct
     chat = [messages_for(row, mode, p) for row in questions.itertuples(index=False)]
+    prefixes = [prompts.answer_prefix(p.prompt.answer_prefix, e) if mode == "direct" else ""
+                for e in questions["expression"]]  # fmt: skip
     if p.eval.backend == "hf":
-        texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
-        outputs = generate_hf(model, tokenizer, texts, max_new, p.eval.batch_size)
+        texts = [prompts.apply_chat_template(tokenizer, m, x) for m, x in zip(chat, prefixes, strict=True)]
+        outputs = [g.text for g in greedy(model, tokenizer, texts, max_new, p.eval.batch_size, desc="eval")]
     else:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model_dir)
-        outputs = generate_vllm(model_dir, card, [prompts.apply_chat_template(tok, m) for m in chat], max_new)
-    preds = questions[["question_id", "category", "answer_index"]].copy()
+        texts = [prompts.apply_chat_template(tok, m, x) for m, x in zip(chat, prefixes, strict=True)]
+        outputs = generate_vllm(model_dir, card, texts, max_new)
+    preds = questions[["question_id", "category", "answer_index", "answer"]].copy()
     preds["n_options"] = questions["options"].map(len).to_numpy()
     preds["mode"] = mode
-    preds["letters"] = (p.teacher.marker == "answer_is") if mode == "cot" else (p.prompt.option_ids == "letter")
+    letters = (p.teacher.marker == "answer_is") if mode == "cot" else (p.prompt.option_ids == "letter")
+    preds["letters"] = letters & (preds["n_options"] > 0)
     preds["output"] = outputs
     parsed = [extract(o, n, mode, p) for o, n in zip(outputs, preds["n_options"], strict=True)]
-    preds["parsed_index"] = [-1 if x is None else x for x in parsed]
+    preds["parsed_index"] = [x if isinstance(x, int) else -1 for x in parsed]
+    preds["parsed_answer"] = ["" if x is None else str(x) for x in parsed]
     preds["parsed"] = [x is not None for x in parsed]
-    preds["correct"] = preds["parsed"] & (preds["parsed_index"] == preds["answer_index"])
+    gold = [answers.gold(n, i, a) for n, i, a in zip(preds["n_options"], preds["answer_index"], preds["answer"],
+                                                    strict=True)]  # fmt: skip
+    preds["correct"] = [x is not None and x == g for x, g in zip(parsed, gold, strict=True)]
+    # lm-evaluation-harness's `flexible-extract` for free-form answers: the last number anywhere
+    preds["flexible_correct"] = [
+        (answers.last_number(o) == a) if not n else c
+        for o, n, a, c in zip(outputs, preds["n_options"], preds["answer"], preds["correct"], strict=True)
+    ]
     return preds
 
 
@@ -146,7 +145,8 @@ def tiger_correct(preds: pd.DataFrame, seed: int) -> pd.Series:
     """TIGER-Lab's MMLU-Pro scoring: their extraction (`answers.tiger_letter`) on letter answers, ours on
     numeric ones (their script has none), and an unparseable answer becomes a (seeded) random option."""
     rng = np.random.default_rng(seed)
-    guesses = np.array([rng.integers(n) for n in preds["n_options"]])
+    # a number-format question has nothing to guess among: scored as strict (below)
+    guesses = np.array([rng.integers(n) if n else -1 for n in preds["n_options"]])
     letters = [
         answers.tiger_letter(o) if is_letter else None
         for o, is_letter in zip(preds["output"], preds["letters"], strict=True)
@@ -154,14 +154,15 @@ def tiger_correct(preds: pd.DataFrame, seed: int) -> pd.Series:
     parsed = np.where(preds["letters"], [x is not None for x in letters], preds["parsed"])
     index = np.where(preds["letters"], [-1 if x is None else LETTERS.index(x) for x in letters], preds["parsed_index"])
     gold = preds["answer_index"].to_numpy()
-    return pd.Series(np.where(parsed, index == gold, guesses == gold), index=preds.index)
+    choice = np.where(parsed, index == gold, guesses == gold)
+    return pd.Series(np.where(preds["n_options"] > 0, choice, preds["correct"]), index=preds.index)
 
 
 def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:
     """Strict accuracy with its Wilson 95 % CI, TIGER-style accuracy, parse failures, n."""
     n, k = len(preds), int(preds["correct"].sum())
     low, high = wilson(k, n)
-    return {
+    out = {
         f"{prefix}n": n,
         f"{prefix}accuracy": round(k / n, 6) if n else None,
         f"{prefix}accuracy_ci_low": round(low, 6),
@@ -169,6 +170,9 @@ def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:
         f"{prefix}accuracy_tiger": round(float(tiger_correct(preds, seed).mean()), 6) if n else None,
         f"{prefix}parse_fail_rate": round(float((~preds["parsed"]).mean()), 6) if n else None,
     }
+    if n and "flexible_correct" in preds and (preds["n_options"] == 0).any():
+        out[f"{prefix}accuracy_flexible"] = round(float(preds["flexible_correct"].mean()), 6)
+    return out
 
 
 def summarize(preds: pd.DataFrame, seed: int) -> dict:

@@ -38,7 +38,7 @@ class SyntheticData(_Strict):
     max_steps: int = Field(4, ge=1, le=8)
     min_options: int = Field(4, ge=2, le=10)
     max_options: int = Field(10, ge=2, le=10)
-    families: list[Literal["arithmetic", "units"]] = Field(default_factory=lambda: ["arithmetic", "units"])
+    families: list[Literal["arithmetic", "units", "chain"]] = Field(default_factory=lambda: ["arithmetic", "units"])
 
     @model_validator(mode="after")
     def _ranges(self) -> SyntheticData:
@@ -98,6 +98,18 @@ class PromptParams(_Strict):
     variant: Literal["plain", "fallback"] = "fallback"
     option_ids: Literal["numeric", "letter"] = "letter"
     subject: bool = True
+    # Opens the assistant turn of the answer-only prompt (entropy, answer-only targets, direct eval), so a small
+    # model answers at once instead of writing prose first; `{expression}` quotes the question's formula.
+    answer_prefix: str = ""
+
+    @field_validator("answer_prefix")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        try:
+            value.format(expression="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may only use the field {{expression}} ({exc!r})") from None
+        return value
 
 
 class TableSource(_Strict):
@@ -125,6 +137,8 @@ class EntropyParams(_Strict):
     max_length: int = Field(2048, ge=8)
     id_collision: Literal["error", "first", "skip"] = "error"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # number-format questions: the greedy answer after the first token is read from this many new tokens
+    max_new_tokens: int = Field(8, ge=1)
     import_: EntropyImport = Field(default_factory=EntropyImport, alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

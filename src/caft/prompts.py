@@ -3,6 +3,10 @@
 Variants: `plain` asks for the option id only; `fallback` adds "otherwise return 0" (the paper's v1 split
 prompt), so a model can say it does not know. Option ids are `numeric` (1..N, the paper's v1) or `letter`
 (A..J, the authors' later code, because "10" is two tokens in most tokenizers).
+
+A question without options (`number` format) is asked for the final number, with the question text alone as
+the user message (the authors' GSM8K layout). `prompt.answer_prefix` opens the assistant turn ("8 + 1 - 3 = "):
+measured on SmolLM2-135M, without it the model writes prose before any number.
 """
 
 from __future__ import annotations
@@ -45,19 +49,33 @@ def render_options(options: Sequence[str], kind: str) -> str:
     return "\n".join(f"{i}. {text}" for i, text in zip(option_ids(kind, len(options)), options, strict=True))
 
 
+NUMBER_SYSTEM = "The following are math questions{about}. Write down ONLY the final number and nothing else."
+
+
 def build_messages(
     question: str, options: Sequence[str], category: str | None, variant: str, kind: str
 ) -> list[dict[str, str]]:
     """System + user messages; without a subject the system text reads "...multiple choice questions."."""
-    upper, lower = _WORD[kind]
     about = f" about {category}" if category else ""
+    if not options:
+        return [{"role": "system", "content": NUMBER_SYSTEM.format(about=about)}, {"role": "user", "content": question}]
+    upper, lower = _WORD[kind]
     system = SYSTEM[variant].format(about=about, WORD=upper, word=lower)
     user = USER[variant].format(question=question, options=render_options(options, kind), WORD=upper, word=lower)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def apply_chat_template(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The exact text the model sees, ending with the assistant turn's opening.
+def answer_prefix(template: str, expression: str) -> str:
+    """`prompt.answer_prefix` for one question; `{expression}` needs the question's formula."""
+    if "{expression}" in template and not expression:
+        raise CaftError("prompt.answer_prefix quotes {expression}, but a question has no expression (only "
+                        "synthetic chains and files with an `expression` column carry one)")  # fmt: skip
+    return template.format(expression=expression)
+
+
+def apply_chat_template(tokenizer, messages: list[dict[str, str]], prefix: str = "") -> str:
+    """The exact text the model sees, ending with the assistant turn's opening (and `prefix`, written as the
+    start of the assistant's answer).
 
     Some templates (Gemma, Mistral v0.1) refuse a system role: then the system text is put in front of the
     user message, which is what those model cards recommend.
@@ -65,7 +83,8 @@ def apply_chat_template(tokenizer, messages: list[dict[str, str]]) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise CaftError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; use an instruct model")
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except TemplateError:
         merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
-        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+    return text + prefix

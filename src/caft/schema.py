@@ -1,5 +1,10 @@
 """The question table every stage shares (MMLU-Pro's shape) and its validation.
 
+Two answer formats share it (`caft.answers.FORMATS`): `choice` rows have 2..10 options and a 0-based
+`answer_index`; `number` rows (free-form numeric answers: arithmetic chains, GSM8K) have no options,
+`answer_index` -1 and their gold number in `answer`. `expression` optionally holds the question's formula
+(synthetic chains), which `prompt.answer_prefix` may quote.
+
 A bad row must stop `prepare` with one line that names the row and the problem: downstream stages index
 options by `answer_index` and key everything on `question_id`, so silent bad rows would corrupt every number.
 """
@@ -13,13 +18,13 @@ from typing import Literal
 
 import pandas as pd
 
+from caft.answers import LETTERS, normalize_number
 from caft.errors import CaftError
 
 REQUIRED = ("question_id", "question", "options", "answer_index", "category")
-OPTIONAL_DEFAULTS = {"rationale": "", "difficulty": -1, "source": ""}
+OPTIONAL_DEFAULTS = {"rationale": "", "difficulty": -1, "source": "", "answer": "", "expression": ""}
 COLUMNS = REQUIRED + tuple(OPTIONAL_DEFAULTS)
 MIN_OPTIONS, MAX_OPTIONS = 2, 10
-LETTERS = "ABCDEFGHIJ"
 
 
 BadRows = Literal["error", "skip", "repair"]
@@ -30,6 +35,9 @@ _ITEM_BOUNDARY = re.compile(r"""(?<=['"]), (?=['"])""")
 def normalize(df: pd.DataFrame, repair: bool = False) -> pd.DataFrame:
     """Bring a user's table to the canonical columns (letter `answer` accepted for `answer_index`)."""
     df = df.copy()
+    if "options" not in df.columns and "answer" in df.columns:  # a number-format table: question + answer
+        df["options"] = [[] for _ in range(len(df))]
+        df["answer_index"] = -1
     if "answer_index" not in df.columns and "answer" in df.columns:
         df["answer_index"] = [
             LETTERS.index(a) if isinstance(a, str) and len(a) == 1 and a in LETTERS else -1 for a in df["answer"]
@@ -42,10 +50,21 @@ def normalize(df: pd.DataFrame, repair: bool = False) -> pd.DataFrame:
             df[col] = default
     df["rationale"] = df["rationale"].fillna("").astype(str)
     df["source"] = df["source"].fillna("").astype(str)
+    df["expression"] = df["expression"].fillna("").astype(str)
+    df["answer"] = [_answer_text(a) for a in df["answer"]]
     df["difficulty"] = df["difficulty"].fillna(-1).astype(int)
     df["question_id"] = df["question_id"].astype(str)
     df["options"] = [_as_list(o, repair) for o in df["options"]]
     return df[list(COLUMNS)].reset_index(drop=True)
+
+
+def _answer_text(value: object) -> str:
+    """The `answer` column as text (a JSONL number arrives as int / float; NaN as missing)."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,8 @@ def row_problem(row: pd.Series) -> str | None:
         return f"options field is not a valid list literal ({options.reason}): {excerpt!r}"
     if not isinstance(options, list):
         return f"options must be a list of strings, got {type(options).__name__}"
+    if not options:
+        return _number_problem(row)
     if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
         return f"has {len(options)} options (must be {MIN_OPTIONS}..{MAX_OPTIONS})"
     for i, opt in enumerate(options):
@@ -114,6 +135,16 @@ def row_problem(row: pd.Series) -> str | None:
         return f"answer_index {answer!r} is not an integer"
     if not 0 <= int(answer) < len(options):
         return f"answer_index {int(answer)} is out of range for {len(options)} options"
+    return None
+
+
+def _number_problem(row: pd.Series) -> str | None:
+    """A number-format row (no options): its gold must be a number; `answer_index` says nothing."""
+    if normalize_number(row["answer"]) is None:
+        return f"has no options and its answer {row['answer']!r} is not a number"
+    answer = row["answer_index"]
+    if not (pd.api.types.is_scalar(answer) and pd.isna(answer)) and answer != -1:
+        return f"has no options but answer_index {answer!r} (number rows carry their gold in `answer`)"
     return None
 
 
@@ -149,5 +180,7 @@ def validate(df: pd.DataFrame, bad_rows: BadRows = "error") -> tuple[pd.DataFram
     if not keep:
         raise CaftError(f"no valid row among {len(df)} (first problem: {acted[0]})")
     df = df.iloc[keep].reset_index(drop=True)
-    df["answer_index"] = df["answer_index"].astype(int)
+    df["answer_index"] = df["answer_index"].fillna(-1).astype(int)
+    numbers = df["options"].map(len) == 0
+    df.loc[numbers, "answer"] = df.loc[numbers, "answer"].map(normalize_number)
     return df, acted

@@ -19,11 +19,15 @@ SET_COLUMNS = ["question_id", "subset", "phase", "kind", "messages", "completion
 
 
 def answer_example(row, p: Params) -> tuple[list[dict], str]:
-    """The single-token prompt (the entropy stage's wording, `train.answer_variant`) and the option id."""
+    """The single-token prompt (the entropy stage's wording, `train.answer_variant`) and the answer: the option
+    id, or the number; after `prompt.answer_prefix`, which the target repeats (the model learns to answer
+    from the prefix on, as the entropy and direct eval prompts open it)."""
     category = row.category if p.prompt.subject else None
     messages = prompts.build_messages(row.question, list(row.options), category, p.train.answer_variant,
                                       p.prompt.option_ids)  # fmt: skip
-    return messages, prompts.option_ids(p.prompt.option_ids, len(row.options))[row.answer_index]
+    n = len(row.options)
+    answer = prompts.option_ids(p.prompt.option_ids, n)[row.answer_index] if n else row.answer
+    return messages, prompts.answer_prefix(p.prompt.answer_prefix, row.expression) + answer
 
 
 def cot_example(row, p: Params, trace: str) -> tuple[list[dict], str]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from caft.answers import VALID
 from caft.errors import CaftError
+from caft.estimators import SINGLE_TOKEN
 from caft.params import SplitParams
 
 BANDS = ("easy", "medium", "hard")
@@ -41,9 +43,6 @@ def _sample(index: pd.Index, n: int | None, rng: np.random.Generator) -> pd.Inde
     if n is None or n >= len(index):
         return index
     return pd.Index(sorted(rng.choice(index.to_numpy(), size=n, replace=False)))
-
-
-SINGLE_TOKEN = {"single_token_entropy": "entropy", "single_token_entropy_options": "entropy_options"}
 
 
 def select_score(scores: pd.DataFrame, name: str, estimators: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -77,7 +76,7 @@ def make_split(
     """
     if "score" not in scores.columns:
         scores = select_score(scores, cfg.estimator)
-    valid = scores[(scores["validity"] == "option") & scores["score"].notna()].copy()
+    valid = scores[scores["validity"].isin(VALID) & scores["score"].notna()].copy()
     if valid.empty:
         raise CaftError(f"split.estimator={cfg.estimator} scored none of the rows with a valid answer")
     is_train = valid["subset"] == "train"
@@ -132,8 +131,8 @@ def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, easy_cut
         "cut_units": "nats" if cfg.estimator in SINGLE_TOKEN or "entropy" in cfg.estimator else "score",
         "cut_easy": round(easy_cut, 6),
         "cut_hard": round(hard_cut, 6),
-        "n_excluded_invalid": int((scores["validity"] != "option").sum()),
-        "n_excluded_unscored": int(((scores["validity"] == "option") & scores["score"].isna()).sum()),
+        "n_excluded_invalid": int((~scores["validity"].isin(VALID)).sum()),
+        "n_excluded_unscored": int((scores["validity"].isin(VALID) & scores["score"].isna()).sum()),
         "medium_above_hard_cut_n": int(((trained["band"] == "medium") & (trained["score"] >= hard_cut)).sum()),
         "n_balanced_test": int(out["balanced"].sum()),
         "n_random_cot": int(out["random_cot"].sum()),

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 ESTIMATOR_COLUMNS = ["question_id", "estimator", "score"]
+# The entropy stage's own estimators: name -> its column of the scores table (entropy and split both use it).
+SINGLE_TOKEN = {"single_token_entropy": "entropy", "single_token_entropy_options": "entropy_options"}
 # The model-as-judge estimators are ordinal (banded by level, not by thresholds): the sizes of
 # caft.estimators.judge.SCALES, written out so that the entropy and split stages do not depend on the judge's
 # prompt module (a test keeps the two in step).

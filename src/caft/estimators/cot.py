@@ -8,11 +8,11 @@ import re
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from caft import prompts
 from caft.entropy import entropy_nats, first_token
 from caft.estimators.aggregates import aggregate
+from caft.generation import greedy
 from caft.teacher.prompt import ID_KIND, messages
 
 MARKER_PATTERNS = {"brackets": re.compile(r"\[\[\s*(\d+)"), "answer_is": re.compile(r"answer is:?\s*\(?([A-J])")}
@@ -41,27 +41,15 @@ def locate_answer(tokenizer, token_ids: list[int], marker: str) -> tuple[int | N
     return first_token_past(hits[-1].start(1)), first_token_past(hits[-1].start())
 
 
-@torch.inference_mode()
 def generate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int, option_tokens: list[int]):
     """Per text: generated token ids, per-token entropies (raw logits) and the option-id probabilities per step."""
-    out = []
-    device = next(model.parameters()).device
-    for start in tqdm(range(0, len(texts), batch_size), desc="cot-entropy", unit="batch"):
-        enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        gen = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
-                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-                             temperature=None, top_p=None, top_k=None)  # fmt: skip
-        logits = torch.stack(gen.logits, dim=1).float()  # batch x steps x vocab, unprocessed
-        ent = entropy_nats(logits)
-        opt = torch.softmax(logits, dim=-1)[..., option_tokens]
-        new = gen.sequences[:, enc["input_ids"].shape[1] :]
-        for row in range(new.shape[0]):
-            ids = new[row].tolist()
-            n = len(ids)
-            if tokenizer.eos_token_id in ids:
-                n = ids.index(tokenizer.eos_token_id)
-            out.append((ids[:n], ent[row, :n].tolist(), opt[row, :n].tolist()))
-    return out
+
+    def per_step(logits: torch.Tensor, ids: list[int]) -> tuple[list[float], list[list[float]]]:
+        steps = logits[: len(ids)]
+        return entropy_nats(steps).tolist(), torch.softmax(steps, dim=-1)[:, option_tokens].tolist()
+
+    done = greedy(model, tokenizer, texts, max_new_tokens, batch_size, per_step=per_step, desc="cot-entropy")
+    return [(g.token_ids, *g.reduced) for g in done]
 
 
 def estimate(questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tokens: int, batch_size: int,

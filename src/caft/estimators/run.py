@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from caft.answers import VALID
 from caft.errors import CaftError
 from caft.estimators import judge, long
 from caft.estimators.aggregates import AGGREGATES
@@ -22,7 +23,7 @@ METHODS = ("cot_entropy", "masj_education_level", "masj_reasoning_steps", "impor
 
 def sample_questions(scores: pd.DataFrame, questions: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """A seeded subset of the questions the entropy stage scored with a valid answer (the compared rows)."""
-    valid = scores.loc[scores["validity"] == "option", "question_id"]
+    valid = scores.loc[scores["validity"].isin(VALID), "question_id"]
     pool = questions[questions["question_id"].isin(set(valid))].sort_values("question_id")
     if n is not None and n < len(pool):
         pool = pool.iloc[np.sort(np.random.default_rng([seed, 6]).choice(len(pool), n, replace=False))]

@@ -1,4 +1,9 @@
-"""Offline MMLU-Pro-shaped questions with a controlled number of reasoning steps.
+"""Offline questions with a controlled number of reasoning steps.
+
+Families `arithmetic` and `units` are MMLU-Pro-shaped multiple choice; `chain` is free-form (`number`
+format): "What is 8 + 1 - 3?" with k single-digit `+` / `-` steps, its formula in `expression` and the exact
+step-by-step rationale ("8 + 1 = 9.\n9 - 3 = 6.\nThe answer is 6."). The chain is the positive control: a
+135M model answers one step well and four steps badly, and its first-token entropy knows it.
 
 This is the embedded default's data: it needs no network, is deterministic per seed, and every question
 carries a correct step-by-step rationale (the offline "oracle" teacher). Difficulty = number of steps, so
@@ -59,6 +64,20 @@ def _units(rng: random.Random, steps: int) -> tuple[str, int, str, list[int], in
     return question, value, "\n".join(lines), slips, steps
 
 
+def _chain(rng: random.Random, steps: int) -> tuple[str, int, str, str]:
+    """`steps` single-digit additions / subtractions: question, answer, rationale, expression."""
+    value = rng.randint(1, 9)
+    expression, lines = str(value), []
+    for _ in range(steps):
+        op, n = rng.choice("+-"), rng.randint(1, 9)
+        new = value + n if op == "+" else value - n
+        expression += f" {op} {n}"
+        lines.append(f"{value} {op} {n} = {new}.")
+        value = new
+    lines.append(f"The answer is {value}.")
+    return f"What is {expression}?", value, "\n".join(lines), expression
+
+
 _FAMILIES = {"arithmetic": ("arithmetic", _arithmetic), "units": ("unit conversion", _units)}
 
 
@@ -82,8 +101,11 @@ def generate(cfg: SyntheticData, seed: int) -> pd.DataFrame:
     for i in range(cfg.n_questions):
         rng = random.Random(f"caft-synthetic:{seed}:{i}")
         family = cfg.families[i % len(cfg.families)]
-        category, make = _FAMILIES[family]
         steps = rng.randint(cfg.min_steps, cfg.max_steps)
+        if family == "chain":
+            rows.append(_chain_row(rng, steps, f"syn-{seed}-{i:05d}"))
+            continue
+        category, make = _FAMILIES[family]
         question, answer, rationale, slips, steps = make(rng, steps)
         n_options = rng.randint(cfg.min_options, cfg.max_options)
         options = [answer, *_distractors(rng, answer, slips, n_options - 1)]
@@ -98,6 +120,15 @@ def generate(cfg: SyntheticData, seed: int) -> pd.DataFrame:
                 "rationale": rationale,
                 "difficulty": steps,
                 "source": f"synthetic/{family}",
+                "answer": "",
+                "expression": "",
             }
         )
     return pd.DataFrame(rows)
+
+
+def _chain_row(rng: random.Random, steps: int, question_id: str) -> dict:
+    question, answer, rationale, expression = _chain(rng, steps)
+    return {"question_id": question_id, "question": question, "options": [], "answer_index": -1,
+            "category": "arithmetic chain", "rationale": rationale, "difficulty": steps, "source": "synthetic/chain",
+            "answer": str(answer), "expression": expression}  # fmt: skip

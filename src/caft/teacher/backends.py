@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from caft.errors import CaftError
 from caft.params import OpenAIBackend, TeacherHF, TeacherImport, TeacherParams
 from caft.sources.table import load_table
-from caft.teacher.prompt import answer_marker
+from caft.teacher.prompt import answer_marker, number_marker
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -35,6 +35,7 @@ class Request:
     n_options: int
     answer_index: int
     rationale: str = ""
+    answer: str = ""  # the gold number of a number-format question
 
 
 @dataclass
@@ -68,7 +69,10 @@ def oracle(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
         )
     for req in requests:
         *steps, final = req.rationale.splitlines()
-        text = "\n".join([*steps, f"{final} So {answer_marker(req.answer_index, cfg.marker)}."])
+        if req.n_options:
+            text = "\n".join([*steps, f"{final} So {answer_marker(req.answer_index, cfg.marker)}."])
+        else:  # the rationale already ends with "The answer is n."
+            text = "\n".join([*steps, number_marker(req.answer, cfg.marker)])
         sink(req, _response(text, "stop", 0, 0, 0.0, 0))
     return Outcome()
 

@@ -20,8 +20,20 @@ SYSTEM = {
 ID_KIND = {"brackets": "numeric", "answer_is": "letter"}
 
 
+# Questions without options (`number` format): the final number after the marker.
+NUMBER_SYSTEM = {
+    "brackets": "The following are math questions{about}. Explain your thinking process step-by-step. At the end, "
+    "write down the correct answer as a number by strictly following this format: [[correct_answer]].",
+    "answer_is": "The following are math questions{about}. Think step by step and then finish your answer with "
+    '"The answer is N." where N is the final number.',
+}
+
+
 def messages(question: str, options: Sequence[str], category: str | None, marker: str) -> list[dict[str, str]]:
     about = f" about {category}" if category else ""
+    if not options:
+        return [{"role": "system", "content": NUMBER_SYSTEM[marker].format(about=about)},
+                {"role": "user", "content": question}]  # fmt: skip
     user = f"Question: {question}\nOptions:\n{render_options(options, ID_KIND[marker])}\n"
     return [{"role": "system", "content": SYSTEM[marker].format(about=about)}, {"role": "user", "content": user}]
 
@@ -30,3 +42,8 @@ def answer_marker(index: int, marker: str) -> str:
     """How a trace states option `index` (0-based) in this format."""
     ident = option_ids(ID_KIND[marker], index + 1)[index]
     return f"[[{ident}]]" if marker == "brackets" else f"the answer is ({ident})"
+
+
+def number_marker(answer: str, marker: str) -> str:
+    """How a trace states a number answer in this format."""
+    return f"The answer is [[{answer}]]." if marker == "brackets" else f"The answer is {answer}."

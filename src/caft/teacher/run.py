@@ -16,8 +16,8 @@ from caft.teacher import backends, prompt
 from caft.teacher.cache import TraceCache, item_key
 
 TRACE_COLUMNS = [
-    "question_id", "key", "teacher", "backend", "trace", "parsed_index", "correct", "truncated", "kept",
-    "finish_reason", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error", "from_cache",
+    "question_id", "key", "teacher", "backend", "trace", "parsed_index", "parsed_answer", "correct", "truncated",
+    "kept", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error", "from_cache",
 ]  # fmt: skip
 
 
@@ -50,6 +50,7 @@ def build_requests(questions: pd.DataFrame, ids: set[str], cfg: TeacherParams) -
             backends.Request(
                 key=item_key(msgs, options, label, sampling), question_id=row.question_id, messages=msgs,
                 n_options=len(options), answer_index=int(row.answer_index), rationale=row.rationale,
+                answer=row.answer,
             )
         )  # fmt: skip
     return requests
@@ -129,12 +130,13 @@ def assemble(
                          "kept": False, "correct": False, "truncated": False, "from_cache": False})  # fmt: skip
             continue
         rec = cache.get(req.key)
-        parsed = answers.extract(rec["text"], req.n_options, cfg.marker)
+        parsed = answers.cot_answer(rec["text"], req.n_options, cfg.marker)
         truncated = rec["finish_reason"] == "length" or parsed is None
-        correct = not truncated and parsed == req.answer_index
+        correct = not truncated and parsed == answers.gold(req.n_options, req.answer_index, req.answer)
         rows.append({
             "question_id": req.question_id, "key": req.key, "teacher": rec["teacher"], "backend": rec["backend"],
-            "trace": rec["text"], "parsed_index": -1 if parsed is None else parsed, "correct": correct,
+            "trace": rec["text"], "parsed_index": parsed if isinstance(parsed, int) else -1,
+            "parsed_answer": "" if parsed is None else str(parsed), "correct": correct,
             "truncated": truncated, "kept": not truncated and (correct or cfg.keep == "all"),
             "finish_reason": rec["finish_reason"], "prompt_tokens": rec["prompt_tokens"],
             "completion_tokens": rec["completion_tokens"], "latency_s": rec["latency_s"],
