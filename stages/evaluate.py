@@ -7,8 +7,9 @@ import pandas as pd
 import typer
 
 from caft.cli import stage
-from caft.evaluate import predict, summarize
+from caft.evaluate import predict
 from caft.io import write_json, write_table
+from caft.metrics import summarize
 from caft.params import load_params
 
 

@@ -10,12 +10,13 @@ import typer
 from caft import report
 from caft.cli import stage
 from caft.errors import CaftError
-from caft.evaluate import score
 from caft.io import atomic_path, write_json
+from caft.metrics import score
 from caft.params import load_params
 
 
-def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFrame, seed: int, compat: bool) -> dict:
+def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFrame, difficulty: pd.Series, seed: int,
+         compat: bool) -> dict:  # fmt: skip
     preds_file = dirs["eval"] / student / strategy / "predictions.parquet"
     if not preds_file.exists():
         raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
@@ -31,6 +32,7 @@ def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFram
         "strategy": strategy,
         **score(preds, seed),
         **report.band_metrics(preds, assignments, seed, parsed_only=compat),
+        **report.step_accuracy(preds, difficulty),
         **usage,
         **tokens,
     }
@@ -46,27 +48,35 @@ def main(
     train_metrics: Annotated[Path, typer.Option()] = Path("metrics/train"),
     sets_dir: Annotated[Path, typer.Option()] = Path("data/sets"),
     traces: Annotated[Path, typer.Option()] = Path("data/teacher/traces.parquet"),
+    test: Annotated[Path, typer.Option(help="prepare's test.parquet (true step counts)")] = Path(
+        "data/prepared/test.parquet"
+    ),
+    entropy_metrics: Annotated[Path, typer.Option(help="the entropy stage's metrics folder")] = Path("metrics/entropy"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
     dirs = {"eval": eval_dir, "split": split_dir, "train": train_metrics, "sets": sets_dir}
     trace_table = pd.read_parquet(traces)
+    difficulty = pd.read_parquet(test, columns=["question_id", "difficulty"]).set_index("question_id")["difficulty"]
     rows = pd.DataFrame(
         [
-            _row(s, x, dirs, trace_table, p.eval.seed, p.eval.compat_parsed_only)
+            _row(s, x, dirs, trace_table, difficulty, p.eval.seed, p.eval.compat_parsed_only)
             for s in p.students
             for x in p.strategies
         ]
     )
     rows = report.savings(rows)
     write_json(report.to_metrics(rows), metrics)
+    control = [report.control_line(s, json.loads((entropy_metrics / f"{s}.json").read_text())) for s in p.students]
+    text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(rows)
     with atomic_path(out_md) as tmp:
-        tmp.write_text("# caft: students × strategies\n\n" + report.to_markdown(rows))
+        tmp.write_text(text)
     with atomic_path(plots, directory=True) as tmp:
         cols = ["student", "strategy", "balanced_accuracy", "accuracy", "balanced_accuracy_ci_low",
                 "balanced_accuracy_ci_high", "cot_target_tokens", "teacher_calls"]  # fmt: skip
         rows[cols].assign(run=rows["student"] + "/" + rows["strategy"]).to_csv(tmp / "accuracy.csv", index=False)
-    typer.echo(report.to_markdown(rows))
+        report.band_table(rows).to_csv(tmp / "bands.csv", index=False)
+    typer.echo(text)
 
 
 if __name__ == "__main__":

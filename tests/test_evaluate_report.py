@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from caft import evaluate, report
+from caft import evaluate, metrics, report
 from caft.params import parse_params
 from tests.conftest import REPO
 
@@ -26,7 +26,7 @@ def _params(**prompt):
     ],
 )
 def test_wilson_interval_known_values(k, n, expected):
-    low, high = evaluate.wilson(k, n)
+    low, high = metrics.wilson(k, n)
     assert (round(low, 4), round(high, 4)) == expected
 
 
@@ -35,7 +35,7 @@ def test_wilson_matches_the_closed_form():
     p = k / n
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    assert evaluate.wilson(k, n) == pytest.approx((centre - half, centre + half))
+    assert metrics.wilson(k, n) == pytest.approx((centre - half, centre + half))
 
 
 def test_direct_and_cot_extraction_per_format():
@@ -61,14 +61,14 @@ def _preds() -> pd.DataFrame:
 
 def test_score_strict_tiger_and_parse_failures():
     preds = _preds()
-    out = evaluate.summarize(preds, seed=3)
+    out = metrics.summarize(preds, seed=3)
     assert (out["n"], out["accuracy"], out["parse_fail_rate"]) == (6, 0.5, round(2 / 6, 6))
     guesses = np.random.default_rng(3)
     g = [guesses.integers(4) for _ in range(6)]
     lucky = sum(1 for i in (3, 4) if g[i] == preds["answer_index"][i])
     assert out["accuracy_tiger"] == round((3 + lucky) / 6, 6)
     assert [out[f"category_{c}_accuracy"] for c in "abc"] == [0.5, round(1 / 3, 6), 1.0]
-    assert (out["accuracy_ci_low"], out["accuracy_ci_high"]) == tuple(round(x, 6) for x in evaluate.wilson(3, 6))
+    assert (out["accuracy_ci_low"], out["accuracy_ci_high"]) == tuple(round(x, 6) for x in metrics.wilson(3, 6))
 
 
 def test_tiger_accuracy_uses_tiger_labs_extraction_on_letter_answers():
@@ -78,8 +78,8 @@ def test_tiger_accuracy_uses_tiger_labs_extraction_on_letter_answers():
                    "the answer is (B)", "ANSWER IS (C)", "The answer is (J)."],  # J: parsed by TIGER, and wrong
         "parsed": [True, True, True, False], "parsed_index": [1, 1, 2, -1], "correct": [False, True, True, False],
     })  # fmt: skip
-    assert list(evaluate.tiger_correct(preds, seed=0)) == [True, True, True, False]
-    assert evaluate.score(preds, seed=0)["accuracy"] == 0.5
+    assert list(metrics.tiger_correct(preds, seed=0)) == [True, True, True, False]
+    assert metrics.score(preds, seed=0)["accuracy"] == 0.5
 
 
 def test_band_metrics_use_the_balanced_test_rows():

@@ -12,7 +12,8 @@ import torch
 
 from caft import answers, entropy, prompts, schema, sets
 from caft.errors import CaftError
-from caft.evaluate import extract, score, tiger_correct
+from caft.evaluate import extract
+from caft.metrics import score, tiger_correct
 from caft.params import PromptParams, SyntheticData, parse_params
 from caft.sources import synthetic
 from caft.teacher import backends, prompt
@@ -207,3 +208,11 @@ def test_number_format_file_source(tmp_path):
         path, orient="records", lines=True)  # fmt: skip
     table, _ = load_source(DataParams(source="file", file={"path": str(path)}), 0)
     assert table["answer"].tolist() == ["5", "5"] and table["options"].map(len).tolist() == [0, 0]
+
+
+def test_chains_never_repeat_and_an_exhausted_step_count_is_one_line():
+    table = synthetic.generate(SyntheticData(n_questions=600, families=["chain"], min_steps=1, max_steps=4), 42)
+    assert table["question"].is_unique
+    assert table["difficulty"].value_counts().min() > 120  # the step counts keep their uniform draw
+    with pytest.raises(CaftError, match="no new 1-step chain left"):
+        synthetic.generate(SyntheticData(n_questions=200, families=["chain"], min_steps=1, max_steps=1), 0)

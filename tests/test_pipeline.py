@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """The tiny profile, applied as a DVC experiment in a fresh repository."""
-    return make_project(tmp_path_factory.mktemp("project"), "profiles/tiny.yaml")
+    return make_project(tmp_path_factory.mktemp("project"), "profiles/mcq-smollm2.yaml", "profiles/tiny.yaml")
 
 
 def test_tiny_profile_leaves_the_workspace_in_the_profile(project):

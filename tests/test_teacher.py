@@ -259,3 +259,28 @@ def test_failures_beyond_max_failures_stop_with_counts():
         "teacher.max_failures (now 0)"
     )
     run.check_failures(summary, p.teacher.model_copy(update={"max_failures": 2}))  # tolerated: no error
+
+
+def test_dataset_backend_closes_each_own_rationale_with_the_marker():
+    """GSM8K-style number rows and MedMCQA-style choice rows: the source's solution, then the marker; a row
+    without one is a failure, never an empty trace."""
+    rows = pd.DataFrame({
+        "question_id": ["g1", "m1", "g2"], "question": ["How many clips?", "Which vitamin?", "How far?"],
+        "options": [[], ["A1", "B12", "C", "D"], []], "answer_index": [-1, 1, -1], "answer": ["72", "", "5"],
+        "category": "x", "rationale": ["48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.", "B12 deficiency causes it.", ""],
+    })  # fmt: skip
+    p = parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "dataset"}})
+    requests = run.build_requests(rows, set(rows["question_id"]), p.teacher)
+    got: dict[str, str] = {}
+    outcome = backends.BACKENDS["dataset"].run(
+        requests, p.teacher, lambda req, resp: got.update({req.question_id: resp["text"]})
+    )
+    assert got == {"g1": "48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.\nThe answer is 72.",
+                   "m1": "B12 deficiency causes it.\nSo the answer is (B)."}  # fmt: skip
+    assert list(outcome.failures.values()) == ["no_rationale"]
+    assert run.teacher_label(p.teacher) == "dataset:own-rationale" and not backends.BACKENDS["dataset"].paid
+
+
+def test_an_unknown_backend_names_the_registry():
+    with pytest.raises(CaftError, match=r"teacher.backend: .*unknown teacher backend 'gpt' \(known: oracle, dataset, "):
+        parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}})

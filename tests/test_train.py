@@ -16,6 +16,7 @@ from tests.conftest import REPO
 def _params(**train_overrides):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["students"] = ["tiny"]
+    raw["prompt"]["answer_prefix"] = ""  # multiple-choice questions below (the demo's prefix quotes a chain)
     raw["train"].update({"batch_size": 4, "save_steps": 1, **train_overrides})
     return parse_params(raw)
 
@@ -76,15 +77,6 @@ def test_only_completion_tokens_carry_labels(tiny_model):
     assert labelled == list(range(n_prompt, len(ids)))
     assert tok.decode(ids[labelled]) == table["completion"][0] + "<|im_end|>\n"
     assert torch.equal(labels[labelled], ids[labelled])
-
-
-class _Capture(TrainerCallback):
-    def __init__(self):
-        self.at_begin = None
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.at_begin is None:
-            self.at_begin = {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
 
 
 def test_phase_two_starts_from_phase_one_weights(tmp_path):

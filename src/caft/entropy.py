@@ -113,8 +113,9 @@ def render_prompts(questions: pd.DataFrame, tokenizer, cfg: PromptParams) -> lis
             prompts.build_messages(q, list(o), c if cfg.subject else None, cfg.variant, cfg.option_ids),
             prompts.answer_prefix(cfg.answer_prefix, e),
         )
-        for q, o, c, e in zip(questions["question"], questions["options"], questions["category"],
-                              questions["expression"], strict=True)  # fmt: skip
+        for q, o, c, e in zip(
+            questions["question"], questions["options"], questions["category"], questions["expression"], strict=True
+        )  # fmt: skip
     ]
 
 

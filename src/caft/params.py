@@ -227,7 +227,7 @@ class TeacherImport(TableSource):
 
 
 class TeacherParams(_Strict):
-    backend: Literal["oracle", "openai", "hf", "import"] = "oracle"
+    backend: str = "oracle"  # a key of caft.teacher.backends.BACKENDS
     marker: Literal["brackets", "answer_is"] = "answer_is"
     keep: Literal["correct", "all"] = "correct"
     subject: bool = True
@@ -245,6 +245,16 @@ class TeacherParams(_Strict):
     import_: TeacherImport = Field(default_factory=TeacherImport, alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        # The registry is the one list of names; imported here, since the backends module needs these params.
+        from caft.teacher.backends import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown teacher backend {value!r} (known: {', '.join(BACKENDS)})")
+        return value
 
     @model_validator(mode="after")
     def _import_needs_location(self) -> TeacherParams:

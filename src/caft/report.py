@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from caft.evaluate import score
+from caft.metrics import score, wilson
 from caft.split import BANDS
 
 
@@ -22,9 +22,43 @@ def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, pars
         out["balanced_accuracy_parsed_only"] = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
     for band in BANDS:
         part = joined[joined["band"] == band]
-        out[f"band_{band}_n"] = len(part)
-        out[f"band_{band}_accuracy"] = round(float(part["correct"].mean()), 6) if len(part) else None
+        k, n = int(part["correct"].sum()), len(part)
+        low, high = wilson(k, n)
+        out[f"band_{band}_n"] = n
+        out[f"band_{band}_accuracy"] = round(k / n, 6) if n else None
+        out[f"band_{band}_ci_low"], out[f"band_{band}_ci_high"] = round(low, 6), round(high, 6)
     return out
+
+
+def step_accuracy(preds: pd.DataFrame, difficulty: pd.Series) -> dict:
+    """Accuracy per true number of reasoning steps (synthetic data knows it; -1 = unknown is left out)."""
+    steps = preds["question_id"].map(difficulty)
+    return {f"steps_{int(k)}_accuracy": round(float(part["correct"].mean()), 6)
+            for k, part in preds.groupby(steps) if k >= 0}  # fmt: skip
+
+
+def control_line(student: str, entropy: dict) -> str:
+    """What the student's first-answer-token entropy knows: its ROC AUC for a wrong answer, its rank
+    correlation with the true number of steps, and the single-token accuracy per step count."""
+    auc, rho = entropy.get("roc_auc"), entropy.get("spearman_entropy_difficulty")
+    per_step = {int(k.rsplit("_", 1)[1]): v for k, v in entropy.items() if k.startswith("accuracy_difficulty_")}
+    line = f"- **{student}**: entropy → wrong answer ROC AUC {_fmt(auc)}; single-token accuracy "
+    line += _fmt(entropy["accuracy"])
+    if rho is not None:
+        line += f"; Spearman ρ(entropy, true steps) {_fmt(rho)}"
+    if per_step:
+        line += "; accuracy by steps " + ", ".join(f"{k}: {_fmt(v)}" for k, v in sorted(per_step.items()))
+    return line
+
+
+def band_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per student × strategy × band (accuracy and its 95 % CI): the per-band bar chart's data."""
+    return pd.DataFrame(
+        [{"run": f"{r['student']}/{r['strategy']}", "strategy": r["strategy"], "band": band,
+          "accuracy": r[f"band_{band}_accuracy"], "ci_low": r[f"band_{band}_ci_low"],
+          "ci_high": r[f"band_{band}_ci_high"]}
+         for r in rows.to_dict(orient="records") for band in BANDS]
+    )  # fmt: skip
 
 
 def teacher_usage(sets: pd.DataFrame, traces: pd.DataFrame) -> dict:
@@ -57,17 +91,24 @@ def _fmt(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
+def _band(r: dict, band: str) -> str:
+    if r[f"band_{band}_accuracy"] is None or pd.isna(r[f"band_{band}_accuracy"]):
+        return "–"
+    return f"{r[f'band_{band}_accuracy']:.3f} [{r[f'band_{band}_ci_low']:.2f}, {r[f'band_{band}_ci_high']:.2f}]"
+
+
 def to_markdown(rows: pd.DataFrame) -> str:
     head = (
-        "| student | strategy | balanced acc. [95 % CI] | n | full acc. | parse fail | easy / medium / hard | "
-        "teacher calls | CoT target tokens | target tokens (1 pass / epoch-weighted) | saved vs distill |"
+        "| student | strategy | balanced acc. [95 % CI] | n | full acc. | parse fail | "
+        "easy / medium / hard [95 % CI] | teacher calls | CoT target tokens | "
+        "target tokens (1 pass / epoch-weighted) | saved vs distill |"
     )
     compat = "balanced_accuracy_parsed_only" in rows.columns
     if compat:
         head += " acc. over parsed answers (authors' convention) |"
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows.to_dict(orient="records"):
-        bands = " / ".join(_fmt(r[f"band_{b}_accuracy"]) for b in BANDS)
+        bands = " / ".join(_band(r, b) for b in BANDS)
         saved = ("–" if pd.isna(r.get("data_saving_one_pass"))
                  else f"{r['data_saving_one_pass']:.1%} / {r['data_saving_epoch_weighted']:.1%}")  # fmt: skip
         lines.append(
@@ -77,4 +118,11 @@ def to_markdown(rows: pd.DataFrame) -> str:
             f"{r['target_tokens_one_pass']} / {r['target_tokens_epoch_weighted']:.0f} | {saved} |"
             + (f" {_fmt(r['balanced_accuracy_parsed_only'])} |" if compat else "")
         )
+    steps = sorted({c for c in rows.columns if c.startswith("steps_")}, key=lambda c: int(c.split("_")[1]))
+    if steps:
+        lines += ["", "Accuracy by the true number of reasoning steps (all test questions):", "",
+                  "| student | strategy | " + " | ".join(f"{c.split('_')[1]} steps" for c in steps) + " |",
+                  "|---|---|" + "---|" * len(steps)]  # fmt: skip
+        lines += [f"| {r['student']} | {r['strategy']} | " + " | ".join(_fmt(r.get(c)) for c in steps) + " |"
+                  for r in rows.to_dict(orient="records")]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -20,11 +20,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from caft import strategies
 from caft.errors import CaftError
-from caft.models import load_model, load_tokenizer, pick_device
+from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device
 from caft.params import ModelSpec, Params
 
 DONE = "PHASE_DONE"
-MODEL_CARD = "caft_model.json"
 
 
 def to_dataset(rows: pd.DataFrame) -> Dataset:

@@ -16,10 +16,13 @@ from caft.generation import greedy
 from caft.teacher.prompt import ID_KIND, messages
 
 MARKER_PATTERNS = {"brackets": re.compile(r"\[\[\s*(\d+)"), "answer_is": re.compile(r"answer is:?\s*\(?([A-J])")}
+# Free-form (number) questions: the answer starts at the number's first character (a sign or a digit).
+NUMBER_PATTERNS = {"brackets": re.compile(r"\[\[\s*\$?([-+]?\d)"),
+                   "answer_is": re.compile(r"answer is:?\s*\$?([-+]?\d)", re.IGNORECASE)}  # fmt: skip
 MARKER_CONTEXT = {"brackets": "[[", "answer_is": "the answer is ("}
 
 
-def locate_answer(tokenizer, token_ids: list[int], marker: str) -> tuple[int | None, int | None]:
+def locate_answer(tokenizer, token_ids: list[int], marker: str, number: bool = False) -> tuple[int | None, int | None]:
     """(index of the token that writes the answer id, index of the first token of the marker), from the last
     marker in the decoded text; (None, None) when there is none.
 
@@ -27,7 +30,7 @@ def locate_answer(tokenizer, token_ids: list[int], marker: str) -> tuple[int | N
     along the sequence: a binary search finds each token in O(log n) decodes instead of decoding every prefix.
     """
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
-    hits = list(MARKER_PATTERNS[marker].finditer(text))
+    hits = list((NUMBER_PATTERNS if number else MARKER_PATTERNS)[marker].finditer(text))
     if not hits:
         return None, None
 
@@ -64,8 +67,8 @@ def estimate(questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tok
     generated = generate(model, tokenizer, texts, max_new_tokens, batch_size, option_tokens)
     rows = []
     for (token_ids, ents, opt), row in zip(generated, questions.itertuples(index=False), strict=True):
-        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker)
-        probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []
+        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker, number=not len(row.options))
+        probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []  # none for a number
         text = tokenizer.decode(token_ids, skip_special_tokens=True)
         rows.append({"question_id": row.question_id, **aggregate(ents, answer_pos, marker_pos, probs),
                      "n_tokens": len(token_ids), "answer_pos": answer_pos, "marker_pos": marker_pos,

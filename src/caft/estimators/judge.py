@@ -21,15 +21,15 @@ QUESTIONS = {
 
 def messages(kind: str, question: str, options: list[str]) -> list[dict[str, str]]:
     scale = ", ".join(SCALES[kind])
+    what = "multiple choice questions" if options else "questions"
     system = (
-        "You rate the complexity of multiple choice questions. Do not answer the question. "
+        f"You rate the complexity of {what}. Do not answer the question. "
         f"{QUESTIONS[kind]} Choose one of: {scale}. End with a line '{MARKERS[kind]}: <your choice>'."
     )
-    listed = render_options(options, "letter")
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"Question: {question}\nOptions:\n{listed}"},
-    ]
+    user = f"Question: {question}"
+    if options:
+        user += f"\nOptions:\n{render_options(options, 'letter')}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def parse(kind: str, text: str) -> int | None:

@@ -16,6 +16,7 @@ import random
 
 import pandas as pd
 
+from caft.errors import CaftError
 from caft.params import SyntheticData
 
 _OPS = ("add", "subtract", "multiply")
@@ -97,13 +98,13 @@ def _distractors(rng: random.Random, answer: int, slips: list[int], k: int) -> l
 def generate(cfg: SyntheticData, seed: int) -> pd.DataFrame:
     """`cfg.n_questions` questions, each from its own RNG seeded by (seed, index): adding questions never
     changes the earlier ones."""
-    rows = []
+    rows, seen_chains = [], set()
     for i in range(cfg.n_questions):
         rng = random.Random(f"caft-synthetic:{seed}:{i}")
         family = cfg.families[i % len(cfg.families)]
         steps = rng.randint(cfg.min_steps, cfg.max_steps)
         if family == "chain":
-            rows.append(_chain_row(rng, steps, f"syn-{seed}-{i:05d}"))
+            rows.append(_unique_chain_row(rng, steps, f"syn-{seed}-{i:05d}", seen_chains))
             continue
         category, make = _FAMILIES[family]
         question, answer, rationale, slips, steps = make(rng, steps)
@@ -127,8 +128,15 @@ def generate(cfg: SyntheticData, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _chain_row(rng: random.Random, steps: int, question_id: str) -> dict:
-    question, answer, rationale, expression = _chain(rng, steps)
-    return {"question_id": question_id, "question": question, "options": [], "answer_index": -1,
-            "category": "arithmetic chain", "rationale": rationale, "difficulty": steps, "source": "synthetic/chain",
-            "answer": str(answer), "expression": expression}  # fmt: skip
+def _unique_chain_row(rng: random.Random, steps: int, question_id: str, seen: set[str]) -> dict:
+    """A chain not generated before (one-step chains are only 162: repeats would put the same question in
+    train and test); re-drawn from the same RNG, so the number of steps keeps its distribution."""
+    for _ in range(10_000):
+        question, answer, rationale, expression = _chain(rng, steps)
+        if expression not in seen:
+            seen.add(expression)
+            return {"question_id": question_id, "question": question, "options": [], "answer_index": -1,
+                    "category": "arithmetic chain", "rationale": rationale, "difficulty": steps,
+                    "source": "synthetic/chain", "answer": str(answer), "expression": expression}  # fmt: skip
+    raise CaftError(f"data.synthetic: no new {steps}-step chain left (there are 162 one-step chains); ask for "
+                    "fewer questions or raise min_steps")  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -58,6 +59,11 @@ def _response(text: str, finish: str, prompt_tokens: int, completion_tokens: int
 # --- oracle -------------------------------------------------------------------------------------------------
 
 
+def _conclusion(req: Request, marker: str) -> str:
+    """The trace's last sentence: the answer in the configured marker."""
+    return f"So {answer_marker(req.answer_index, marker)}." if req.n_options else number_marker(req.answer, marker)
+
+
 def oracle(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
     """The synthetic generator's own correct rationale, ending with the configured answer marker.
     Only for synthetic data; every output labels it `oracle`."""
@@ -69,12 +75,25 @@ def oracle(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
         )
     for req in requests:
         *steps, final = req.rationale.splitlines()
-        if req.n_options:
-            text = "\n".join([*steps, f"{final} So {answer_marker(req.answer_index, cfg.marker)}."])
-        else:  # the rationale already ends with "The answer is n."
-            text = "\n".join([*steps, number_marker(req.answer, cfg.marker)])
+        # a chain's rationale ends with "The answer is n.", which the marker sentence restates
+        text = "\n".join([*steps, (f"{final} " if req.n_options else "") + _conclusion(req, cfg.marker)])
         sink(req, _response(text, "stop", 0, 0, 0.0, 0))
     return Outcome()
+
+
+# --- a dataset's own solutions -----------------------------------------------------------------------------
+
+
+def dataset_rationale(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
+    """The source's own written solution (GSM8K's human-written steps, MedMCQA's explanations) as the trace,
+    closed with the configured answer marker; a question without one is a failure (`no_rationale`)."""
+    outcome = Outcome()
+    for req in requests:
+        if not req.rationale.strip():
+            outcome.failures[req.key] = "no_rationale"
+            continue
+        sink(req, _response(f"{req.rationale.strip()}\n{_conclusion(req, cfg.marker)}", "stop", 0, 0, 0.0, 0))
+    return outcome
 
 
 # --- published traces ---------------------------------------------------------------------------------------
@@ -243,3 +262,39 @@ async def _run_api(requests: list[Request], cfg: OpenAIBackend, sampling: dict, 
 
 def openai_api(requests: list[Request], cfg: OpenAIBackend, sampling: dict, api_key: str, sink: Sink) -> Outcome:
     return asyncio.run(_run_api(requests, cfg, sampling, api_key, sink))
+
+
+def api_key(cfg: TeacherParams) -> str:
+    """The key comes from the environment only; params name the variable, never hold the value."""
+    key = os.environ.get(cfg.openai.api_key_env, "")
+    if not key:
+        raise CaftError(f"teacher.openai.api_key_env names {cfg.openai.api_key_env}, which is not set")
+    return key
+
+
+# --- the registry -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A teacher backend: the label it writes into every output (and cache key), whether its calls cost tokens
+    (the dry run and the plan price only those), and how it answers the uncached requests."""
+
+    label: Callable[[TeacherParams], str]
+    paid: bool
+    run: Callable[[list[Request], TeacherParams, Sink], Outcome]
+
+
+def _hf_label(cfg: TeacherParams) -> str:
+    return f"hf:{cfg.hf.ref}" + (f"@{cfg.hf.revision}" if cfg.hf.revision else "")
+
+
+BACKENDS: dict[str, Backend] = {
+    "oracle": Backend(lambda cfg: "oracle:synthetic-rationale", False, oracle),
+    "dataset": Backend(lambda cfg: "dataset:own-rationale", False, dataset_rationale),
+    "import": Backend(lambda cfg: f"import:{cfg.import_.label}", False,
+                      lambda reqs, cfg, sink: imported(reqs, cfg.import_, sink)),
+    "hf": Backend(_hf_label, True, lambda reqs, cfg, sink: hf_generate(reqs, cfg.hf, cfg.sampling(), sink)),
+    "openai": Backend(lambda cfg: f"openai:{cfg.openai.model}", True,
+                      lambda reqs, cfg, sink: openai_api(reqs, cfg.openai, cfg.sampling(), api_key(cfg), sink)),
+}  # fmt: skip

@@ -3,7 +3,6 @@ cost (dry run), calling the backend for the rest, and the per-item trace table w
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -23,12 +22,7 @@ TRACE_COLUMNS = [
 
 def teacher_label(cfg: TeacherParams) -> str:
     """Names the teacher in every output (and in the cache key): the oracle is never mistaken for a model."""
-    return {
-        "oracle": "oracle:synthetic-rationale",
-        "openai": f"openai:{cfg.openai.model}",
-        "hf": f"hf:{cfg.hf.ref}" + (f"@{cfg.hf.revision}" if cfg.hf.revision else ""),
-        "import": f"import:{cfg.import_.label}",
-    }[cfg.backend]
+    return backends.BACKENDS[cfg.backend].label(cfg)
 
 
 def needed_ids(assignments: dict[str, pd.DataFrame], strategy_names: list[str]) -> set[str]:
@@ -60,7 +54,7 @@ def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
     """What a run would pay for: calls, and token estimates (prompt ≈ characters / 4; completion = the
     cached mean where the cache has responses, else the max_tokens upper bound)."""
     todo = [r for r in requests if r.key not in cache]
-    generated = todo if cfg.backend in ("openai", "hf") else []  # the oracle and imports cost nothing
+    generated = todo if backends.BACKENDS[cfg.backend].paid else []  # the oracle, datasets and imports are free
     prompt_tokens = sum(sum(len(m["content"]) for m in r.messages) // 4 for r in generated)
     cached = [rec["completion_tokens"] for rec in cache.records.values() if rec.get("completion_tokens")]
     per_call = sum(cached) / len(cached) if cached else cfg.max_tokens
@@ -93,14 +87,7 @@ def execute(
     if not todo:
         return backends.Outcome(), fresh
     try:
-        if cfg.backend == "oracle":
-            outcome = backends.oracle(todo, cfg, sink)
-        elif cfg.backend == "import":
-            outcome = backends.imported(todo, cfg.import_, sink)
-        elif cfg.backend == "hf":
-            outcome = backends.hf_generate(todo, cfg.hf, cfg.sampling(), sink)
-        else:
-            outcome = backends.openai_api(todo, cfg.openai, cfg.sampling(), api_key(cfg), sink)
+        outcome = backends.BACKENDS[cfg.backend].run(todo, cfg, sink)
     except backends.TeacherFatal as exc:
         raise backends.TeacherFatal(
             f"{exc}; {len(fresh)} trace(s) received in this run are kept in the cache"
@@ -108,14 +95,6 @@ def execute(
     finally:
         cache.close()
     return outcome, fresh
-
-
-def api_key(cfg: TeacherParams) -> str:
-    """The key comes from the environment only; params name the variable, never hold the value."""
-    key = os.environ.get(cfg.openai.api_key_env, "")
-    if not key:
-        raise CaftError(f"teacher.openai.api_key_env names {cfg.openai.api_key_env}, which is not set")
-    return key
 
 
 def assemble(

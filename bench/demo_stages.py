@@ -1,0 +1,76 @@
+"""Per-stage wall times of the default demo (`make demo`), cold and warm, measured in one run so that later
+changes compare as ratios.
+
+Each stage of the pipeline runs alone (`dvc repro --single-item --force <stage>`), in the order `dvc repro`
+would run them: *cold* with an empty model cache (the one-time GGUF conversion lands in `entropy`) and no
+partial results, then *warm*, the same again with the model cache filled and every input already on disk.
+Run in the workspace: it leaves the demo's outputs, dvc.lock and metrics exactly as `dvc repro` would.
+
+    python bench/demo_stages.py --out bench/results/demo_stages.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_order() -> list[str]:
+    """The stages `dvc repro` runs, in its order (a forced dry run lists them all)."""
+    out = subprocess.run(["dvc", "repro", "--dry", "--force"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return list(dict.fromkeys(re.findall(r"Running stage '([^']+)'", out.stdout)))
+
+
+def timed_pass(stages: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall seconds of each stage run alone, forced."""
+    times = {}
+    for name in stages:
+        began = time.perf_counter()
+        subprocess.run(["dvc", "repro", "--single-item", "--force", name], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        times[name] = round(time.perf_counter() - began, 1)
+        typer.echo(f"{name}: {times[name]} s", err=True)
+    return times
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"# Demo per-stage wall times ({result['date']}, {result['machine']})", "",
+             "| stage | cold s | warm s | warm / cold |", "|---|---|---|---|"]  # fmt: skip
+    for name, cold in result["cold_s"].items():
+        warm = result["warm_s"][name]
+        lines.append(f"| {name} | {cold} | {warm} | {warm / cold:.2f} |")
+    total_cold, total_warm = sum(result["cold_s"].values()), sum(result["warm_s"].values())
+    lines.append(f"| **total** | **{total_cold:.0f}** | **{total_warm:.0f}** | {total_warm / total_cold:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(out: Annotated[Path, typer.Option(help="results JSON (a .md table is written beside it)")]) -> None:
+    stages = stage_order()
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "CAFT_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        shutil.rmtree(ROOT / ".caft", ignore_errors=True)
+        cold = timed_pass(stages, env)
+        warm = timed_pass(stages, env)
+    result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "cold_s": cold, "warm_s": warm}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(to_markdown(result))
+    typer.echo(to_markdown(result))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,95 @@
+"""The default demo (the positive control on arithmetic chains): its params and DAG, and the same pipeline on
+the tiny model through DVC (`make tiny`), with the report's numbers recomputed from the predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from caft import answers
+from caft.metrics import wilson
+from caft.params import load_params
+from tests.conftest import REPO
+from tests.dvc_project import make_project, ran_stages, run
+
+DEMO_STRATEGIES = ["sft", "distill", "caft", "random"]
+
+
+def test_the_demo_params_validate_and_its_dag_holds_the_strategies():
+    p = load_params(REPO / "params.yaml")
+    assert p.students == ["smollm2"] and p.strategies == DEMO_STRATEGIES
+    assert p.data.source == "synthetic" and p.data.synthetic.families == ["chain"]
+    assert p.prompt.answer_prefix == "{expression} = " and p.teacher.backend == "oracle"
+    out = run(["dvc", "stage", "list", "--all"], REPO)
+    stages = {line.split()[0] for line in out.splitlines() if line.strip()}
+    expected = {f"{s}@smollm2-{x}" for s in ("train", "eval") for x in DEMO_STRATEGIES}
+    assert expected <= stages and {"entropy@smollm2", "split@smollm2", "teacher", "report"} <= stages
+    assert not any(s.startswith("estimate@") for s in stages)  # the demo compares no other estimators
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> Path:
+    """`make tiny`: the default (number-format) pipeline with the tiny model, as a DVC experiment."""
+    return make_project(tmp_path_factory.mktemp("chain"), "profiles/tiny.yaml")
+
+
+@pytest.mark.integration
+def test_tiny_number_format_run_end_to_end(chain):
+    root = chain
+    scores = pd.read_parquet(root / "data/entropy/tiny/scores.parquet")
+    assert (scores["options"].map(len) == 0).all() and set(scores["validity"]) <= {"number", "other"}
+    assert all(p.endswith(f"{e} = ") for p, e in zip(scores["prompt"], scores["expression"], strict=True))
+    traces = pd.read_parquet(root / "data/teacher/traces.parquet")
+    prepared = pd.read_parquet(root / "data/prepared/train.parquet").set_index("question_id")
+    assert traces["kept"].all() and (traces["teacher"] == "oracle:synthetic-rationale").all()
+    assert (traces["parsed_answer"] == traces["question_id"].map(prepared["answer"])).all()
+    sft = pd.read_parquet(root / "data/sets/tiny/sft.parquet")
+    expr = sft["question_id"].map(prepared["expression"])
+    assert (sft["completion"] == expr + " = " + sft["question_id"].map(prepared["answer"])).all()
+
+
+@pytest.mark.integration
+def test_the_report_per_band_numbers_equal_a_recount_of_the_predictions(chain):
+    root = chain
+    report = json.loads((root / "metrics/report.json").read_text())["tiny"]
+    split = pd.read_parquet(root / "data/split/tiny/assignments.parquet")
+    test = pd.read_parquet(root / "data/prepared/test.parquet").set_index("question_id")
+    for strategy in DEMO_STRATEGIES:
+        preds = pd.read_parquet(root / f"data/eval/tiny/{strategy}/predictions.parquet").set_index("question_id")
+        # correctness recounted from the raw outputs and the gold numbers
+        mode = preds["mode"].iloc[0]
+        recount = {}
+        for qid, out in preds["output"].items():
+            got = answers.number_answer(out) if mode == "cot" else answers.first_number(out)
+            recount[qid] = got is not None and got == test.at[qid, "answer"]
+        assert preds["correct"].to_dict() == recount
+        banded = split[split["subset"] == "test"].set_index("question_id")
+        for band in ("easy", "medium", "hard"):
+            ids = banded.index[banded["band"] == band]
+            k, n = sum(recount[q] for q in ids), len(ids)
+            got = report[strategy]
+            assert got[f"band_{band}_n"] == n and got[f"band_{band}_accuracy"] == pytest.approx(k / n, abs=1e-6)
+            low, high = wilson(k, n)
+            assert (got[f"band_{band}_ci_low"], got[f"band_{band}_ci_high"]) == (round(low, 6), round(high, 6))
+        balanced = banded.index[banded["balanced"]]
+        assert report[strategy]["balanced_accuracy"] == pytest.approx(
+            sum(recount[q] for q in balanced) / len(balanced), abs=1e-6
+        )
+        for steps in sorted(set(test["difficulty"])):
+            ids = test.index[test["difficulty"] == steps]
+            expected = sum(recount[q] for q in ids) / len(ids)
+            assert report[strategy][f"steps_{steps}_accuracy"] == pytest.approx(expected, abs=1e-6)
+    summary = (root / "reports/summary.md").read_text()
+    assert "entropy → wrong answer ROC AUC" in summary and "Accuracy by the true number of reasoning steps" in summary
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["students"] == ["tiny"]
+
+
+@pytest.mark.integration
+def test_rerunning_the_tiny_chain_run_is_a_no_op(chain):
+    root = chain
+    assert ran_stages(run(["dvc", "repro"], root)) == set()
