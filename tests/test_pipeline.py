@@ -66,7 +66,10 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     caft, distill = report["tiny"]["caft"], report["tiny"]["distill"]
     assert caft["teacher_calls"] < distill["teacher_calls"] and report["tiny"]["sft"]["teacher_calls"] == 0
     assert 0 < caft["data_saving_one_pass"] < 1 and distill["data_saving_one_pass"] == 0
-    assert (project / "reports/summary.md").read_text().startswith("# caft: students × strategies\n\n| student |")
+    summary = (project / "reports/summary.md").read_text()
+    auc = json.loads((project / "metrics/entropy/tiny.json").read_text())["roc_auc"]
+    assert summary.startswith(f"# caft: students × strategies\n\n- **tiny**: entropy → wrong answer ROC AUC {auc:.3f};")
+    assert "\n\n| student | strategy | balanced acc. [95 % CI] |" in summary
     assert (project / "models/tiny/caft/adapter_model.safetensors").exists()
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
 
