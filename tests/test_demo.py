@@ -93,3 +93,18 @@ def test_the_report_per_band_numbers_equal_a_recount_of_the_predictions(chain):
 def test_rerunning_the_tiny_chain_run_is_a_no_op(chain):
     root = chain
     assert ran_stages(run(["dvc", "repro"], root)) == set()
+
+
+@pytest.mark.integration
+def test_the_dataset_teacher_backend_through_dvc_exp_run(chain):
+    """`teacher.backend: dataset` as a user switches to it: the source's own rationale closed with the marker,
+    labelled as such; it re-runs the teacher and what trains on traces, never prepare or entropy."""
+    out = run(["dvc", "exp", "run", "-S", "teacher.backend=dataset"], chain)
+    ran = ran_stages(out)
+    assert "teacher" in ran and not {"prepare", "entropy@tiny", "split@tiny"} & ran
+    metrics = json.loads((chain / "metrics/teacher.json").read_text())
+    assert metrics["teacher"] == "dataset:own-rationale" and metrics["kept"] == metrics["requested"] > 0
+    traces = pd.read_parquet(chain / "data/teacher/traces.parquet")
+    prepared = pd.read_parquet(chain / "data/prepared/train.parquet").set_index("question_id")
+    expected = traces["question_id"].map(prepared["rationale"]) + "\nThe answer is " + traces["parsed_answer"] + "."
+    assert (traces["trace"] == expected).all() and (traces["backend"] == "dataset").all()
