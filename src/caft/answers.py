@@ -1,6 +1,6 @@
 """Answer extraction from generated text, per answer format.
 
-Two formats (`FORMATS`): `choice` (an option id: letters A..J or numbers 1..N) and `number` (a free-form
+Two formats: `choice` (an option id: letters A..J or numbers 1..N) and `number` (a free-form
 numeric answer: arithmetic chains, GSM8K). A question with options is `choice`, one without is `number`.
 
 Numbers are compared after `normalize_number`: thousands separators, a currency `$`, a leading `+`, trailing
@@ -27,7 +27,6 @@ import re
 from decimal import Decimal, InvalidOperation
 
 LETTERS = "ABCDEFGHIJ"
-FORMATS = ("choice", "number")
 # The entropy stage's validity labels that mean "answered": an option id, or a number (free-form questions).
 VALID = ("option", "number")
 
@@ -82,11 +81,6 @@ _NUMBER_ANY = re.compile(rf"(?<![\w.]){_NUMBER}")
 _NUMBER_BRACKETS = re.compile(rf"\[\[\s*({_NUMBER})\s*\]\]")
 _HASHES = re.compile(rf"####\s*({_NUMBER})")
 _ANSWER_IS_NUMBER = re.compile(rf"answer is:?\s*({_NUMBER})", re.IGNORECASE)
-
-
-def format_of(options) -> str:
-    """`choice` for a question with options, `number` for one without."""
-    return "choice" if len(options) else "number"
 
 
 def normalize_number(text: object) -> str | None:

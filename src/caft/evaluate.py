@@ -37,10 +37,10 @@ def extract(text: str, n_options: int, mode: str, p: Params) -> int | str | None
     """CoT: the teacher marker (last `[[n]]`, or the MMLU-Pro letter cascade). Direct: the letter cascade, or
     the first 1–2 digit number for numeric ids. A number-format question (no options): the strict number
     cascade after CoT (`answers.number_answer`), the first number of a direct answer."""
-    if not n_options:
-        return answers.number_answer(text) if mode == "cot" else answers.first_number(text)
     if mode == "cot":
-        return answers.extract(text, n_options, p.teacher.marker)
+        return answers.cot_answer(text, n_options, p.teacher.marker)  # the teacher stage's own check
+    if not n_options:
+        return answers.first_number(text)
     if p.prompt.option_ids == "letter":
         return answers.letter_cascade(text, n_options)
     hit = _FIRST_NUMBER.search(text)

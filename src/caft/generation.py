@@ -24,7 +24,6 @@ StepReducer = Callable[[torch.Tensor, list[int]], Any]
 class Generated:
     token_ids: list[int]  # up to (not including) the first end-of-sequence token
     text: str
-    stopped: bool  # ended with end-of-sequence (False: cut at max_new_tokens)
     reduced: Any = None  # what `per_step` returned
 
 
@@ -57,10 +56,9 @@ def greedy(
         new = gen.sequences[:, enc["input_ids"].shape[1] :].tolist()
         for row, i in enumerate(idx):
             ids = new[row]
-            stopped = eos in ids
-            ids = ids[: ids.index(eos)] if stopped else ids
+            ids = ids[: ids.index(eos)] if eos in ids else ids
             reduced = per_step(logits[row, : max(len(ids), 1)], ids) if logits is not None else None
-            out[i] = Generated(ids, tokenizer.decode(ids, skip_special_tokens=True), stopped, reduced)
+            out[i] = Generated(ids, tokenizer.decode(ids, skip_special_tokens=True), reduced)
         if on_batch is not None:
             on_batch(idx, [out[i] for i in idx])
     return out  # type: ignore[return-value]

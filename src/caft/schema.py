@@ -1,6 +1,6 @@
 """The question table every stage shares (MMLU-Pro's shape) and its validation.
 
-Two answer formats share it (`caft.answers.FORMATS`): `choice` rows have 2..10 options and a 0-based
+Two answer formats share it (`caft.answers`): `choice` rows have 2..10 options and a 0-based
 `answer_index`; `number` rows (free-form numeric answers: arithmetic chains, GSM8K) have no options,
 `answer_index` -1 and their gold number in `answer`. `expression` optionally holds the question's formula
 (synthetic chains), which `prompt.answer_prefix` may quote.
