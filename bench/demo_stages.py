@@ -39,16 +39,21 @@ def timed_pass(stages: list[str], env: dict[str, str]) -> dict[str, float]:
     times = {}
     for name in stages:
         began = time.perf_counter()
-        subprocess.run(["dvc", "repro", "--single-item", "--force", name], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            ["dvc", "repro", "--single-item", "--force", name], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        )
         times[name] = round(time.perf_counter() - began, 1)
         typer.echo(f"{name}: {times[name]} s", err=True)
     return times
 
 
 def to_markdown(result: dict) -> str:
-    lines = [f"# Demo per-stage wall times ({result['date']}, {result['machine']})", "",
-             "| stage | cold s | warm s | warm / cold |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Demo per-stage wall times ({result['date']}, {result['machine']})",
+        "",
+        "| stage | cold s | warm s | warm / cold |",
+        "|---|---|---|---|",
+    ]
     for name, cold in result["cold_s"].items():
         warm = result["warm_s"][name]
         lines.append(f"| {name} | {cold} | {warm} | {warm / cold:.2f} |")
@@ -64,8 +69,12 @@ def main(out: Annotated[Path, typer.Option(help="results JSON (a .md table is wr
         shutil.rmtree(ROOT / ".caft", ignore_errors=True)
         cold = timed_pass(stages, env)
         warm = timed_pass(stages, env)
-    result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "cold_s": cold, "warm_s": warm}  # fmt: skip
+    result = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "cold_s": cold,
+        "warm_s": warm,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(to_markdown(result))

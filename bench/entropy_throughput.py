@@ -27,8 +27,17 @@ def ours(model, tok, questions, batch_size: int) -> np.ndarray:
     """The entropy stage's library call (rendering, tokenisation, batching, resume store included)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = entropy.PartialStore(Path(tmp) / "p.jsonl")
-        table = entropy.compute(questions, model, tok, PromptParams(), batch_size=batch_size, max_length=4096,
-                                id_collision="error", store=store, progress=False)  # fmt: skip
+        table = entropy.compute(
+            questions,
+            model,
+            tok,
+            PromptParams(),
+            batch_size=batch_size,
+            max_length=4096,
+            id_collision="error",
+            store=store,
+            progress=False,
+        )
     return table["entropy"].to_numpy()
 
 
@@ -38,8 +47,14 @@ def per_item_generate(model, tok, prompts: list[str]) -> np.ndarray:
     out = []
     for text in prompts:
         enc = tok(text, return_tensors="pt", add_special_tokens=False)
-        gen = model.generate(**enc, max_new_tokens=1, do_sample=False, output_scores=True,
-                             return_dict_in_generate=True, pad_token_id=tok.pad_token_id)  # fmt: skip
+        gen = model.generate(
+            **enc,
+            max_new_tokens=1,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id,
+        )
         out.append(float(entropy.entropy_nats(gen.scores[0][0])))
     return np.array(out)
 
@@ -80,7 +95,7 @@ def bench_model(ref: str, n: int, batch_size: int) -> dict:
             "ours": round(n / t_ours, 2),
             "per_item_generate": round(n / t_item, 2),
             "bare_forward": round(n / t_bare, 2),
-        },  # fmt: skip
+        },
         "speedup_vs_per_item": round(t_item / t_ours, 2),
         "slowdown_vs_bare_forward": round(t_ours / t_bare, 2),
         "max_abs_entropy_diff_vs_per_item": float(np.abs(h_ours - h_item).max()),
@@ -102,22 +117,27 @@ def main(
             "processor": platform.processor(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
-        },  # fmt: skip
+        },
         "date": time.strftime("%Y-%m-%d"),
         "runs": [
             bench_model("tiny", n_tiny, batch_size),
             bench_model("packaged:smollm2-135m-instruct", n_smollm2, batch_size),
-        ],  # fmt: skip
+        ],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| model | n | batch | ours q/s | per-item generate q/s | bare forward q/s | speed-up vs per-item | "
-             "ours / bare time | max abs ΔH |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | n | batch | ours q/s | per-item generate q/s | bare forward q/s | speed-up vs per-item | "
+        "ours / bare time | max abs ΔH |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["runs"]:
         q = r["questions_per_second"]
-        lines.append(f"| {r['model']} | {r['n_questions']} | {r['batch_size']} | {q['ours']} | "
-                     f"{q['per_item_generate']} | {q['bare_forward']} | {r['speedup_vs_per_item']}× | "
-                     f"{r['slowdown_vs_bare_forward']}× | {r['max_abs_entropy_diff_vs_per_item']:.2e} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['n_questions']} | {r['batch_size']} | {q['ours']} | "
+            f"{q['per_item_generate']} | {q['bare_forward']} | {r['speedup_vs_per_item']}× | "
+            f"{r['slowdown_vs_bare_forward']}× | {r['max_abs_entropy_diff_vs_per_item']:.2e} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

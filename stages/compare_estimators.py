@@ -9,16 +9,17 @@ import typer
 from caft.answers import VALID
 from caft.cli import stage
 from caft.errors import CaftError
-from caft.estimators import compare, load_all
+from caft.estimators import compare
 from caft.io import atomic_path, write_json
 from caft.params import load_params
+from caft.scores import load_all
 
 
 @stage
 def main(
     student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     scores: Annotated[Path, typer.Option(help="the entropy stage's scores.parquet (the wrong-answer labels)")],
-    estimators: Annotated[Path, typer.Option(help="folder of estimator outputs (<method>/scores.parquet)")],
+    estimators: Annotated[Path, typer.Option(help="folder of estimator files (<estimator>.parquet)")],
     out_md: Annotated[Path, typer.Option(help="markdown table")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     plot: Annotated[Path, typer.Option(help="ROC curves, one per estimator (CSV)")],

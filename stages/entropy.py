@@ -9,12 +9,12 @@ import typer
 from caft import entropy, entropy_import
 from caft.answers import VALID
 from caft.cli import stage
-from caft.estimators import SINGLE_TOKEN, long
 from caft.io import atomic_path, write_json, write_table
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 from caft.params import Params, load_params
 from caft.prepare import load_prepared
 from caft.roc import curve_wrong
+from caft.scores import ENTROPY, SINGLE_TOKEN, long, write_each
 
 
 def _from_model(
@@ -26,14 +26,25 @@ def _from_model(
     dtype = pick_dtype(spec.dtype, device)
     tokenizer = load_tokenizer(spec)
     model = load_model(spec, device, dtype)
-    settings = {"model": spec.model_dump(), "prompt": p.prompt.model_dump(), "dtype": str(dtype),
-                "id_collision": p.entropy.id_collision, "max_new_tokens": p.entropy.max_new_tokens}  # fmt: skip
+    settings = {
+        "model": spec.model_dump(),
+        "prompt": p.prompt.model_dump(),
+        "dtype": str(dtype),
+        "id_collision": p.entropy.id_collision,
+        "max_new_tokens": p.entropy.max_new_tokens,
+    }
     store = entropy.PartialStore(partial_dir / name / f"{entropy.fingerprint(settings)}.jsonl")
     table = entropy.compute(
-        questions, model, tokenizer, p.prompt, batch_size=p.entropy.batch_size,
-        max_length=p.entropy.max_length, id_collision=p.entropy.id_collision, store=store,
+        questions,
+        model,
+        tokenizer,
+        p.prompt,
+        batch_size=p.entropy.batch_size,
+        max_length=p.entropy.max_length,
+        id_collision=p.entropy.id_collision,
+        store=store,
         max_new_tokens=p.entropy.max_new_tokens,
-    )  # fmt: skip
+    )
     return table, store
 
 
@@ -43,7 +54,7 @@ def main(
     out: Annotated[Path, typer.Option(help="output folder (scores.parquet)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     plots: Annotated[Path, typer.Option(help="folder for ROC curve CSVs")],
-    estimators_out: Annotated[Path, typer.Option(help="the single-token estimators in the common shape")],
+    estimators_out: Annotated[Path, typer.Option(help="folder for the single-token estimators' files")],
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
     partial_dir: Annotated[Path, typer.Option(help="resumable partial results")] = Path(".caft/partial/entropy"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
@@ -65,7 +76,7 @@ def main(
             if valid[score].notna().all():
                 curve_wrong(valid["correct"], valid[score]).to_csv(tmp / f"roc_{score}.csv", index=False)
     write_table(table, out / "scores.parquet")
-    write_table(long(valid, {col: name for name, col in SINGLE_TOKEN.items()}), estimators_out / "scores.parquet")
+    write_each(long(valid, {col: name for name, col in SINGLE_TOKEN.items()}, ENTROPY), estimators_out)
     write_json(summary, metrics)
     if store is not None:
         store.discard()

@@ -1,5 +1,10 @@
-"""Stage `estimate`: one complexity estimator on one student's questions (common long shape)."""
+"""Stages `estimate_<family>`: one complexity-estimator family on one student's questions (one file per
+estimator in the common shape of `caft.scores`, plus the family's per-question details).
 
+The family's module comes as `--module` (its entry in `caft.estimators.registry`), so this script imports no
+family but the one it runs and each family's stage depends on its own code only."""
+
+import importlib
 from pathlib import Path
 from typing import Annotated
 
@@ -8,36 +13,35 @@ import typer
 
 from caft.cli import stage
 from caft.errors import CaftError
-from caft.estimators import run
 from caft.io import write_table
 from caft.params import load_params
 from caft.prepare import load_prepared
+from caft.scores import sample_questions, write_each
 
 
 @stage
 def main(
+    module: Annotated[str, typer.Option(help="the family's module (caft.estimators.cot, .judge, .imported)")],
     student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
-    method: Annotated[str, typer.Option(help="cot_entropy | masj_education_level | masj_reasoning_steps | import")],
     scores: Annotated[Path, typer.Option(help="the entropy stage's scores.parquet (which rows are compared)")],
-    out: Annotated[Path, typer.Option(help="output folder (scores.parquet, details.parquet; judge cache)")],
+    out_dir: Annotated[Path, typer.Option(help="folder for the <estimator>.parquet files")],
+    details: Annotated[Path, typer.Option(help="the family's per-question details (parquet)")],
+    variant: Annotated[str | None, typer.Option(help="the family's variant (the judge's scale)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="the family's own state (the judge's response cache)")] = None,
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
-    questions = load_prepared(data)
-    chosen = run.sample_questions(pd.read_parquet(scores), questions, p.estimators.max_questions, p.seed)
-    if method == "cot_entropy":
-        table, details = run.cot_entropy(chosen, p.model(student), p.estimators, p.teacher.marker)
-    elif method in ("masj_education_level", "masj_reasoning_steps"):
-        table, details = run.masj(chosen, method.removeprefix("masj_"), p.estimators.judge, out / "judge_cache")
-    elif method == "import":
-        table, details = run.imported(chosen, p.estimators.import_, student)
-    else:
-        raise CaftError(f"unknown estimator method {method!r} (known: {', '.join(run.METHODS)})")
-    write_table(details, out / "details.parquet")
-    write_table(table, out / "scores.parquet")
-    scored = table.dropna(subset=["score"])
-    typer.echo(f"estimate[{student}/{method}]: {scored['question_id'].nunique()} of {len(chosen)} questions scored")
+    if not module.startswith("caft.estimators."):
+        raise CaftError(f"--module {module}: an estimator family lives under caft.estimators")
+    family = importlib.import_module(module)
+    chosen = sample_questions(pd.read_parquet(scores), load_prepared(data), p.estimators.max_questions, p.seed)
+    table, per_question = family.run(chosen, p, student, variant, workdir)
+    write_table(per_question, details)
+    write_each(table, out_dir)
+    for name, part in table.groupby("estimator"):
+        scored = part.dropna(subset=["score"])["question_id"].nunique()
+        typer.echo(f"estimate[{student}/{name}]: {scored} of {len(chosen)} questions scored")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,15 @@ from caft.metrics import score
 from caft.params import load_params
 
 
-def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFrame, difficulty: pd.Series, seed: int,
-         compat: bool) -> dict:  # fmt: skip
+def _row(
+    student: str,
+    strategy: str,
+    dirs: dict[str, Path],
+    traces: pd.DataFrame,
+    difficulty: pd.Series,
+    seed: int,
+    compat: bool,
+) -> dict:
     preds_file = dirs["eval"] / student / strategy / "predictions.parquet"
     if not preds_file.exists():
         raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
@@ -25,8 +32,10 @@ def _row(student: str, strategy: str, dirs: dict[str, Path], traces: pd.DataFram
     trained = json.loads((dirs["train"] / student / f"{strategy}.json").read_text())
     sets = pd.read_parquet(dirs["sets"] / student / f"{strategy}.parquet")
     usage = report.teacher_usage(sets[sets["subset"] == "train"], traces)
-    tokens = {k: trained[k] for k in ("n_items", "cot_target_tokens", "target_tokens_one_pass",
-                                      "target_tokens_epoch_weighted")}  # fmt: skip
+    tokens = {
+        k: trained[k]
+        for k in ("n_items", "cot_target_tokens", "target_tokens_one_pass", "target_tokens_epoch_weighted")
+    }
     return {
         "student": student,
         "strategy": strategy,
@@ -72,8 +81,16 @@ def main(
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     with atomic_path(plots, directory=True) as tmp:
-        cols = ["student", "strategy", "balanced_accuracy", "accuracy", "balanced_accuracy_ci_low",
-                "balanced_accuracy_ci_high", "cot_target_tokens", "teacher_calls"]  # fmt: skip
+        cols = [
+            "student",
+            "strategy",
+            "balanced_accuracy",
+            "accuracy",
+            "balanced_accuracy_ci_low",
+            "balanced_accuracy_ci_high",
+            "cot_target_tokens",
+            "teacher_calls",
+        ]
         rows[cols].assign(run=rows["student"] + "/" + rows["strategy"]).to_csv(tmp / "accuracy.csv", index=False)
         report.band_table(rows).to_csv(tmp / "bands.csv", index=False)
     typer.echo(text)

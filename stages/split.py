@@ -7,9 +7,9 @@ import pandas as pd
 import typer
 
 from caft.cli import stage
-from caft.estimators import levels_of, load_all
 from caft.io import write_json, write_table
 from caft.params import load_params
+from caft.scores import read
 from caft.split import make_split, select_score
 
 
@@ -17,15 +17,17 @@ from caft.split import make_split, select_score
 def main(
     model: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     scores: Annotated[Path, typer.Option(help="the entropy stage's scores.parquet")],
-    estimators: Annotated[Path, typer.Option(help="folder of estimator outputs (<method>/scores.parquet)")],
+    estimator: Annotated[
+        Path, typer.Option(help="the split.estimator's file (data/estimators/<student>/<name>.parquet)")
+    ],
     out: Annotated[Path, typer.Option(help="output folder (assignments.parquet)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
-    table = select_score(pd.read_parquet(scores), p.split.estimator, load_all(estimators))
-    levels = levels_of(p.split.estimator, p.estimators.import_.name, p.estimators.import_.levels)
-    assignments, summary = make_split(table, p.split, p.seed, levels)
+    rows, kind = read(estimator)
+    table = select_score(pd.read_parquet(scores), p.split.estimator, rows)
+    assignments, summary = make_split(table, p.split, p.seed, kind)
     write_table(assignments, out / "assignments.parquet")
     write_json(summary, metrics)
     typer.echo(

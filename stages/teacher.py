@@ -32,8 +32,9 @@ def main(
     requests = run.build_requests(questions, ids, p.teacher)
     store = TraceCache(cache)
     if dry_run:
-        typer.echo(json.dumps({"teacher": run.teacher_label(p.teacher), **run.plan(requests, store, p.teacher)},
-                              indent=2))  # fmt: skip
+        typer.echo(
+            json.dumps({"teacher": run.teacher_label(p.teacher), **run.plan(requests, store, p.teacher)}, indent=2)
+        )
         return
     adopted = store.adopt([r.key for r in requests])
     outcome, fresh = run.execute(requests, store, p.teacher)

@@ -17,8 +17,15 @@ class FakeOpenAI:
     """`script[question] = ["429", "ok"]` answers that question's 1st call with 429, its 2nd with success.
     Actions: ok, wrong, 429, 500, hang, badjson, length, 401, slow. Unscripted calls get `default`."""
 
-    def __init__(self, answers: dict[str, int], script: dict[str, list[str]] | None = None, default: str = "ok",
-                 retry_after: str = "0", hang_s: float = 1.0, slow_s: float = 0.15):  # fmt: skip
+    def __init__(
+        self,
+        answers: dict[str, int],
+        script: dict[str, list[str]] | None = None,
+        default: str = "ok",
+        retry_after: str = "0",
+        hang_s: float = 1.0,
+        slow_s: float = 0.15,
+    ):
         self.answers, self.default = answers, default
         self.script = {q: list(actions) for q, actions in (script or {}).items()}
         self.retry_after, self.hang_s, self.slow_s = retry_after, hang_s, slow_s
@@ -92,9 +99,12 @@ class FakeOpenAI:
                     "length": ("Step 1: first we", "length"),
                     "wrong": (f"Thinking. So the answer is ({wrong}).", "stop"),
                 }.get(action, (f"Step 1: reason.\nSo the answer is ({letter}).", "stop"))
-                body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                     "finish_reason": finish}],
-                        "usage": {"prompt_tokens": 50, "completion_tokens": 10}}  # fmt: skip
+                body = {
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                    ],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 10},
+                }
                 self._send(200, json.dumps(body))
 
         return Handler

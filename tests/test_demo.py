@@ -28,7 +28,7 @@ def test_the_demo_params_validate_and_its_dag_holds_the_strategies():
     stages = {line.split()[0] for line in out.splitlines() if line.strip()}
     expected = {f"{s}@smollm2-{x}" for s in ("train", "eval") for x in DEMO_STRATEGIES}
     assert expected <= stages and {"entropy@smollm2", "split@smollm2", "teacher", "report"} <= stages
-    assert not any(s.startswith("estimate@") for s in stages)  # the demo compares no other estimators
+    assert not any(s.startswith("estimate_") for s in stages)  # the demo compares no other estimators
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ NOT_DEPENDENCIES = {"errors.py", "cli.py", "__init__.py"}
 UNUSED_EDGES = {
     ("params.py", "strategies.py"): "the schema only checks strategy names",
     ("params.py", "teacher/backends.py"): "the schema only checks teacher backend names (the registry's keys)",
+    ("params.py", "estimators/registry.py"): "the schema only checks estimator names (the registry's)",
     ("prepare.py", "schema.py"): "other stages use prepare.load_prepared, which reads prepare's files",
     ("prepare.py", "sources/__init__.py"): "as above",
     ("prepare.py", "sources/mmlu_pro.py"): "as above",
@@ -42,24 +43,27 @@ def caft_imports(path: Path) -> set[Path]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}") else node.module
-                     for a in node.names]  # fmt: skip
+            names = [
+                f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}") else node.module
+                for a in node.names
+            ]
         else:
             continue
         out |= {f for n in names if n.split(".")[0] == "caft" and (f := _module_file(n)) is not None}
     return out
 
 
-def required(script: Path) -> set[str]:
-    """Every caft module (relative to src/caft) the script's outputs can depend on, following imports."""
-    seen: set[str] = set()
-    todo = [script]
+def required(script: Path, *also: Path, edges: dict = UNUSED_EDGES) -> set[str]:
+    """Every caft module (relative to src/caft) the script's outputs can depend on, following imports; `also`:
+    modules the script imports by name at run time (an estimator family's `--module`)."""
+    seen: set[str] = {m.relative_to(CAFT).as_posix() for m in also}
+    todo = [script, *also]
     while todo:
         importer = todo.pop()
         source = importer.relative_to(CAFT).as_posix() if importer.is_relative_to(CAFT) else None
         for module in caft_imports(importer):
             name = module.relative_to(CAFT).as_posix()
-            if name in seen or (source, name) in UNUSED_EDGES or name in NOT_DEPENDENCIES:
+            if name in seen or (source, name) in edges or name in NOT_DEPENDENCIES:
                 continue
             seen.add(name)
             todo.append(module)
@@ -71,14 +75,70 @@ def _stages() -> list[tuple[str, dict]]:
     return [(name, body.get("do", body)) for name, body in stages.items()]
 
 
-@pytest.mark.parametrize(("name", "body"), _stages(), ids=[name for name, _ in _stages()])
-def test_stage_lists_its_script_and_the_library_it_uses(name, body):
+# The stage each unused edge's importer belongs to: there the edge is used (check_params's output is the schema's
+# verdict, prepare's output is what the sources and the schema make).
+EDGE_OWNERS = {"params.py": "check_params", "prepare.py": "prepare"}
+
+
+def _stage_code(name: str, body: dict) -> tuple[str, set[str], list[str]]:
+    """(the stage's script, the caft modules it can reach, the src/caft deps it lists)."""
     script = re.search(r"stages/\w+\.py", body["cmd"]).group(0)
+    named = [_module_file(m) for m in re.findall(r"--module (\S+)", body["cmd"])]
     deps = [d if isinstance(d, str) else next(iter(d)) for d in body["deps"]]
     assert script in deps
-    listed = [d.removeprefix("src/caft/") for d in deps if d.startswith("src/caft/")]
-    covered = {m for m in required(REPO / script) if any(m == d or m.startswith(d.rstrip("/") + "/") for d in listed)}
-    assert sorted(required(REPO / script) - covered) == []
+    edges = {edge: why for edge, why in UNUSED_EDGES.items() if EDGE_OWNERS[edge[0]] != name}
+    return (
+        script,
+        required(REPO / script, *named, edges=edges),
+        [d.removeprefix("src/caft/") for d in deps if d.startswith("src/caft/")],
+    )
+
+
+def _covers(listed: str, module: str) -> bool:
+    return module == listed or module.startswith(listed.rstrip("/") + "/")
+
+
+@pytest.mark.parametrize(("name", "body"), _stages(), ids=[name for name, _ in _stages()])
+def test_stage_lists_its_script_and_the_library_it_uses(name, body):
+    _, needed, listed = _stage_code(name, body)
+    assert sorted(m for m in needed if not any(_covers(d, m) for d in listed)) == []
+
+
+@pytest.mark.parametrize(("name", "body"), _stages(), ids=[name for name, _ in _stages()])
+def test_stage_lists_no_library_it_does_not_use(name, body):
+    """An unused dependency re-runs the stage for nothing (entropy used to re-run on every split change)."""
+    _, needed, listed = _stage_code(name, body)
+    assert [d for d in listed if not any(_covers(d, m) for m in needed)] == []
+
+
+def _needed(stage: str) -> set[str]:
+    return _stage_code(stage, dict(_stages())[stage])[1]
+
+
+def test_entropy_depends_on_no_split_or_estimator_code():
+    assert sorted(m for m in _needed("entropy") if m == "split.py" or m.startswith("estimators/")) == []
+
+
+def test_report_and_compare_import_nothing_that_imports_torch():
+    heavy = {
+        m
+        for m in (p.relative_to(CAFT).as_posix() for p in CAFT.rglob("*.py"))
+        if re.search(
+            r"^\s*(import torch|from torch|import transformers|from transformers)", (CAFT / m).read_text(), re.M
+        )
+    }
+    assert {"models.py", "entropy.py", "generation.py"} <= heavy  # the check can see torch imports
+    for stage in ("report", "compare_estimators"):
+        assert sorted(_needed(stage) & heavy) == [], stage
+
+
+def test_each_estimator_family_has_its_stage_with_its_module():
+    from caft.estimators.registry import FAMILIES
+
+    stages = dict(_stages())
+    for key, family in FAMILIES.items():
+        assert f"--module {family.module} " in stages[f"estimate_{key}"]["cmd"]
+    assert {n for n in stages if n.startswith("estimate_")} == {f"estimate_{k}" for k in FAMILIES}
 
 
 def test_the_import_walk_sees_indirect_modules():

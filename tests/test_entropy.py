@@ -81,8 +81,9 @@ def test_numeric_ids_collide_in_tiny_tokenizer(tiny_model):
 
 
 def test_skip_policy_marks_rows_ambiguous():
-    idt = entropy.IdTokens(ids=["1", "2", "10"], tokens=[1, 2, 1], idk_token=None, collisions=[["1", "10"]],
-                           skip_ambiguous=True)  # fmt: skip
+    idt = entropy.IdTokens(
+        ids=["1", "2", "10"], tokens=[1, 2, 1], idk_token=None, collisions=[["1", "10"]], skip_ambiguous=True
+    )
     assert entropy.score_logits(_logits(t1=9.0), 3, 0, idt, _Decoder())["validity"] == "ambiguous"
     assert entropy.score_logits(_logits(t1=9.0), 2, 0, idt, _Decoder())["validity"] == "option"
 
@@ -90,8 +91,17 @@ def test_skip_policy_marks_rows_ambiguous():
 def _run(questions, tiny_model, tmp_path, batch_size, name="p.jsonl"):
     model, tok = tiny_model
     store = entropy.PartialStore(tmp_path / name)
-    return entropy.compute(questions, model, tok, PromptParams(), batch_size=batch_size, max_length=512,
-                           id_collision="error", store=store, progress=False)  # fmt: skip
+    return entropy.compute(
+        questions,
+        model,
+        tok,
+        PromptParams(),
+        batch_size=batch_size,
+        max_length=512,
+        id_collision="error",
+        store=store,
+        progress=False,
+    )
 
 
 def test_batched_equals_unbatched_with_left_padding(tiny_model, tmp_path):
@@ -133,8 +143,17 @@ def test_resume_skips_rows_already_in_the_partial_store(tiny_model, tmp_path, mo
 def test_prompt_longer_than_max_length_is_an_error(tiny_model, tmp_path):
     model, tok = tiny_model
     with pytest.raises(CaftError, match=r"6 prompt\(s\) exceed entropy.max_length=10 tokens \(first: question 'q"):
-        entropy.compute(make_questions(6), model, tok, PromptParams(), batch_size=2, max_length=10,
-                        id_collision="error", store=entropy.PartialStore(tmp_path / "x"), progress=False)  # fmt: skip
+        entropy.compute(
+            make_questions(6),
+            model,
+            tok,
+            PromptParams(),
+            batch_size=2,
+            max_length=10,
+            id_collision="error",
+            store=entropy.PartialStore(tmp_path / "x"),
+            progress=False,
+        )
 
 
 def test_summarize_counts_and_auc():

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -7,14 +8,26 @@ from sklearn.metrics import roc_auc_score
 
 from caft.estimators import judge
 from caft.estimators.aggregates import aggregate
-from caft.estimators.compare import bootstrap_auc, compare
+from caft.estimators.compare import _compare_rows, bootstrap_auc, common_rows
+
+
+def compare(scores, outcome, n_boot, seed):
+    """AUC per estimator and category on the rows every estimator scored (what `compare.report` tabulates)."""
+    return _compare_rows(*common_rows(scores, outcome), n_boot, seed)
 
 
 def test_aggregates_on_hand_computed_entropies():
     got = aggregate([0.5, 1.0, 2.0, 0.2, 0.1], answer_pos=4, reasoning_end=3, option_probs=[0.6, 0.3, 0.05])
-    assert got == pytest.approx({"answer_entropy": 0.1, "mean_entropy": 0.76, "max_entropy": 2.0,
-                                 "reasoning_mean_entropy": 3.5 / 3, "reasoning_max_entropy": 2.0,
-                                 "answer_margin": 0.7})  # fmt: skip
+    assert got == pytest.approx(
+        {
+            "answer_entropy": 0.1,
+            "mean_entropy": 0.76,
+            "max_entropy": 2.0,
+            "reasoning_mean_entropy": 3.5 / 3,
+            "reasoning_max_entropy": 2.0,
+            "answer_margin": 0.7,
+        }
+    )
 
 
 def test_aggregates_without_an_answer_marker():
@@ -57,8 +70,12 @@ def _table(n: int = 60):
     good = np.where(correct, rng.normal(0, 1, n), rng.normal(1, 1, n))
     noise = rng.normal(0, 1, n)
     ids = [f"q{i}" for i in range(n)]
-    scores = pd.concat([pd.DataFrame({"question_id": ids, "estimator": "good", "score": good}),
-                        pd.DataFrame({"question_id": ids, "estimator": "noise", "score": noise})])  # fmt: skip
+    scores = pd.concat(
+        [
+            pd.DataFrame({"question_id": ids, "estimator": "good", "score": good}),
+            pd.DataFrame({"question_id": ids, "estimator": "noise", "score": noise}),
+        ]
+    )
     outcome = pd.DataFrame({"question_id": ids, "correct": correct, "category": ["a", "b"] * (n // 2)})
     return scores, outcome, correct, good
 
@@ -78,30 +95,38 @@ def test_bootstrap_ci_against_an_independent_bootstrap():
 
     _, _, correct, good = _table(200)
     auc, low, high = bootstrap_auc(~correct, good, n_boot=2000, seed=0)
-    ref = bootstrap((~correct, good), lambda w, s: roc_auc_score(w, s), paired=True, vectorized=False,
-                    n_resamples=2000, method="percentile", random_state=1).confidence_interval  # fmt: skip
+    ref = bootstrap(
+        (~correct, good),
+        lambda w, s: roc_auc_score(w, s),
+        paired=True,
+        vectorized=False,
+        n_resamples=2000,
+        method="percentile",
+        random_state=1,
+    ).confidence_interval
     assert low < auc < high
     assert low == pytest.approx(ref.low, abs=0.02) and high == pytest.approx(ref.high, abs=0.02)
 
 
 def test_import_of_a_published_categorical_estimator():
-    from caft.estimators.run import imported
+    from caft.estimators.imported import run
     from caft.params import EstimatorImport
     from tests.conftest import FIXTURES
 
-    cfg = EstimatorImport(path=str(FIXTURES / "labarss_education_level.csv"), score_column="education_level",
-                          name="masj_education_level_published",
-                          levels=["high school and easier", "undergraduate", "graduate", "postgraduate"])  # fmt: skip
+    cfg = EstimatorImport(
+        path=str(FIXTURES / "labarss_education_level.csv"),
+        score_column="education_level",
+        name="masj_education_level_published",
+        levels=["high school and easier", "undergraduate", "graduate", "postgraduate"],
+    )
     questions = pd.DataFrame({"question_id": ["970", "10600", "42", "7", "not-published"]})
-    table, wide = imported(questions, cfg, "qwen")
+    p = SimpleNamespace(estimators=SimpleNamespace(import_=cfg))
+    table, wide = run(questions, p, "qwen", None, None)
     scores = table.set_index("question_id")["score"]
     assert scores["970"] == 2.0 and scores["10600"] == 0.0 and scores["42"] == 3.0
     assert math.isnan(scores["7"]) and "not-published" not in scores.index  # unknown text is no level
     assert set(table["estimator"]) == {"masj_education_level_published"}
-    from caft.estimators import levels_of
-
-    assert levels_of("masj_education_level_published", cfg.name, cfg.levels) == 4
-    assert levels_of("cot_mean_entropy", cfg.name, cfg.levels) is None
+    assert set(table["levels"]) == {4} and set(table["units"]) == {"level"}  # the file declares its kind
 
 
 def test_locate_answer_finds_the_answer_token(tiny_model):
@@ -139,11 +164,13 @@ def test_comparable_rows_and_estimators():
     from caft.estimators.compare import comparable
 
     ids = [f"q{i}" for i in range(10)]
-    everything = pd.concat([
-        pd.DataFrame({"question_id": ids, "estimator": "single", "score": np.arange(10.0)}),
-        pd.DataFrame({"question_id": ids[:4], "estimator": "cot", "score": [1.0, 2.0, np.nan, 4.0]}),
-        pd.DataFrame({"question_id": ids[:4], "estimator": "judge", "score": [np.nan, np.nan, np.nan, 1.0]}),
-    ])  # fmt: skip
+    everything = pd.concat(
+        [
+            pd.DataFrame({"question_id": ids, "estimator": "single", "score": np.arange(10.0)}),
+            pd.DataFrame({"question_id": ids[:4], "estimator": "cot", "score": [1.0, 2.0, np.nan, 4.0]}),
+            pd.DataFrame({"question_id": ids[:4], "estimator": "judge", "score": [np.nan, np.nan, np.nan, 1.0]}),
+        ]
+    )
     long, n_scored, n_rows = comparable(everything)
     assert n_rows == 4 and n_scored.to_dict() == {"cot": 3, "judge": 1, "single": 4}
     assert set(long["estimator"]) == {"cot", "single"} and set(long["question_id"]) == {"q0", "q1", "q2", "q3"}
@@ -154,11 +181,13 @@ def test_report_curves_metrics_and_table():
 
     ids = [f"q{i}" for i in range(8)]
     correct = np.array([True, True, True, True, False, False, False, False])
-    everything = pd.concat([
-        pd.DataFrame({"question_id": ids, "estimator": "perfect", "score": np.arange(8.0)}),  # wrong = high
-        pd.DataFrame({"question_id": ids, "estimator": "reversed", "score": -np.arange(8.0)}),
-        pd.DataFrame({"question_id": ids, "estimator": "judge", "score": [np.nan] * 7 + [1.0]}),
-    ])  # fmt: skip
+    everything = pd.concat(
+        [
+            pd.DataFrame({"question_id": ids, "estimator": "perfect", "score": np.arange(8.0)}),  # wrong = high
+            pd.DataFrame({"question_id": ids, "estimator": "reversed", "score": -np.arange(8.0)}),
+            pd.DataFrame({"question_id": ids, "estimator": "judge", "score": [np.nan] * 7 + [1.0]}),
+        ]
+    )
     outcome = pd.DataFrame({"question_id": ids, "correct": correct, "category": "c"})
     curves, metrics, markdown = report(everything, outcome, "T", n_boot=50, seed=0)
     assert markdown.splitlines() == [
@@ -177,8 +206,11 @@ def test_report_curves_metrics_and_table():
     assert ((perfect["fpr"] == 0) & (perfect["tpr"] == 1)).any()  # every wrong answer before any right one
 
 
-def test_scale_sizes_match_the_judge_scales():
-    from caft.estimators import SCALE_SIZES
-    from caft.estimators.judge import SCALES
+def test_the_judge_scales_param_lists_the_judge_scales():
+    from typing import get_args
 
-    assert {f"masj_{kind}": len(levels) for kind, levels in SCALES.items()} == SCALE_SIZES
+    from caft.estimators.judge import SCALES
+    from caft.params import JudgeParams
+
+    (literal,) = get_args(JudgeParams.model_fields["scales"].annotation)
+    assert set(get_args(literal)) == set(SCALES)

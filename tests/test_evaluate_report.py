@@ -50,13 +50,19 @@ def test_direct_and_cot_extraction_per_format():
 
 
 def _preds() -> pd.DataFrame:
-    return pd.DataFrame({
-        "question_id": [f"q{i}" for i in range(6)], "category": ["a", "a", "b", "b", "b", "c"],
-        "answer_index": [0, 1, 2, 3, 0, 1], "n_options": [4] * 6,
-        "parsed": [True, True, True, False, False, True], "parsed_index": [0, 0, 2, -1, -1, 1],
-        "correct": [True, False, True, False, False, True],
-        "output": ["[[1]]", "[[1]]", "[[3]]", "?", "?", "[[2]]"], "letters": [False] * 6,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "question_id": [f"q{i}" for i in range(6)],
+            "category": ["a", "a", "b", "b", "b", "c"],
+            "answer_index": [0, 1, 2, 3, 0, 1],
+            "n_options": [4] * 6,
+            "parsed": [True, True, True, False, False, True],
+            "parsed_index": [0, 0, 2, -1, -1, 1],
+            "correct": [True, False, True, False, False, True],
+            "output": ["[[1]]", "[[1]]", "[[3]]", "?", "?", "[[2]]"],
+            "letters": [False] * 6,
+        }
+    )
 
 
 def test_score_strict_tiger_and_parse_failures():
@@ -72,22 +78,36 @@ def test_score_strict_tiger_and_parse_failures():
 
 
 def test_tiger_accuracy_uses_tiger_labs_extraction_on_letter_answers():
-    preds = pd.DataFrame({
-        "answer_index": [0, 1, 2, 3], "n_options": [4] * 4, "letters": [True] * 4,
-        "output": ["The answer is (A). Wait, the answer is (B).",  # TIGER: first -> A (right); ours: last -> B
-                   "the answer is (B)", "ANSWER IS (C)", "The answer is (J)."],  # J: parsed by TIGER, and wrong
-        "parsed": [True, True, True, False], "parsed_index": [1, 1, 2, -1], "correct": [False, True, True, False],
-    })  # fmt: skip
+    preds = pd.DataFrame(
+        {
+            "answer_index": [0, 1, 2, 3],
+            "n_options": [4] * 4,
+            "letters": [True] * 4,
+            "output": [
+                "The answer is (A). Wait, the answer is (B).",  # TIGER: first -> A (right); ours: last -> B
+                "the answer is (B)",
+                "ANSWER IS (C)",
+                "The answer is (J).",
+            ],  # J: parsed by TIGER, and wrong
+            "parsed": [True, True, True, False],
+            "parsed_index": [1, 1, 2, -1],
+            "correct": [False, True, True, False],
+        }
+    )
     assert list(metrics.tiger_correct(preds, seed=0)) == [True, True, True, False]
     assert metrics.score(preds, seed=0)["accuracy"] == 0.5
 
 
 def test_band_metrics_use_the_balanced_test_rows():
     preds = _preds()
-    assignments = pd.DataFrame({"question_id": [f"q{i}" for i in range(6)] + ["train-x"],
-                                "subset": ["test"] * 6 + ["train"],
-                                "band": ["easy", "easy", "medium", "medium", "hard", "hard", "hard"],
-                                "balanced": [True, False, True, False, True, False, False]})  # fmt: skip
+    assignments = pd.DataFrame(
+        {
+            "question_id": [f"q{i}" for i in range(6)] + ["train-x"],
+            "subset": ["test"] * 6 + ["train"],
+            "band": ["easy", "easy", "medium", "medium", "hard", "hard", "hard"],
+            "balanced": [True, False, True, False, True, False, False],
+        }
+    )
     out = report.band_metrics(preds, assignments, seed=0)
     assert (out["balanced_n"], out["balanced_accuracy"]) == (3, round(2 / 3, 6))
     assert (out["band_easy_accuracy"], out["band_medium_accuracy"], out["band_hard_accuracy"]) == (0.5, 0.5, 0.5)
@@ -97,9 +117,14 @@ def test_band_metrics_use_the_balanced_test_rows():
 
 
 def test_savings_relative_to_distill():
-    rows = pd.DataFrame({"student": ["s", "s", "s"], "strategy": ["distill", "caft", "sft"],
-                         "target_tokens_one_pass": [1000, 400, 100],
-                         "target_tokens_epoch_weighted": [10000.0, 2000.0, 1000.0]})  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "student": ["s", "s", "s"],
+            "strategy": ["distill", "caft", "sft"],
+            "target_tokens_one_pass": [1000, 400, 100],
+            "target_tokens_epoch_weighted": [10000.0, 2000.0, 1000.0],
+        }
+    )
     out = report.savings(rows).set_index("strategy")
     assert out.loc["caft", "data_saving_one_pass"] == 0.6 and out.loc["caft", "data_saving_epoch_weighted"] == 0.8
     assert out.loc["distill", "data_saving_one_pass"] == 0.0

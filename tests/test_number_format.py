@@ -32,10 +32,27 @@ def _params(**sections) -> object:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("7", "7"), ("7.0", "7"), ("7.50", "7.5"), ("$1,234", "1234"), ("-3", "-3"), ("+4", "4"), ("-0", "0"),
-     ("1,000,000.00", "1000000"), (" 12 ", "12"), ("$ 5", "5"), (12, "12"), (2.5, "2.5"),
-     ("1/2", None), ("seven", None), ("", None), ("1e3", None), (None, None), (True, None)],
-)  # fmt: skip
+    [
+        ("7", "7"),
+        ("7.0", "7"),
+        ("7.50", "7.5"),
+        ("$1,234", "1234"),
+        ("-3", "-3"),
+        ("+4", "4"),
+        ("-0", "0"),
+        ("1,000,000.00", "1000000"),
+        (" 12 ", "12"),
+        ("$ 5", "5"),
+        (12, "12"),
+        (2.5, "2.5"),
+        ("1/2", None),
+        ("seven", None),
+        ("", None),
+        ("1e3", None),
+        (None, None),
+        (True, None),
+    ],
+)
 def test_normalize_number(text, expected):
     assert answers.normalize_number(text) == expected
 
@@ -84,8 +101,14 @@ def test_chain_rationale_always_computes_the_gold():
 
 
 def test_schema_accepts_number_rows_and_names_bad_ones():
-    good = pd.DataFrame({"question_id": ["a", "b"], "question": ["What is 1 + 1?", "How many?"],
-                         "answer": ["2", "$1,000"], "category": ["math", "math"]})  # fmt: skip
+    good = pd.DataFrame(
+        {
+            "question_id": ["a", "b"],
+            "question": ["What is 1 + 1?", "How many?"],
+            "answer": ["2", "$1,000"],
+            "category": ["math", "math"],
+        }
+    )
     table, acted = schema.validate(good)
     assert acted == [] and table["answer"].tolist() == ["2", "1000"]
     assert table["options"].tolist() == [[], []] and table["answer_index"].tolist() == [-1, -1]
@@ -98,10 +121,13 @@ def test_schema_accepts_number_rows_and_names_bad_ones():
 def test_number_prompts_and_prefix():
     msgs = prompts.build_messages("What is 8 + 1 - 3?", [], "arithmetic chain", "plain", "letter")
     assert msgs == [
-        {"role": "system", "content": "The following are math questions about arithmetic chain. Write down ONLY the "
-                                      "final number and nothing else."},
+        {
+            "role": "system",
+            "content": "The following are math questions about arithmetic chain. Write down ONLY the "
+            "final number and nothing else.",
+        },
         {"role": "user", "content": "What is 8 + 1 - 3?"},
-    ]  # fmt: skip
+    ]
     assert prompts.answer_prefix("{expression} = ", "8 + 1 - 3") == "8 + 1 - 3 = "
     assert prompts.answer_prefix("The answer is ", "") == "The answer is "
     with pytest.raises(CaftError, match="no expression"):
@@ -140,16 +166,31 @@ def test_marker_free_entropy_matches_an_unbatched_reference(tiny_model, tmp_path
     questions = _chain_questions(10)
     cfg = PromptParams(answer_prefix="{expression} = ", subject=False)
     store = entropy.PartialStore(tmp_path / "p.jsonl")
-    out = entropy.compute(questions, model, tok, cfg, batch_size=4, max_length=512, id_collision="error",
-                          store=store, max_new_tokens=4, progress=False)  # fmt: skip
+    out = entropy.compute(
+        questions,
+        model,
+        tok,
+        cfg,
+        batch_size=4,
+        max_length=512,
+        id_collision="error",
+        store=store,
+        max_new_tokens=4,
+        progress=False,
+    )
     assert set(out["validity"]) <= {"number", "other"} and out["entropy_options"].isna().all()
     for row in out.itertuples(index=False):
         assert row.prompt.endswith(f"{row.expression} = ")
         ids = tok(row.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             logits = model(input_ids=ids).logits[0, -1].float()
-            gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)  # fmt: skip
+            gen = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=4,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
         new = gen[0, ids.shape[1] :].tolist()
         new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
         assert row.entropy == pytest.approx(float(entropy.entropy_nats(logits)), abs=1e-5)
@@ -164,14 +205,30 @@ def test_entropy_refuses_a_mix_of_formats(tiny_model, tmp_path):
     model, tok = tiny_model
     mixed = pd.concat([make_questions(2).assign(subset="train"), _chain_questions(2)], ignore_index=True)
     with pytest.raises(CaftError, match="mix multiple-choice and free-form"):
-        entropy.compute(mixed, model, tok, PromptParams(), batch_size=2, max_length=512, id_collision="first",
-                        store=entropy.PartialStore(tmp_path / "p.jsonl"), progress=False)  # fmt: skip
+        entropy.compute(
+            mixed,
+            model,
+            tok,
+            PromptParams(),
+            batch_size=2,
+            max_length=512,
+            id_collision="first",
+            store=entropy.PartialStore(tmp_path / "p.jsonl"),
+            progress=False,
+        )
 
 
 def test_entropy_summary_reports_accuracy_per_step():
-    table = pd.DataFrame({"subset": "train", "validity": ["number"] * 4 + ["other"], "correct": [1, 1, 0, 0, 0],
-                          "entropy": [0.1, 0.3, 0.9, 1.2, 2.0], "entropy_options": float("nan"),
-                          "difficulty": [1, 1, 2, 2, 2]}).astype({"correct": bool})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "subset": "train",
+            "validity": ["number"] * 4 + ["other"],
+            "correct": [1, 1, 0, 0, 0],
+            "entropy": [0.1, 0.3, 0.9, 1.2, 2.0],
+            "entropy_options": float("nan"),
+            "difficulty": [1, 1, 2, 2, 2],
+        }
+    ).astype({"correct": bool})
     out = entropy.summarize(table)
     assert out["roc_auc"] == 1.0 and out["valid_rate"] == 0.8 and out["number_rate"] == 0.8
     assert out["accuracy_difficulty_1"] == 1.0 and out["accuracy_difficulty_2"] == 0.0
@@ -184,10 +241,19 @@ def test_eval_of_number_answers_strict_flexible_and_tiger():
     assert extract("The answer is 12.", 0, "cot", p) == "12"
     assert extract("12 - 5 = 7", 0, "cot", p) is None
     assert extract("7\n", 0, "direct", p) == "7"
-    preds = pd.DataFrame({"n_options": 0, "answer_index": -1, "answer": ["7", "9", "3"],
-                          "output": ["The answer is 7.", "so 4 + 5 = 9", "no"], "letters": False,
-                          "parsed": [True, False, False], "parsed_index": -1,
-                          "correct": [True, False, False], "flexible_correct": [True, True, False]})  # fmt: skip
+    preds = pd.DataFrame(
+        {
+            "n_options": 0,
+            "answer_index": -1,
+            "answer": ["7", "9", "3"],
+            "output": ["The answer is 7.", "so 4 + 5 = 9", "no"],
+            "letters": False,
+            "parsed": [True, False, False],
+            "parsed_index": -1,
+            "correct": [True, False, False],
+            "flexible_correct": [True, True, False],
+        }
+    )
     assert tiger_correct(preds, 0).tolist() == [True, False, False]  # nothing to guess among
     got = score(preds, 0)
     assert got["accuracy"] == pytest.approx(1 / 3, abs=1e-6) and got["accuracy_flexible"] == pytest.approx(
@@ -203,9 +269,15 @@ def test_number_format_file_source(tmp_path):
     from caft.prepare import load_source
 
     path = Path(tmp_path / "q.jsonl")
-    pd.DataFrame({"question_id": ["x", "y"], "question": ["What is 2 + 3?", "What is 9 - 4?"], "answer": [5, 5.0],
-                  "category": "arithmetic", "rationale": ["2 + 3 = 5.\nThe answer is 5.", ""]}).to_json(
-        path, orient="records", lines=True)  # fmt: skip
+    pd.DataFrame(
+        {
+            "question_id": ["x", "y"],
+            "question": ["What is 2 + 3?", "What is 9 - 4?"],
+            "answer": [5, 5.0],
+            "category": "arithmetic",
+            "rationale": ["2 + 3 = 5.\nThe answer is 5.", ""],
+        }
+    ).to_json(path, orient="records", lines=True)
     table, _ = load_source(DataParams(source="file", file={"path": str(path)}), 0)
     assert table["answer"].tolist() == ["5", "5"] and table["options"].map(len).tolist() == [0, 0]
 

@@ -38,9 +38,17 @@ def test_conversion_happens_once_into_a_plain_folder(smollm2):
 def test_entropy_on_the_real_model(smollm2, tmp_path):
     model, tok = smollm2
     questions = make_questions(4)
-    table = entropy.compute(questions, model, tok, PromptParams(), batch_size=4, max_length=512,
-                            id_collision="error", store=entropy.PartialStore(tmp_path / "p.jsonl"),
-                            progress=False)  # fmt: skip
+    table = entropy.compute(
+        questions,
+        model,
+        tok,
+        PromptParams(),
+        batch_size=4,
+        max_length=512,
+        id_collision="error",
+        store=entropy.PartialStore(tmp_path / "p.jsonl"),
+        progress=False,
+    )
     assert table["max_entropy"][0] == pytest.approx(math.log(49152))
     assert ((table["entropy"] > 0) & (table["entropy"] < math.log(49152))).all()
     assert table["prompt"][0].startswith("<|im_start|>system\nThe following are multiple choice questions about ")

@@ -57,8 +57,13 @@ def test_bad_params_give_one_line(path, value, message):
 
 def test_profile_hydra_args():
     assert profile.hydra_args({"students": ["tiny"], "split.threshold": 0.5, "data.file.path": None}) == [
-        "-S", "students=[tiny]", "-S", "split.threshold=0.5", "-S", "data.file.path=null",
-    ]  # fmt: skip
+        "-S",
+        "students=[tiny]",
+        "-S",
+        "split.threshold=0.5",
+        "-S",
+        "data.file.path=null",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -29,33 +29,47 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
     strategies = ("sft", "distill", "caft", "random")
     assert set(lock(project)) == {
-        "check_params", "prepare", "entropy@tiny", "split@tiny", "teacher", "sets@tiny", "report",
-        "compare_estimators@tiny", "estimate@tiny-cot_entropy", "estimate@tiny-masj_reasoning_steps",
-    } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}  # fmt: skip
+        "check_params",
+        "prepare",
+        "entropy@tiny",
+        "split@tiny",
+        "teacher",
+        "sets@tiny",
+        "report",
+        "compare_estimators@tiny",
+        "estimate_cot@tiny",
+        "estimate_judge@tiny-reasoning_steps",
+    } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}
     compared = json.loads((project / "metrics/estimators/tiny.json").read_text())
     assert {"single_token_entropy", "cot_mean_entropy", "masj_reasoning_steps"} <= set(compared)
     # single-token entropy's AUC, recomputed with sklearn on the rows every compared estimator scored
     names = [name for name, m in compared.items() if "all" in m]
-    outputs = pd.concat(pd.read_parquet(f) for f in (project / "data/estimators/tiny").glob("*/scores.parquet"))
-    wide = outputs[outputs["estimator"].isin(names)].pivot_table(index="question_id", columns="estimator",
-                                                                   values="score").dropna()  # fmt: skip
+    outputs = pd.concat(pd.read_parquet(f) for f in (project / "data/estimators/tiny").glob("*.parquet"))
+    wide = (
+        outputs[outputs["estimator"].isin(names)]
+        .pivot_table(index="question_id", columns="estimator", values="score")
+        .dropna()
+    )
     scored = pd.read_parquet(project / "data/entropy/tiny/scores.parquet").set_index("question_id")
     rows = scored[scored["validity"] == "option"].join(wide, how="inner")
     assert {compared[name]["all"]["n"] for name in names} == {len(rows)}
     assert compared["single_token_entropy"]["all"]["roc_auc"] == pytest.approx(
-        roc_auc_score(~rows["correct"].astype(bool), rows["entropy"]), abs=1e-6)  # fmt: skip
-    judged = pd.read_parquet(project / "data/estimators/tiny/masj_reasoning_steps/details.parquet")
+        roc_auc_score(~rows["correct"].astype(bool), rows["entropy"]), abs=1e-6
+    )
+    judged = pd.read_parquet(project / "data/estimators/tiny/details/masj_reasoning_steps.parquet")
     n_valid = int((pd.read_parquet(project / "data/entropy/tiny/scores.parquet")["validity"] == "option").sum())
     levels = judged["judgement"].isin(["low", "medium", "high"])
     assert len(judged) == min(48, n_valid) and compared["masj_reasoning_steps"]["n_scored"] == int(levels.sum())
-    details = pd.read_parquet(project / "data/estimators/tiny/cot_entropy/details.parquet")
+    details = pd.read_parquet(project / "data/estimators/tiny/details/cot.parquet")
     first = details.iloc[0]
     assert len(first["token_entropies"]) == first["n_tokens"] and first["mean_entropy"] == pytest.approx(
-        float(np.mean(first["token_entropies"])))  # fmt: skip
-    cot = pd.read_parquet(project / "data/estimators/tiny/cot_entropy/scores.parquet")
-    assert (
-        compared["cot_mean_entropy"]["n_scored"] == cot.query("estimator == 'cot_mean_entropy'")["score"].notna().sum()
+        float(np.mean(first["token_entropies"]))
     )
+    cot = pd.read_parquet(project / "data/estimators/tiny/cot_mean_entropy.parquet")
+    assert compared["cot_mean_entropy"]["n_scored"] == cot["score"].notna().sum()
+    assert set(cot["estimator"]) == {"cot_mean_entropy"} and set(cot["units"]) == {"nats"}
+    judged_scores = pd.read_parquet(project / "data/estimators/tiny/masj_reasoning_steps.parquet")
+    assert set(judged_scores["levels"]) == {3}  # the judge's file declares its ordinal levels
     prepared = json.loads((project / "metrics/prepare.json").read_text())
     assert (prepared["n_train"], prepared["n_test"]) == (128, 32)
     ent = json.loads((project / "metrics/entropy/tiny.json").read_text())
@@ -78,8 +92,17 @@ def test_threshold_experiment_reruns_only_split(project):
     before = lock(project)
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
     ran = ran_stages(out)
-    assert ran == {"check_params", "split@tiny", "teacher", "sets@tiny", "train@tiny-caft", "train@tiny-random",
-                   "eval@tiny-caft", "eval@tiny-random", "report"}  # fmt: skip
+    assert ran == {
+        "check_params",
+        "split@tiny",
+        "teacher",
+        "sets@tiny",
+        "train@tiny-caft",
+        "train@tiny-random",
+        "eval@tiny-caft",
+        "eval@tiny-random",
+        "report",
+    }
     after = lock(project)
     assert after["entropy@tiny"] == before["entropy@tiny"] and after["prepare"] == before["prepare"]
     assert after["split@tiny"]["params"]["params.yaml"]["split.threshold"] == 0.5
@@ -109,17 +132,30 @@ def test_compat_parsed_only_reaches_the_report(project):
 def test_estimator_switch_reruns_split_not_the_estimators(project):
     out = run(["dvc", "exp", "run", "-S", "split.estimator=cot_mean_entropy"], project)
     ran = ran_stages(out)
-    assert "split@tiny" in ran and not {s for s in ran if s.startswith(("estimate@", "entropy@", "prepare"))}
+    assert "split@tiny" in ran and not {s for s in ran if s.startswith(("estimate_", "entropy@", "prepare"))}
     split = json.loads((project / "metrics/split/tiny.json").read_text())
     assert split["estimator"] == "cot_mean_entropy"
     out = run(["dvc", "exp", "run", "-S", "split.estimator=single_token_entropy"], project)
-    assert "Running stage 'estimate@" not in out
+    assert "Running stage 'estimate_" not in out
 
 
 def test_stage_errors_are_one_line_and_leave_no_output(project):
-    cmd = [sys.executable, "stages/split.py", "--model", "tiny", "--scores", "data/entropy/tiny/scores.parquet",
-           "--estimators", "data/estimators/tiny", "--out", "bad-out", "--metrics", "bad.json",
-           "--params", "bad-params.yaml"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "stages/split.py",
+        "--model",
+        "tiny",
+        "--scores",
+        "data/entropy/tiny/scores.parquet",
+        "--estimator",
+        "data/estimators/tiny/single_token_entropy.parquet",
+        "--out",
+        "bad-out",
+        "--metrics",
+        "bad.json",
+        "--params",
+        "bad-params.yaml",
+    ]
     proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr == "error: params file not found: bad-params.yaml\n"
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -142,10 +178,21 @@ def test_bad_question_file_stops_prepare(project, tmp_path):
     params["data"]["file"]["path"] = str(bad)
     (project / "file-params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(
-        [sys.executable, "stages/prepare.py", "--out-dir", "bad-prep", "--metrics", "bad-prep.json",
-         "--params", "file-params.yaml"],
-        cwd=project, env=env(), capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "stages/prepare.py",
+            "--out-dir",
+            "bad-prep",
+            "--metrics",
+            "bad-prep.json",
+            "--params",
+            "file-params.yaml",
+        ],
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr == "error: row 1 (question_id='b'): answer_index 2 is out of range for 2 options\n"
     assert not (project / "bad-prep").exists() and not (project / "bad-prep.json").exists()
@@ -158,8 +205,12 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
     key = "sk-or-v1-THIS-IS-SECRET-42"
     with FakeOpenAI({}) as api:
         key_env = env(CAFT_TEST_KEY=key)
-        sets = ["teacher.backend=openai", f"teacher.openai.base_url={api.base_url}",
-                "teacher.openai.api_key_env=CAFT_TEST_KEY", "teacher.openai.backoff_base_s=0.01"]  # fmt: skip
+        sets = [
+            "teacher.backend=openai",
+            f"teacher.openai.base_url={api.base_url}",
+            "teacher.openai.api_key_env=CAFT_TEST_KEY",
+            "teacher.openai.backoff_base_s=0.01",
+        ]
         cmd = ["dvc", "exp", "run", *[arg for s in sets for arg in ("-S", s)]]
         proc = subprocess.run(cmd, cwd=project, env=key_env, capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -183,6 +234,10 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
     assert "Data and pipelines are up to date." in run(["dvc", "status"], clone)
     out = run(["dvc", "repro"], clone)
     assert "Running stage" not in out and "didn't change, skipping" in out
-    for path in ("data/teacher/cache/traces.jsonl", "models/tiny/caft/adapter_model.safetensors",
-                 "data/split/tiny/assignments.parquet", "data/eval/tiny/caft/predictions.parquet"):  # fmt: skip
+    for path in (
+        "data/teacher/cache/traces.jsonl",
+        "models/tiny/caft/adapter_model.safetensors",
+        "data/split/tiny/assignments.parquet",
+        "data/eval/tiny/caft/predictions.parquet",
+    ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path

@@ -82,8 +82,15 @@ def test_arithmetic_rationale_steps_are_right():
 
 
 def test_mmlu_pro_records_drop_na_and_reindex():
-    rec = {"question_id": 5, "question": "Q", "options": ["N/A", "x", "N/A", "y"], "answer_index": 3,
-           "category": "law", "cot_content": "", "src": "ori"}  # fmt: skip
+    rec = {
+        "question_id": 5,
+        "question": "Q",
+        "options": ["N/A", "x", "N/A", "y"],
+        "answer_index": 3,
+        "category": "law",
+        "cot_content": "",
+        "src": "ori",
+    }
     df = mmlu_pro.from_records([rec])
     assert df["options"][0] == ["x", "y"] and df["answer_index"][0] == 1 and df["question_id"][0] == "5"
     with pytest.raises(CaftError, match="question 6: the answer is an N/A option"):

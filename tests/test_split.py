@@ -4,20 +4,39 @@ import pytest
 
 from caft.errors import CaftError
 from caft.params import SplitParams, parse_params
+from caft.scores import Kind, read
 from caft.split import assign_bands, cut_points, make_split, select_score
 
 
 def _table() -> pd.DataFrame:
     """20 valid train rows with entropies 0.1..2.0, 9 valid test rows, 3 invalid rows."""
-    train = pd.DataFrame({"question_id": [f"tr{i:02d}" for i in range(20)], "subset": "train",
-                          "entropy": np.round(np.arange(1, 21) * 0.1, 2), "validity": "option"})  # fmt: skip
+    train = pd.DataFrame(
+        {
+            "question_id": [f"tr{i:02d}" for i in range(20)],
+            "subset": "train",
+            "entropy": np.round(np.arange(1, 21) * 0.1, 2),
+            "validity": "option",
+        }
+    )
     train["correct"] = train["entropy"] < 1.0
-    test = pd.DataFrame({"question_id": [f"te{i}" for i in range(9)], "subset": "test",
-                         "entropy": [0.05, 0.2, 0.8, 0.6, 0.7, 1.0, 1.6, 1.7, 1.9], "validity": "option",
-                         "correct": [True] * 9})  # fmt: skip
-    bad = pd.DataFrame({"question_id": ["x1", "x2", "x3"], "subset": ["train", "train", "test"],
-                        "entropy": [0.0, 5.0, 5.0], "validity": ["idk", "other", "other"],
-                        "correct": False})  # fmt: skip
+    test = pd.DataFrame(
+        {
+            "question_id": [f"te{i}" for i in range(9)],
+            "subset": "test",
+            "entropy": [0.05, 0.2, 0.8, 0.6, 0.7, 1.0, 1.6, 1.7, 1.9],
+            "validity": "option",
+            "correct": [True] * 9,
+        }
+    )
+    bad = pd.DataFrame(
+        {
+            "question_id": ["x1", "x2", "x3"],
+            "subset": ["train", "train", "test"],
+            "entropy": [0.0, 5.0, 5.0],
+            "validity": ["idk", "other", "other"],
+            "correct": False,
+        }
+    )
     table = pd.concat([train, test, bad], ignore_index=True)
     table["entropy_options"] = table["entropy"] / 2
     return table
@@ -112,26 +131,48 @@ def test_max_train_pool_does_not_move_with_the_threshold():
 
 def _estimators(levels: list[int]) -> pd.DataFrame:
     ids = [f"tr{i:02d}" for i in range(20)] + [f"te{i}" for i in range(9)]
-    return pd.DataFrame({"question_id": ids[: len(levels)], "estimator": "masj_reasoning_steps",
-                         "score": [float("nan") if v is None else float(v) for v in levels]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "question_id": ids[: len(levels)],
+            "estimator": "masj_reasoning_steps",
+            "score": [float("nan") if v is None else float(v) for v in levels],
+        }
+    )
 
 
 def test_categorical_estimator_bands_by_level():
     levels = [0, 1, 2, 1, 0] * 4 + [2, 1, 0, 2] + [None] * 5  # the last 5 test rows were not scored (malformed)
     table = select_score(_table(), "masj_reasoning_steps", _estimators(levels))
-    out, m = make_split(table, SplitParams(estimator="masj_reasoning_steps"), seed=0, levels=3)
+    kind = Kind(units="level", levels=3)
+    out, m = make_split(table, SplitParams(estimator="masj_reasoning_steps"), seed=0, kind=kind)
     train = out[out["subset"] == "train"]
     assert train.groupby("band").size().to_dict() == {"easy": 8, "medium": 8, "hard": 4}
     assert set(train.loc[train["band"] == "hard", "score"]) == {2.0}
-    assert (m["cut_easy"], m["cut_hard"], m["n_excluded_unscored"]) == (1.0, 2.0, 5)
+    assert (m["cut_easy"], m["cut_hard"], m["n_excluded_unscored"], m["cut_units"]) == (1.0, 2.0, 5, "level")
     assert len(out[out["subset"] == "test"]) == 4
 
 
-def test_unknown_estimator_is_one_clear_error():
+def test_an_estimator_no_stage_writes_is_one_clear_error(tmp_path):
+    base = {"students": ["s"], "models": {"s": {"ref": "tiny"}}}
     with pytest.raises(
-        CaftError, match=r"^split.estimator=cot_mean_entropy: no such estimator output \(available: masj"
+        CaftError,
+        match=r"^invalid params: split.estimator=cot_mean_entropy is not computed for "
+        r"student s: add the student to its family's estimators.<family>.students$",
     ):
-        select_score(_table(), "cot_mean_entropy", _estimators([0, 1]))
+        parse_params({**base, "split": {"estimator": "cot_mean_entropy"}})
+    with pytest.raises(
+        CaftError,
+        match=r"^invalid params: split.estimator=cot_typo is no estimator \(known: "
+        r"single_token_entropy, single_token_entropy_options, cot_answer_entropy",
+    ):
+        parse_params({**base, "split": {"estimator": "cot_typo"}})
+    assert parse_params(
+        {**base, "split": {"estimator": "cot_mean_entropy"}, "estimators": {"cot": {"students": ["s"]}}}
+    )
+    with pytest.raises(CaftError, match=r"^no estimator output .*/cot_mean_entropy.parquet \(is the stage"):
+        read(tmp_path / "cot_mean_entropy.parquet")
+    with pytest.raises(CaftError, match=r"^split.estimator=cot_mean_entropy: no such column of the entropy table"):
+        select_score(_table(), "cot_mean_entropy")
 
 
 def test_compat_medium_overlap_reproduces_the_authors_band():

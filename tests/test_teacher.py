@@ -16,11 +16,23 @@ KEY = "sk-test-SECRET-0123456789"
 
 
 def _params(base_url: str = "http://127.0.0.1:9/v1", **teacher) -> object:
-    openai = {"base_url": base_url, "model": "m", "api_key_env": "CAFT_TEST_KEY", "concurrency": 4,
-              "timeout_s": 0.4, "max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05}  # fmt: skip
+    openai = {
+        "base_url": base_url,
+        "model": "m",
+        "api_key_env": "CAFT_TEST_KEY",
+        "concurrency": 4,
+        "timeout_s": 0.4,
+        "max_retries": 3,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
     openai.update(teacher.pop("openai", {}))
-    raw = {"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, "strategies": ["distill"],
-           "teacher": {"backend": "openai", "max_tokens": 64, "openai": openai, **teacher}}  # fmt: skip
+    raw = {
+        "students": ["tiny"],
+        "models": {"tiny": {"ref": "tiny"}},
+        "strategies": ["distill"],
+        "teacher": {"backend": "openai", "max_tokens": 64, "openai": openai, **teacher},
+    }
     return parse_params(raw)
 
 
@@ -51,12 +63,23 @@ def _key(monkeypatch):
 def test_faults_are_retried_with_exact_call_counts(tmp_path):
     q = _questions(6)
     answers = dict(zip(q["question"], q["answer_index"], strict=True))
-    script = {"Q1?": ["429", "ok"], "Q2?": ["500", "500", "ok"], "Q3?": ["hang", "ok"], "Q4?": ["badjson", "ok"],
-              "Q5?": ["length"]}  # fmt: skip
+    script = {
+        "Q1?": ["429", "ok"],
+        "Q2?": ["500", "500", "ok"],
+        "Q3?": ["hang", "ok"],
+        "Q4?": ["badjson", "ok"],
+        "Q5?": ["length"],
+    }
     with FakeOpenAI(answers, script, retry_after="0.3") as api:
         table, m = _run(_params(api.base_url), q, tmp_path)
-    assert {f"Q{i}?": api.count(f"Q{i}?") for i in range(6)} == {"Q0?": 1, "Q1?": 2, "Q2?": 3, "Q3?": 2, "Q4?": 2,
-                                                                 "Q5?": 1}  # fmt: skip
+    assert {f"Q{i}?": api.count(f"Q{i}?") for i in range(6)} == {
+        "Q0?": 1,
+        "Q1?": 2,
+        "Q2?": 3,
+        "Q3?": 2,
+        "Q4?": 2,
+        "Q5?": 1,
+    }
     (first, _), (second, _) = api.calls["Q1?"]
     assert second - first >= 0.3  # Retry-After honoured
     assert api.auth == {f"Bearer {KEY}"}
@@ -65,7 +88,13 @@ def test_faults_are_retried_with_exact_call_counts(tmp_path):
     assert table.loc["q5", "finish_reason"] == "length"
     assert list(table["attempts"]) == [1, 2, 3, 2, 2, 1]
     assert (m["requested"], m["new_calls"], m["api_attempts"], m["failures"], m["kept"], m["truncated"]) == (
-        6, 6, 11, 0, 5, 1)  # fmt: skip
+        6,
+        6,
+        11,
+        0,
+        5,
+        1,
+    )
     assert (m["prompt_tokens"], m["completion_tokens"]) == (300, 60)
 
 
@@ -102,8 +131,15 @@ def test_missing_key_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_threshold_change_requests_exactly_the_newly_hard_uncached_items(tmp_path):
-    scores = pd.DataFrame({"question_id": [f"q{i}" for i in range(40)], "subset": ["train"] * 40,
-                           "entropy": [i / 10 for i in range(40)], "validity": "option", "correct": False})  # fmt: skip
+    scores = pd.DataFrame(
+        {
+            "question_id": [f"q{i}" for i in range(40)],
+            "subset": ["train"] * 40,
+            "entropy": [i / 10 for i in range(40)],
+            "validity": "option",
+            "correct": False,
+        }
+    )
     questions = make_questions(40).assign(question=[f"Q{i}?" for i in range(40)])
     old, _ = make_split(scores, SplitParams(threshold=0.75), seed=0)
     new, _ = make_split(scores, SplitParams(threshold=0.5), seed=0)
@@ -127,15 +163,32 @@ def test_dry_run_plan_counts_calls_tokens_and_cost(tmp_path):
     p = _params(price_prompt_per_m=1.0, price_completion_per_m=2.0)
     requests = _requests(p, q)
     cache = TraceCache(tmp_path)
-    cache.put({"key": requests[0].key, "question_id": "q0", "teacher": "x", "backend": "openai", "text": "t",
-               "finish_reason": "stop", "prompt_tokens": 40, "completion_tokens": 100, "latency_s": 0.1,
-               "attempts": 1})  # fmt: skip
+    cache.put(
+        {
+            "key": requests[0].key,
+            "question_id": "q0",
+            "teacher": "x",
+            "backend": "openai",
+            "text": "t",
+            "finish_reason": "stop",
+            "prompt_tokens": 40,
+            "completion_tokens": 100,
+            "latency_s": 0.1,
+            "attempts": 1,
+        }
+    )
     plan = run.plan(requests, cache, p.teacher)
     chars = sum(sum(len(m["content"]) for m in r.messages) // 4 for r in requests[1:])
-    assert plan == {"requested": 4, "cache_hits": 1, "calls": 3, "prompt_tokens_est": chars,
-                    "completion_tokens_est": 300, "completion_tokens_max": 192,
-                    "cost_est_usd": round((chars * 1 + 300 * 2) / 1e6, 4),
-                    "cost_max_usd": round((chars * 1 + 192 * 2) / 1e6, 4)}  # fmt: skip
+    assert plan == {
+        "requested": 4,
+        "cache_hits": 1,
+        "calls": 3,
+        "prompt_tokens_est": chars,
+        "completion_tokens_est": 300,
+        "completion_tokens_max": 192,
+        "cost_est_usd": round((chars * 1 + 300 * 2) / 1e6, 4),
+        "cost_max_usd": round((chars * 1 + 192 * 2) / 1e6, 4),
+    }
 
 
 def test_cache_key_depends_on_prompt_model_and_sampling():
@@ -185,8 +238,9 @@ def test_oracle_traces_and_label():
 
 def test_import_backend_joins_on_id(tmp_path):
     q = _questions(3)
-    pd.DataFrame({"question_id": ["q0", "q1"], "distill_response": ["So the answer is (A).", "the answer is (A)"]}
-                 ).to_csv(tmp_path / "traces.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"question_id": ["q0", "q1"], "distill_response": ["So the answer is (A).", "the answer is (A)"]}
+    ).to_csv(tmp_path / "traces.csv", index=False)
     p = _params(backend="import", **{"import": {"path": str(tmp_path / "traces.csv"), "label": "deepseek-v3"}})
     table, m = _run(p, q, tmp_path / "cache")
     assert list(table["correct"]) == [True, False, False]
@@ -205,12 +259,23 @@ def test_hf_backend_on_the_tiny_model(tmp_path):
 
 
 def test_strategy_cot_masks():
-    a = pd.DataFrame({"question_id": list("abcdef"), "subset": ["train"] * 4 + ["validation", "test"],
-                      "band": ["easy", "medium", "hard", "hard", "easy", "hard"],
-                      "random_cot": [True, False, False, False, False, False]})  # fmt: skip
+    a = pd.DataFrame(
+        {
+            "question_id": list("abcdef"),
+            "subset": ["train"] * 4 + ["validation", "test"],
+            "band": ["easy", "medium", "hard", "hard", "easy", "hard"],
+            "random_cot": [True, False, False, False, False, False],
+        }
+    )
     ids = {name: strategies.cot_question_ids(a, [name]) for name in strategies.STRATEGIES}
-    assert ids == {"sft": set(), "curriculum": set(), "distill": set("abcde"), "caft": {"c", "d"},
-                   "random": {"a"}, "alternative": {"a", "e"}}  # fmt: skip
+    assert ids == {
+        "sft": set(),
+        "curriculum": set(),
+        "distill": set("abcde"),
+        "caft": {"c", "d"},
+        "random": {"a"},
+        "alternative": {"a", "e"},
+    }
     from caft.params import STRATEGY_NAMES
 
     assert tuple(strategies.STRATEGIES) == STRATEGY_NAMES
@@ -249,8 +314,14 @@ def test_machine_store_outlives_the_dvc_output_and_is_adopted_back(tmp_path, res
 
 def test_failures_beyond_max_failures_stop_with_counts():
     p = _params()
-    summary = {"requested": 10, "failures": 2, "failures_http_500": 1, "failures_timeout": 1, "new_traces": 5,
-               "cache_hits": 3}  # fmt: skip
+    summary = {
+        "requested": 10,
+        "failures": 2,
+        "failures_http_500": 1,
+        "failures_timeout": 1,
+        "new_traces": 5,
+        "cache_hits": 3,
+    }
     with pytest.raises(CaftError) as exc:
         run.check_failures(summary, p.teacher)
     assert str(exc.value) == (
@@ -264,19 +335,27 @@ def test_failures_beyond_max_failures_stop_with_counts():
 def test_dataset_backend_closes_each_own_rationale_with_the_marker():
     """GSM8K-style number rows and MedMCQA-style choice rows: the source's solution, then the marker; a row
     without one is a failure, never an empty trace."""
-    rows = pd.DataFrame({
-        "question_id": ["g1", "m1", "g2"], "question": ["How many clips?", "Which vitamin?", "How far?"],
-        "options": [[], ["A1", "B12", "C", "D"], []], "answer_index": [-1, 1, -1], "answer": ["72", "", "5"],
-        "category": "x", "rationale": ["48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.", "B12 deficiency causes it.", ""],
-    })  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "question_id": ["g1", "m1", "g2"],
+            "question": ["How many clips?", "Which vitamin?", "How far?"],
+            "options": [[], ["A1", "B12", "C", "D"], []],
+            "answer_index": [-1, 1, -1],
+            "answer": ["72", "", "5"],
+            "category": "x",
+            "rationale": ["48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.", "B12 deficiency causes it.", ""],
+        }
+    )
     p = parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "dataset"}})
     requests = run.build_requests(rows, set(rows["question_id"]), p.teacher)
     got: dict[str, str] = {}
     outcome = backends.BACKENDS["dataset"].run(
         requests, p.teacher, lambda req, resp: got.update({req.question_id: resp["text"]})
     )
-    assert got == {"g1": "48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.\nThe answer is 72.",
-                   "m1": "B12 deficiency causes it.\nSo the answer is (B)."}  # fmt: skip
+    assert got == {
+        "g1": "48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.\nThe answer is 72.",
+        "m1": "B12 deficiency causes it.\nSo the answer is (B).",
+    }
     assert list(outcome.failures.values()) == ["no_rationale"]
     assert run.teacher_label(p.teacher) == "dataset:own-rationale" and not backends.BACKENDS["dataset"].paid
 

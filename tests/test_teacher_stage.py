@@ -26,20 +26,46 @@ def _workspace(root: Path, base_url: str, n: int) -> list[str]:
     q.to_parquet(root / "data/prepared/train.parquet", index=False)
     q.head(0).to_parquet(root / "data/prepared/test.parquet", index=False)
     (root / "data/split/tiny").mkdir(parents=True)
-    pd.DataFrame({"question_id": q["question_id"], "subset": "train", "band": "hard", "score": 1.0,
-                  "correct": False, "balanced": False, "random_cot": False}
-                 ).to_parquet(root / "data/split/tiny/assignments.parquet", index=False)  # fmt: skip
-    params = {"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, "strategies": ["caft"],
-              "teacher": {"backend": "openai", "openai": {"base_url": base_url, "model": "m",
-                          "api_key_env": "CAFT_TEST_KEY", "concurrency": 2, "timeout_s": 5}}}  # fmt: skip
+    pd.DataFrame(
+        {
+            "question_id": q["question_id"],
+            "subset": "train",
+            "band": "hard",
+            "score": 1.0,
+            "correct": False,
+            "balanced": False,
+            "random_cot": False,
+        }
+    ).to_parquet(root / "data/split/tiny/assignments.parquet", index=False)
+    params = {
+        "students": ["tiny"],
+        "models": {"tiny": {"ref": "tiny"}},
+        "strategies": ["caft"],
+        "teacher": {
+            "backend": "openai",
+            "openai": {
+                "base_url": base_url,
+                "model": "m",
+                "api_key_env": "CAFT_TEST_KEY",
+                "concurrency": 2,
+                "timeout_s": 5,
+            },
+        },
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return list(q["question"])
 
 
 def _stage(root: Path) -> subprocess.Popen:
     env = {**os.environ, "CAFT_TEST_KEY": KEY}
-    return subprocess.Popen([sys.executable, str(REPO / "stages/teacher.py")], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "stages/teacher.py")],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _stored(root: Path) -> list[dict]:
@@ -89,12 +115,21 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_no_success(tmp_pa
 def test_dry_run_prints_the_bill_and_writes_nothing(tmp_path):
     _workspace(tmp_path, "http://127.0.0.1:9/v1", 5)
     env = {**os.environ, "CAFT_TEST_KEY": KEY}
-    proc = subprocess.run([sys.executable, str(REPO / "stages/teacher.py"), "--dry-run"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages/teacher.py"), "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert (plan["teacher"], plan["requested"], plan["calls"], plan["completion_tokens_max"]) == (
-        "openai:m", 5, 5, 5 * 2048)  # fmt: skip
+        "openai:m",
+        5,
+        5,
+        5 * 2048,
+    )
     assert not (tmp_path / "data/teacher").exists() and not (tmp_path / "metrics").exists()
 
 
@@ -103,8 +138,9 @@ def test_a_key_pasted_as_api_key_env_is_refused_and_never_printed(tmp_path):
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["teacher"]["openai"]["api_key_env"] = KEY
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, str(REPO / "stages/teacher.py")], cwd=tmp_path, capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages/teacher.py")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (
         "error: invalid params: teacher.openai.api_key_env: must be the NAME of an environment variable (A-Z, 0-9, "

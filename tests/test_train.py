@@ -24,10 +24,24 @@ def _params(**train_overrides):
 def _data(n: int = 16):
     q = generate(SyntheticData(n_questions=n), 0)
     bands = (["easy", "medium", "hard", "medium"] * n)[:n]
-    a = pd.DataFrame({"question_id": q["question_id"], "subset": "train", "band": bands, "score": 1.0,
-                      "correct": False, "balanced": False, "random_cot": [i % 4 == 0 for i in range(n)]})  # fmt: skip
-    traces = pd.DataFrame({"question_id": q["question_id"], "trace": q["rationale"] + " So the answer is (A).",
-                           "kept": [i != 2 for i in range(n)]})  # fmt: skip
+    a = pd.DataFrame(
+        {
+            "question_id": q["question_id"],
+            "subset": "train",
+            "band": bands,
+            "score": 1.0,
+            "correct": False,
+            "balanced": False,
+            "random_cot": [i % 4 == 0 for i in range(n)],
+        }
+    )
+    traces = pd.DataFrame(
+        {
+            "question_id": q["question_id"],
+            "trace": q["rationale"] + " So the answer is (A).",
+            "kept": [i != 2 for i in range(n)],
+        }
+    )
     return q, a, traces
 
 
@@ -46,8 +60,10 @@ def test_caft_set_phases_and_dropped_traces():
     msgs = json.loads(answer_row["messages"])
     assert msgs[0]["content"].endswith("Write down ONLY the LETTER of the correct answer and nothing else.")
     cot_row = table[table["phase"] == 1].iloc[0]
-    assert cot_row["completion"].endswith("So the answer is (A).") and "Think step by step" in json.loads(
-        cot_row["messages"])[0]["content"]  # fmt: skip
+    assert (
+        cot_row["completion"].endswith("So the answer is (A).")
+        and "Think step by step" in json.loads(cot_row["messages"])[0]["content"]
+    )
 
 
 def test_sft_set_does_not_depend_on_bands():
@@ -65,15 +81,19 @@ def test_only_completion_tokens_carry_labels(tiny_model):
     p = _params()
     q, a, traces = _data(4)
     table, _ = sets.build("sft", a, q, traces, p)
-    trainer = SFTTrainer(model=train._base_model(_setup(p, "sft", table), False),
-                         args=train._sft_config(p, REPO / ".caft" / "unused", 1, False, False),
-                         train_dataset=train.to_dataset(table), processing_class=tok)  # fmt: skip
+    trainer = SFTTrainer(
+        model=train._base_model(_setup(p, "sft", table), False),
+        args=train._sft_config(p, REPO / ".caft" / "unused", 1, False, False),
+        train_dataset=train.to_dataset(table),
+        processing_class=tok,
+    )
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels, ids = batch["labels"][0], batch["input_ids"][0]
     labelled = (labels != -100).nonzero().flatten().tolist()
     messages = json.loads(table["messages"][0])
-    n_prompt = len(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)[
-        "input_ids"])  # fmt: skip
+    n_prompt = len(
+        tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    )
     assert labelled == list(range(n_prompt, len(ids)))
     assert tok.decode(ids[labelled]) == table["completion"][0] + "<|im_end|>\n"
     assert torch.equal(labels[labelled], ids[labelled])
@@ -187,16 +207,27 @@ def test_target_token_accounting(tiny_model):
     rows = pd.DataFrame({"phase": [0, 0, 1], "kind": ["answer", "answer", "cot"], "completion": ["A", "B", "x y z"]})
     n_cot = len(tok.encode("x y z", add_special_tokens=False))
     got = train.target_tokens(tok, rows, [5, 5])
-    assert got == {"target_tokens_one_pass": 2 + n_cot, "target_tokens_epoch_weighted": 5.0 * (2 + n_cot),
-                   "answer_target_tokens": 2, "cot_target_tokens": n_cot}  # fmt: skip
+    assert got == {
+        "target_tokens_one_pass": 2 + n_cot,
+        "target_tokens_epoch_weighted": 5.0 * (2 + n_cot),
+        "answer_target_tokens": 2,
+        "cot_target_tokens": n_cot,
+    }
     assert train.target_tokens(tok, rows, [10, 2])["target_tokens_epoch_weighted"] == 20.0 + 2 * n_cot
 
 
 def _tiny(config_cls, **extra):
     from transformers import AutoModelForCausalLM
 
-    config = config_cls(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=2, **extra)  # fmt: skip
+    config = config_cls(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        **extra,
+    )
     return AutoModelForCausalLM.from_config(config)
 
 

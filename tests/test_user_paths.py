@@ -105,8 +105,16 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
     bands = pd.read_parquet(root / "data/split/qwen2_5_3b/assignments.parquet").set_index("question_id")["band"]
     failing = list(train.loc[train["question_id"].map(bands) != "hard", "question"][:3])  # distill's, not caft's
     with FakeOpenAI({}, script={q: ["500"] * 50 for q in failing}) as api:
-        teacher = ["-S", "teacher.backend=openai", "-S", f"teacher.openai.base_url={api.base_url}",
-                   "-S", "teacher.openai.api_key_env=CAFT_TEST_KEY", "-S", "teacher.openai.max_retries=0"]  # fmt: skip
+        teacher = [
+            "-S",
+            "teacher.backend=openai",
+            "-S",
+            f"teacher.openai.base_url={api.base_url}",
+            "-S",
+            "teacher.openai.api_key_env=CAFT_TEST_KEY",
+            "-S",
+            "teacher.openai.max_retries=0",
+        ]
 
         def calls() -> int:
             return sum(api.count(q) for q in train["question"])
@@ -117,16 +125,20 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
         run(["git", "commit", "-qm", "caft traces"], root)
         hard = calls()
         # 2. distill needs every train item; 3 fail after every retry: the stage stops, keeping the rest
-        proc = call(["dvc", "exp", "run", *teacher, "-S", "strategies=[caft,distill]", "teacher"], root,
-                    CAFT_TEST_KEY=key)  # fmt: skip
+        proc = call(
+            ["dvc", "exp", "run", *teacher, "-S", "strategies=[caft,distill]", "teacher"], root, CAFT_TEST_KEY=key
+        )
         assert proc.returncode != 0
-        assert (f"error: teacher: 3 of {len(train)} item(s) failed after every retry (http_500: 3); "
-                f"{len(train) - hard - 3} trace(s) received now and {hard} cached are kept") in proc.stderr  # fmt: skip
+        assert (
+            f"error: teacher: 3 of {len(train)} item(s) failed after every retry (http_500: 3); "
+            f"{len(train) - hard - 3} trace(s) received now and {hard} cached are kept"
+        ) in proc.stderr
         assert calls() == len(train)
         # 3. `dvc exp run` again (the README's sweep command): only the 3 failed items are requested
         api.script = {}
-        out = run(["dvc", "exp", "run", *teacher, "-S", "strategies=[caft,distill]", "teacher"], root,
-                  CAFT_TEST_KEY=key)  # fmt: skip
+        out = run(
+            ["dvc", "exp", "run", *teacher, "-S", "strategies=[caft,distill]", "teacher"], root, CAFT_TEST_KEY=key
+        )
         assert "teacher" in ran_stages(out) and calls() == len(train) + 3
         metrics = json.loads((root / "metrics/teacher.json").read_text())
         assert (metrics["requested"], metrics["new_traces"], metrics["failures"]) == (len(train), 3, 0)
@@ -135,8 +147,7 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
         run(["git", "add", "-A"], root)
         run(["git", "commit", "-qm", "all traces"], root)
         # 4. a temp-dir experiment and a queued one re-run the teacher from the committed state: no request
-        out = run(["dvc", "exp", "run", "--temp", "-S", "teacher.max_failures=1", "teacher"], root,
-                  CAFT_TEST_KEY=key)  # fmt: skip
+        out = run(["dvc", "exp", "run", "--temp", "-S", "teacher.max_failures=1", "teacher"], root, CAFT_TEST_KEY=key)
         assert "teacher" in ran_stages(out)
         run(["dvc", "exp", "run", "--queue", "-S", "teacher.max_failures=2", "teacher"], root, CAFT_TEST_KEY=key)
         run(["dvc", "queue", "start", "-j", "1"], root, CAFT_TEST_KEY=key)

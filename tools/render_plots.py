@@ -20,8 +20,9 @@ def main(
 ) -> None:
     import vl_convert
 
-    shown = json.loads(subprocess.run(["dvc", "plots", "show", "--json"], capture_output=True, text=True,
-                                      check=True).stdout)  # fmt: skip
+    shown = json.loads(
+        subprocess.run(["dvc", "plots", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    )
     out.mkdir(parents=True, exist_ok=True)
     for name, renders in shown.get("data", {}).items():
         if not re.search(match, name):

@@ -24,6 +24,8 @@ standalone A-J), used only for the `accuracy_tiger` metric that claims their beh
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 LETTERS = "ABCDEFGHIJ"
@@ -61,8 +63,20 @@ def letter_cascade(text: str, n_options: int) -> int | None:
 
 
 def extract(text: str, n_options: int, marker: str) -> int | None:
-    """Dispatch on the answer format: `brackets` ([[n]]) or `answer_is` (letters)."""
+    """Dispatch on the teacher marker: `brackets` ([[n]]) or `answer_is` (letters)."""
     return last_bracket(text, n_options) if marker == "brackets" else letter_cascade(text, n_options)
+
+
+_FIRST_ID_NUMBER = re.compile(r"(?<!\d)(\d{1,2})(?!\d)")
+
+
+def direct_option(text: str, n_options: int, option_ids: str) -> int | None:
+    """A direct answer to a choice question: the letter cascade, or the first 1-2 digit number for numeric ids."""
+    if option_ids == "letter":
+        return letter_cascade(text, n_options)
+    hit = _FIRST_ID_NUMBER.search(text)
+    value = int(hit.group(1)) if hit else 0
+    return value - 1 if 1 <= value <= n_options else None
 
 
 def tiger_letter(text: str) -> str | None:
@@ -121,11 +135,62 @@ def first_number(text: str) -> str | None:
     return normalize_number(hit.group(0)) if hit else None
 
 
-def cot_answer(text: str, n_options: int, marker: str) -> int | str | None:
-    """The answer a CoT text gives: an option index (choice) or a canonical number (number format)."""
-    return extract(text, n_options, marker) if n_options else number_answer(text)
+Answer = int | str  # an option index (choice) or a canonical number (number)
 
 
-def gold(n_options: int, answer_index: int, answer: str) -> int | str:
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How one answer format is read; eval, the teacher's check and the CoT estimator all read through it.
+
+    `cot(text, n_options, marker)`: the strict answer after a chain of thought; `direct(text, n_options,
+    option_ids)`: the answer right after the prompt (and answer prefix); `flexible(text, n_options, marker)`:
+    the lenient reading reported beside the strict one (None: there is none); `gold(answer_index, answer)`:
+    the gold in the form the readers return; `answer_start[marker]`: a pattern whose group 1 starts where the
+    answer is written after that marker (the CoT estimator reads the answer token's entropy there).
+    """
+
+    cot: Callable[[str, int, str], Answer | None]
+    direct: Callable[[str, int, str], Answer | None]
+    flexible: Callable[[str, int, str], Answer | None] | None  # None: the strict reading is the only one
+    gold: Callable[[int, str], Answer]
+    answer_start: dict[str, re.Pattern]
+
+
+FORMATS: dict[str, AnswerFormat] = {
+    "choice": AnswerFormat(
+        cot=extract,
+        direct=direct_option,
+        flexible=None,  # an option id has no more lenient reading
+        gold=lambda index, answer: index,
+        answer_start={"brackets": re.compile(r"\[\[\s*(\d+)"), "answer_is": re.compile(r"answer is:?\s*\(?([A-J])")},
+    ),
+    "number": AnswerFormat(
+        cot=lambda text, n, marker: number_answer(text),
+        direct=lambda text, n, ids: first_number(text),
+        flexible=lambda text, n, marker: last_number(text),  # lm-evaluation-harness's flexible-extract
+        gold=lambda index, answer: answer,
+        answer_start={  # a number starts at its first character: a sign or a digit
+            "brackets": re.compile(r"\[\[\s*\$?([-+]?\d)"),
+            "answer_is": re.compile(r"answer is:?\s*\$?([-+]?\d)", re.IGNORECASE),
+        },
+    ),
+}
+
+
+def format_name(n_options: int) -> str:
+    """A question's answer format: `choice` when it has options, else `number` (caft.schema's two shapes)."""
+    return "choice" if n_options else "number"
+
+
+def format_of(n_options: int) -> AnswerFormat:
+    return FORMATS[format_name(n_options)]
+
+
+def cot_answer(text: str, n_options: int, marker: str) -> Answer | None:
+    """The answer a CoT text gives (the teacher's check and eval's CoT reading)."""
+    return format_of(n_options).cot(text, n_options, marker)
+
+
+def gold(n_options: int, answer_index: int, answer: str) -> Answer:
     """A question's gold in the form `cot_answer` returns."""
-    return answer_index if n_options else answer
+    return format_of(n_options).gold(answer_index, answer)

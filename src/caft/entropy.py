@@ -36,9 +36,18 @@ from caft.store import JsonlStore
 
 VALIDITY = ("option", "number", "idk", "other", "ambiguous")
 RESULT_COLUMNS = [
-    "entropy", "entropy_options", "p_options", "p_top", "pred_token_id", "pred_token", "pred_index", "pred_answer",
-    "continuation", "validity", "correct",
-]  # fmt: skip
+    "entropy",
+    "entropy_options",
+    "p_options",
+    "p_top",
+    "pred_token_id",
+    "pred_token",
+    "pred_index",
+    "pred_answer",
+    "continuation",
+    "validity",
+    "correct",
+]
 
 
 def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
@@ -115,7 +124,7 @@ def render_prompts(questions: pd.DataFrame, tokenizer, cfg: PromptParams) -> lis
         )
         for q, o, c, e in zip(
             questions["question"], questions["options"], questions["category"], questions["expression"], strict=True
-        )  # fmt: skip
+        )
     ]
 
 
@@ -264,17 +273,38 @@ def compute(
     return _assemble(questions, texts, keys, store, tokenizer)
 
 
-def _score_numbers(questions: pd.DataFrame, texts: list[str], keys: list[str], todo: list[int], model, tokenizer,
-                   batch_size: int, max_new_tokens: int, store: PartialStore) -> None:  # fmt: skip
+def _score_numbers(
+    questions: pd.DataFrame,
+    texts: list[str],
+    keys: list[str],
+    todo: list[int],
+    model,
+    tokenizer,
+    batch_size: int,
+    max_new_tokens: int,
+    store: PartialStore,
+) -> None:
     """Free-form rows: one greedy generation per batch; the first step's raw logits give the entropy."""
     gold = questions["answer"].tolist()
 
     def save(batch: list[int], done: list[Generated]) -> None:
-        store.append([{"key": keys[todo[j]], **score_number(g.reduced, g.text, gold[todo[j]], tokenizer)}
-                      for j, g in zip(batch, done, strict=True)])  # fmt: skip
+        store.append(
+            [
+                {"key": keys[todo[j]], **score_number(g.reduced, g.text, gold[todo[j]], tokenizer)}
+                for j, g in zip(batch, done, strict=True)
+            ]
+        )
 
-    greedy(model, tokenizer, [texts[i] for i in todo], max_new_tokens, batch_size,
-           per_step=lambda logits, _ids: logits[0], desc="entropy", on_batch=save)  # fmt: skip
+    greedy(
+        model,
+        tokenizer,
+        [texts[i] for i in todo],
+        max_new_tokens,
+        batch_size,
+        per_step=lambda logits, _ids: logits[0],
+        desc="entropy",
+        on_batch=save,
+    )
 
 
 def _assemble(questions: pd.DataFrame, texts: list[str], keys: list[str], store: PartialStore, tokenizer):

@@ -7,7 +7,6 @@ predictions, so a threshold change never forces a re-generation for a model that
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +19,6 @@ from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype
 from caft.params import ModelSpec, Params
 from caft.teacher import prompt as teacher_prompt
 
-_FIRST_NUMBER = re.compile(r"(?<!\d)(\d{1,2})(?!\d)")
-
 
 def messages_for(row, mode: str, p: Params) -> list[dict[str, str]]:
     """The prompt a strategy's model is evaluated with: the answer-only prompt, or the teacher's CoT prompt."""
@@ -29,23 +26,18 @@ def messages_for(row, mode: str, p: Params) -> list[dict[str, str]]:
         category = row.category if p.teacher.subject else None
         return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker)
     category = row.category if p.prompt.subject else None
-    return prompts.build_messages(row.question, list(row.options), category, p.train.answer_variant,
-                                  p.prompt.option_ids)  # fmt: skip
+    return prompts.build_messages(
+        row.question, list(row.options), category, p.train.answer_variant, p.prompt.option_ids
+    )
 
 
-def extract(text: str, n_options: int, mode: str, p: Params) -> int | str | None:
-    """CoT: the teacher marker (last `[[n]]`, or the MMLU-Pro letter cascade). Direct: the letter cascade, or
-    the first 1–2 digit number for numeric ids. A number-format question (no options): the strict number
-    cascade after CoT (`answers.number_answer`), the first number of a direct answer."""
+def extract(text: str, n_options: int, mode: str, p: Params) -> answers.Answer | None:
+    """The answer read the way the model was trained to write it: after CoT, the teacher's marker (the teacher
+    stage's own check); directly, after the answer prefix. The question's answer format does the reading."""
+    fmt = answers.format_of(n_options)
     if mode == "cot":
-        return answers.cot_answer(text, n_options, p.teacher.marker)  # the teacher stage's own check
-    if not n_options:
-        return answers.first_number(text)
-    if p.prompt.option_ids == "letter":
-        return answers.letter_cascade(text, n_options)
-    hit = _FIRST_NUMBER.search(text)
-    value = int(hit.group(1)) if hit else 0
-    return value - 1 if 1 <= value <= n_options else None
+        return fmt.cot(text, n_options, p.teacher.marker)
+    return fmt.direct(text, n_options, p.prompt.option_ids)
 
 
 def load_trained(model_dir: Path, device: torch.device):
@@ -78,8 +70,12 @@ def generate_vllm(model_dir: Path, card: dict, texts: list[str], max_new_tokens:
     from caft.models import resolve
 
     base = resolve(ModelSpec(**card["base"]))
-    llm = LLM(model=base.location if card["lora"] else str(model_dir), revision=base.revision if card["lora"] else None,
-              enable_lora=card["lora"], seed=0)  # fmt: skip
+    llm = LLM(
+        model=base.location if card["lora"] else str(model_dir),
+        revision=base.revision if card["lora"] else None,
+        enable_lora=card["lora"],
+        seed=0,
+    )
     lora = LoRARequest("student", 1, str(model_dir)) if card["lora"] else None
     results = llm.generate(texts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), lora_request=lora)
     return [r.outputs[0].text for r in results]
@@ -94,8 +90,9 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
     mode = card["eval_mode"]
     max_new = p.eval.max_new_tokens_cot if mode == "cot" else p.eval.max_new_tokens_direct
     chat = [messages_for(row, mode, p) for row in questions.itertuples(index=False)]
-    prefixes = [prompts.answer_prefix(p.prompt.answer_prefix, e) if mode == "direct" else ""
-                for e in questions["expression"]]  # fmt: skip
+    prefixes = [
+        prompts.answer_prefix(p.prompt.answer_prefix, e) if mode == "direct" else "" for e in questions["expression"]
+    ]
     if p.eval.backend == "hf":
         texts = [prompts.apply_chat_template(tokenizer, m, x) for m, x in zip(chat, prefixes, strict=True)]
         outputs = [g.text for g in greedy(model, tokenizer, texts, max_new, p.eval.batch_size, desc="eval")]
@@ -115,12 +112,14 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
     preds["parsed_index"] = [x if isinstance(x, int) else -1 for x in parsed]
     preds["parsed_answer"] = ["" if x is None else str(x) for x in parsed]
     preds["parsed"] = [x is not None for x in parsed]
-    gold = [answers.gold(n, i, a) for n, i, a in zip(preds["n_options"], preds["answer_index"], preds["answer"],
-                                                    strict=True)]  # fmt: skip
+    gold = [
+        answers.gold(n, i, a)
+        for n, i, a in zip(preds["n_options"], preds["answer_index"], preds["answer"], strict=True)
+    ]
     preds["correct"] = [x is not None and x == g for x, g in zip(parsed, gold, strict=True)]
-    # lm-evaluation-harness's `flexible-extract` for free-form answers: the last number anywhere
+    # the format's lenient reading, where it has one (numbers: lm-evaluation-harness's `flexible-extract`)
     preds["flexible_correct"] = [
-        (answers.last_number(o) == a) if not n else c
-        for o, n, a, c in zip(outputs, preds["n_options"], preds["answer"], preds["correct"], strict=True)
+        c if (fmt := answers.format_of(n)).flexible is None else fmt.flexible(o, n, p.teacher.marker) == g
+        for o, n, g, c in zip(outputs, preds["n_options"], gold, preds["correct"], strict=True)
     ]
     return preds

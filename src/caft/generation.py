@@ -48,10 +48,17 @@ def greedy(
         idx = order[start : start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         gen = model.generate(
-            **enc.to(device), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-            pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None,
-            output_logits=per_step is not None, return_dict_in_generate=True,
-        )  # fmt: skip
+            **enc.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            output_logits=per_step is not None,
+            return_dict_in_generate=True,
+        )
         logits = torch.stack(gen.logits, dim=1).float() if per_step is not None else None
         new = gen.sequences[:, enc["input_ids"].shape[1] :].tolist()
         for row, i in enumerate(idx):

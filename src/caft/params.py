@@ -264,8 +264,7 @@ class TeacherParams(_Strict):
 
     def sampling(self) -> dict:
         """What, besides the prompt and the model, determines a response (part of the cache key)."""
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "seed": self.seed}  # fmt: skip
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
 
 
 STRATEGY_NAMES = tuple(STRATEGIES)
@@ -292,7 +291,7 @@ class TrainParams(_Strict):
             "curriculum": [1, 1, 1],
             "random": [1, 1],
             "alternative": [1, 1],
-        }  # fmt: skip
+        }
     )
     learning_rate: float = Field(1e-4, gt=0)
     batch_size: int = Field(8, ge=1)
@@ -334,25 +333,42 @@ class EstimatorImport(TableSource):
     """A published estimator (e.g. LabARSS/MMLU-Pro-education-level); text levels map to their index in
     `levels`."""
 
+    students: list[str] = Field(default_factory=list)  # the students whose rows it is joined to
     score_column: str = "score"
     name: str = "imported"
     levels: list[str] = Field(default_factory=list)
 
 
-def _default_judge() -> TeacherParams:
-    return TeacherParams(backend="hf", max_tokens=32, hf=TeacherHF(ref="packaged:smollm2-135m-instruct"))
+class CotEstimatorParams(_Strict):
+    """The student's CoT-entropy aggregates (`caft.estimators.cot`)."""
+
+    students: list[str] = Field(default_factory=list)
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class JudgeParams(TeacherParams):
+    """Model-as-judge (`caft.estimators.judge`): any teacher backend, one stage per student x scale."""
+
+    students: list[str] = Field(default_factory=list)
+    # the scales of caft.estimators.judge.SCALES (a test keeps the two in step)
+    scales: list[Literal["education_level", "reasoning_steps"]] = Field(
+        default_factory=lambda: ["education_level", "reasoning_steps"]
+    )
+
+
+def _default_judge() -> JudgeParams:
+    return JudgeParams(backend="hf", max_tokens=32, hf=TeacherHF(ref="packaged:smollm2-135m-instruct"))
 
 
 class EstimatorParams(_Strict):
-    methods: list[Literal["cot_entropy", "masj_education_level", "masj_reasoning_steps", "import"]] = Field(
-        default_factory=lambda: ["cot_entropy"]
-    )
-    max_questions: int | None = Field(96, ge=1)
-    batch_size: int = Field(8, ge=1)
-    cot_max_new_tokens: int = Field(96, ge=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """One block per family of `caft.estimators.registry.FAMILIES`; each runs for the students it lists."""
+
+    max_questions: int | None = Field(96, ge=1)  # the same seeded subset for every family
     n_boot: int = Field(1000, ge=10)
-    judge: TeacherParams = Field(default_factory=_default_judge)
+    cot: CotEstimatorParams = Field(default_factory=CotEstimatorParams)
+    judge: JudgeParams = Field(default_factory=_default_judge)
     import_: EstimatorImport = Field(default_factory=EstimatorImport, alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -380,7 +396,27 @@ class Params(_Strict):
         missing = [s for s in self.strategies if s not in self.train.epochs]
         if missing:
             raise ValueError(f"strategies {missing} have no train.epochs entry")
+        self._estimators_known()
         return self
+
+    def _estimators_known(self) -> None:
+        """Every estimator family scores known students, and the split's estimator is written for each
+        student (a name no stage writes would otherwise surface as a missing DVC dependency)."""
+        from caft.estimators.registry import FAMILIES, available, every_name  # the registry's names only
+
+        for key, family in FAMILIES.items():
+            unknown = [s for s in family.students(self) if s not in self.students]
+            if unknown:
+                raise ValueError(f"estimators.{key}.students {unknown} are not in students {self.students}")
+        name = self.split.estimator
+        if name not in every_name(self):
+            raise ValueError(f"split.estimator={name} is no estimator (known: {', '.join(every_name(self))})")
+        for student in self.students:
+            if name not in available(self, student):
+                raise ValueError(
+                    f"split.estimator={name} is not computed for student {student}: "
+                    "add the student to its family's estimators.<family>.students"
+                )
 
     def model(self, name: str) -> ModelSpec:
         if name not in self.models:

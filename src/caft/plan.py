@@ -18,6 +18,7 @@ import pandas as pd
 
 from caft import strategies
 from caft.errors import CaftError
+from caft.estimators.registry import available
 from caft.io import read_table
 from caft.params import Params
 from caft.profile import resolve
@@ -46,11 +47,16 @@ def standin_scores(n_questions: int, test_fraction: float, seed: int) -> pd.Data
     """An entropy table shaped like the real one: every answer valid, scores gamma(2, 0.5) nats."""
     rng = np.random.default_rng([seed, 2506])
     test = rng.permutation(n_questions) < round(n_questions * test_fraction)
-    return pd.DataFrame({
-        "question_id": [f"standin-{i:05d}" for i in range(n_questions)],
-        "subset": np.where(test, "test", "train"), "entropy": rng.gamma(2.0, 0.5, n_questions),
-        "entropy_options": rng.gamma(1.5, 0.5, n_questions), "validity": "option", "correct": False,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "question_id": [f"standin-{i:05d}" for i in range(n_questions)],
+            "subset": np.where(test, "test", "train"),
+            "entropy": rng.gamma(2.0, 0.5, n_questions),
+            "entropy_options": rng.gamma(1.5, 0.5, n_questions),
+            "validity": "option",
+            "correct": False,
+        }
+    )
 
 
 def _instruction_tokens(p: Params) -> tuple[int, int]:
@@ -70,8 +76,12 @@ def plan(p: Params, n_questions: int) -> dict:
     training = {}
     for name in p.strategies:
         tokens = 0.0
-        for phase, rows, epochs in zip(strategies.get(name).phases, strategies.get(name).phase_masks(assignments),
-                                       p.train.epochs[name], strict=True):  # fmt: skip
+        for phase, rows, epochs in zip(
+            strategies.get(name).phases,
+            strategies.get(name).phase_masks(assignments),
+            p.train.epochs[name],
+            strict=True,
+        ):
             per_item = QUESTION_TOKENS + (cot_extra + COT_TRACE_TOKENS if phase.kind == "cot" else answer_extra + 2)
             tokens += int((rows & (assignments["subset"] == "train")).sum()) * per_item * epochs
         training[name] = tokens
@@ -83,8 +93,11 @@ def plan(p: Params, n_questions: int) -> dict:
             gpu_hours[student] = None
             continue
         train_h = 6 * n_params * sum(training.values()) / (H100_FLOPS * TRAIN_MFU) / 3600
-        generated = sum(n_eval * (p.eval.max_new_tokens_cot if strategies.get(s).eval_mode == "cot"
-                                  else p.eval.max_new_tokens_direct) for s in p.strategies)  # fmt: skip
+        generated = sum(
+            n_eval
+            * (p.eval.max_new_tokens_cot if strategies.get(s).eval_mode == "cot" else p.eval.max_new_tokens_direct)
+            for s in p.strategies
+        )
         eval_h = 2 * n_params * generated / (H100_FLOPS * GENERATE_MFU) / 3600
         gpu_hours[student] = {"train": round(train_h, 2), "eval": round(eval_h, 2)}
     return {
@@ -98,7 +111,7 @@ def plan(p: Params, n_questions: int) -> dict:
             k: round(cost(v * prompt_tokens, v * p.teacher.max_tokens, p.teacher), 2)
             for k, v in calls.items()
             if k != "per_student"
-        },  # fmt: skip
+        },
         "priced": bool(p.teacher.price_prompt_per_m or p.teacher.price_completion_per_m),
         "training_tokens_per_student": {k: int(v) for k, v in training.items()},
         "gpu_hours_h100": gpu_hours,
@@ -107,7 +120,9 @@ def plan(p: Params, n_questions: int) -> dict:
 
 def stage_names(p: Params) -> list[str]:
     names = ["prepare"] + [f"entropy@{s}" for s in p.students]
-    names += [f"estimate@{s}-{m}" for s in p.students for m in p.estimators.methods]
+    names += list(
+        dict.fromkeys(st for s in p.students for st in available(p, s).values() if st.startswith("estimate_"))
+    )
     names += [f"{stage}@{s}" for stage in ("compare_estimators", "split") for s in p.students]
     names += ["teacher"] + [f"sets@{s}" for s in p.students]
     names += [f"{stage}@{s}-{x}" for stage in ("train", "eval") for s in p.students for x in p.strategies]
@@ -120,17 +135,23 @@ def render(result: dict) -> str:
     lines = [
         f"stages ({len(result['stages'])}): " + ", ".join(result["stages"]),
         f"teacher calls: {c['lower']}..{c['upper']} ({c['per_student']} per student; by strategy: "
-        + ", ".join(f"{k} {v}" for k, v in result["teacher_calls_by_strategy"].items()) + ")",
+        + ", ".join(f"{k} {v}" for k, v in result["teacher_calls_by_strategy"].items())
+        + ")",
         "teacher tokens: prompt {lower}..{upper}".format(**result["teacher_prompt_tokens"])
         + ", completion at most {lower}..{upper}".format(**result["teacher_completion_tokens_max"])
-        + (", cost at most ${lower}..${upper}".format(**result["teacher_cost_max_usd"]) if result["priced"]
-           else " (set teacher.price_prompt_per_m / price_completion_per_m for a cost bound)"),
+        + (
+            ", cost at most ${lower}..${upper}".format(**result["teacher_cost_max_usd"])
+            if result["priced"]
+            else " (set teacher.price_prompt_per_m / price_completion_per_m for a cost bound)"
+        ),
         "training tokens per student: "
         + ", ".join(f"{k} {v:,}" for k, v in result["training_tokens_per_student"].items()),
-    ]  # fmt: skip
+    ]
     for student, hours in result["gpu_hours_h100"].items():
-        lines.append(f"H100-hours for {student}: " + ("unknown model size" if hours is None else
-                     f"train ≈ {hours['train']}, eval ≈ {hours['eval']}"))  # fmt: skip
+        lines.append(
+            f"H100-hours for {student}: "
+            + ("unknown model size" if hours is None else f"train ≈ {hours['train']}, eval ≈ {hours['eval']}")
+        )
     return "\n".join(lines)
 
 

@@ -68,8 +68,10 @@ def build_messages(
 def answer_prefix(template: str, expression: str) -> str:
     """`prompt.answer_prefix` for one question; `{expression}` needs the question's formula."""
     if "{expression}" in template and not expression:
-        raise CaftError("prompt.answer_prefix quotes {expression}, but a question has no expression (only "
-                        "synthetic chains and files with an `expression` column carry one)")  # fmt: skip
+        raise CaftError(
+            "prompt.answer_prefix quotes {expression}, but a question has no expression (only "
+            "synthetic chains and files with an `expression` column carry one)"
+        )
     return template.format(expression=expression)
 
 

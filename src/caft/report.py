@@ -33,8 +33,11 @@ def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, pars
 def step_accuracy(preds: pd.DataFrame, difficulty: pd.Series) -> dict:
     """Accuracy per true number of reasoning steps (synthetic data knows it; -1 = unknown is left out)."""
     steps = preds["question_id"].map(difficulty)
-    return {f"steps_{int(k)}_accuracy": round(float(part["correct"].mean()), 6)
-            for k, part in preds.groupby(steps) if k >= 0}  # fmt: skip
+    return {
+        f"steps_{int(k)}_accuracy": round(float(part["correct"].mean()), 6)
+        for k, part in preds.groupby(steps)
+        if k >= 0
+    }
 
 
 def control_line(student: str, entropy: dict) -> str:
@@ -54,11 +57,19 @@ def control_line(student: str, entropy: dict) -> str:
 def band_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per student × strategy × band (accuracy and its 95 % CI): the per-band bar chart's data."""
     return pd.DataFrame(
-        [{"run": f"{r['student']}/{r['strategy']}", "strategy": r["strategy"], "band": band,
-          "accuracy": r[f"band_{band}_accuracy"], "ci_low": r[f"band_{band}_ci_low"],
-          "ci_high": r[f"band_{band}_ci_high"]}
-         for r in rows.to_dict(orient="records") for band in BANDS]
-    )  # fmt: skip
+        [
+            {
+                "run": f"{r['student']}/{r['strategy']}",
+                "strategy": r["strategy"],
+                "band": band,
+                "accuracy": r[f"band_{band}_accuracy"],
+                "ci_low": r[f"band_{band}_ci_low"],
+                "ci_high": r[f"band_{band}_ci_high"],
+            }
+            for r in rows.to_dict(orient="records")
+            for band in BANDS
+        ]
+    )
 
 
 def teacher_usage(sets: pd.DataFrame, traces: pd.DataFrame) -> dict:
@@ -109,8 +120,11 @@ def to_markdown(rows: pd.DataFrame) -> str:
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows.to_dict(orient="records"):
         bands = " / ".join(_band(r, b) for b in BANDS)
-        saved = ("–" if pd.isna(r.get("data_saving_one_pass"))
-                 else f"{r['data_saving_one_pass']:.1%} / {r['data_saving_epoch_weighted']:.1%}")  # fmt: skip
+        saved = (
+            "–"
+            if pd.isna(r.get("data_saving_one_pass"))
+            else f"{r['data_saving_one_pass']:.1%} / {r['data_saving_epoch_weighted']:.1%}"
+        )
         lines.append(
             f"| {r['student']} | {r['strategy']} | {r['balanced_accuracy']:.3f} [{r['balanced_accuracy_ci_low']:.3f}, "
             f"{r['balanced_accuracy_ci_high']:.3f}] | {r['balanced_n']} | {r['accuracy']:.3f} | "
@@ -120,9 +134,15 @@ def to_markdown(rows: pd.DataFrame) -> str:
         )
     steps = sorted({c for c in rows.columns if c.startswith("steps_")}, key=lambda c: int(c.split("_")[1]))
     if steps:
-        lines += ["", "Accuracy by the true number of reasoning steps (all test questions):", "",
-                  "| student | strategy | " + " | ".join(f"{c.split('_')[1]} steps" for c in steps) + " |",
-                  "|---|---|" + "---|" * len(steps)]  # fmt: skip
-        lines += [f"| {r['student']} | {r['strategy']} | " + " | ".join(_fmt(r.get(c)) for c in steps) + " |"
-                  for r in rows.to_dict(orient="records")]  # fmt: skip
+        lines += [
+            "",
+            "Accuracy by the true number of reasoning steps (all test questions):",
+            "",
+            "| student | strategy | " + " | ".join(f"{c.split('_')[1]} steps" for c in steps) + " |",
+            "|---|---|" + "---|" * len(steps),
+        ]
+        lines += [
+            f"| {r['student']} | {r['strategy']} | " + " | ".join(_fmt(r.get(c)) for c in steps) + " |"
+            for r in rows.to_dict(orient="records")
+        ]
     return "\n".join(lines) + "\n"

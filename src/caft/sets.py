@@ -23,8 +23,9 @@ def answer_example(row, p: Params) -> tuple[list[dict], str]:
     id, or the number; after `prompt.answer_prefix`, which the target repeats (the model learns to answer
     from the prefix on, as the entropy and direct eval prompts open it)."""
     category = row.category if p.prompt.subject else None
-    messages = prompts.build_messages(row.question, list(row.options), category, p.train.answer_variant,
-                                      p.prompt.option_ids)  # fmt: skip
+    messages = prompts.build_messages(
+        row.question, list(row.options), category, p.train.answer_variant, p.prompt.option_ids
+    )
     n = len(row.options)
     answer = prompts.option_ids(p.prompt.option_ids, n)[row.answer_index] if n else row.answer
     return messages, prompts.answer_prefix(p.prompt.answer_prefix, row.expression) + answer
@@ -36,8 +37,9 @@ def cot_example(row, p: Params, trace: str) -> tuple[list[dict], str]:
     return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker), trace
 
 
-def build(name: str, assignments: pd.DataFrame, questions: pd.DataFrame, traces: pd.DataFrame, p: Params
-          ) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+def build(
+    name: str, assignments: pd.DataFrame, questions: pd.DataFrame, traces: pd.DataFrame, p: Params
+) -> tuple[pd.DataFrame, dict]:
     """Rows of one strategy's training set, and counts (CoT items without a kept trace are dropped)."""
     strategy = strategies.get(name)
     joined = assignments.merge(questions.drop(columns=["subset"], errors="ignore"), on="question_id")
@@ -52,8 +54,16 @@ def build(name: str, assignments: pd.DataFrame, questions: pd.DataFrame, traces:
                 messages, target = cot_example(row, p, kept[row.question_id])
             else:
                 messages, target = answer_example(row, p)
-            rows.append({"question_id": row.question_id, "subset": row.subset, "phase": phase_no,
-                         "kind": phase.kind, "messages": json.dumps(messages), "completion": target})  # fmt: skip
+            rows.append(
+                {
+                    "question_id": row.question_id,
+                    "subset": row.subset,
+                    "phase": phase_no,
+                    "kind": phase.kind,
+                    "messages": json.dumps(messages),
+                    "completion": target,
+                }
+            )
     table = pd.DataFrame(rows, columns=SET_COLUMNS)
     counts = {f"{name}_phase{k}_n": int((table["phase"] == k).sum()) for k in range(len(strategy.phases))}
     counts[f"{name}_dropped_no_trace"] = dropped

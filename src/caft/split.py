@@ -13,8 +13,8 @@ import pandas as pd
 
 from caft.answers import VALID
 from caft.errors import CaftError
-from caft.estimators import SINGLE_TOKEN
 from caft.params import SplitParams
+from caft.scores import ENTROPY, SINGLE_TOKEN, Kind
 
 BANDS = ("easy", "medium", "hard")
 
@@ -45,30 +45,25 @@ def _sample(index: pd.Index, n: int | None, rng: np.random.Generator) -> pd.Inde
     return pd.Index(sorted(rng.choice(index.to_numpy(), size=n, replace=False)))
 
 
-def select_score(scores: pd.DataFrame, name: str, estimators: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The entropy table with a `score` column: one of its own entropies, or estimator `name` from the long
-    estimator tables (question_id, estimator, score). Rows the estimator did not score get NaN."""
-    out = scores.copy()
-    if name in SINGLE_TOKEN:
-        out["score"] = out[SINGLE_TOKEN[name]].astype(float)
-        return out
-    known = sorted(set(SINGLE_TOKEN) | set(estimators["estimator"].unique() if estimators is not None else []))
-    if estimators is None or name not in set(estimators["estimator"]):
-        raise CaftError(f"split.estimator={name}: no such estimator output (available: {', '.join(known)})")
-    chosen = estimators.loc[estimators["estimator"] == name, ["question_id", "score"]].drop_duplicates("question_id")
-    return out.drop(columns="score", errors="ignore").merge(chosen, on="question_id", how="left")
+def select_score(scores: pd.DataFrame, name: str, estimator: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The entropy table with a `score` column: estimator `name`'s (question_id, score) rows when given (rows
+    it did not score get NaN), else one of the entropy table's own single-token entropies."""
+    if estimator is not None:
+        chosen = estimator[["question_id", "score"]].drop_duplicates("question_id")
+        return scores.drop(columns="score", errors="ignore").merge(chosen, on="question_id", how="left")
+    if name not in SINGLE_TOKEN:
+        raise CaftError(f"split.estimator={name}: no such column of the entropy table (has: {', '.join(SINGLE_TOKEN)})")
+    return scores.assign(score=scores[SINGLE_TOKEN[name]].astype(float))
 
 
-def make_split(
-    scores: pd.DataFrame, cfg: SplitParams, seed: int, levels: int | None = None
-) -> tuple[pd.DataFrame, dict]:
+def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = ENTROPY) -> tuple[pd.DataFrame, dict]:
     """Assign bands and roles to the valid rows of an entropy table.
 
     Cut points come from all valid train rows; `max_train` then keeps a seeded, threshold-independent subset
     of them as the training pool, and the optional per-band caps draw train / validation rows from it.
 
-    A categorical estimator (`levels` ordinal levels 0..levels-1) bands by level instead of thresholds:
-    the lowest level is easy, the highest hard, the rest medium.
+    A categorical estimator (its `kind` declares ordinal levels 0..levels-1) bands by level instead of
+    thresholds: the lowest level is easy, the highest hard, the rest medium.
 
     Returns one row per used question: question_id, subset (train / validation / test), band, score,
     correct (the student's single-token answer), balanced (test rows of the equal-per-band test set) and
@@ -80,8 +75,8 @@ def make_split(
     if valid.empty:
         raise CaftError(f"split.estimator={cfg.estimator} scored none of the rows with a valid answer")
     is_train = valid["subset"] == "train"
-    if levels is not None:  # ordinal levels 0..levels-1: band boundaries at level 1 and at the top level
-        easy_cut, hard_cut = 1.0, float(levels - 1)
+    if kind.levels:  # ordinal levels 0..levels-1: band boundaries at level 1 and at the top level
+        easy_cut, hard_cut = 1.0, float(kind.levels - 1)
     else:
         easy_cut, hard_cut = cut_points(valid.loc[is_train, "score"].to_numpy(), cfg)
     valid["band"] = assign_bands(valid["score"].to_numpy(), easy_cut, hard_cut)
@@ -121,14 +116,15 @@ def make_split(
 
     out = valid[["question_id", "subset", "band", "score", "correct", "balanced", "random_cot"]]
     out = out.sort_values(["subset", "question_id"]).reset_index(drop=True)
-    return out, _metrics(out, scores, cfg, easy_cut, hard_cut)
+    return out, _metrics(out, scores, cfg, (easy_cut, hard_cut), kind)
 
 
-def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, easy_cut: float, hard_cut: float) -> dict:
+def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, cuts: tuple[float, float], kind: Kind) -> dict:
     trained = out[out["subset"].isin(["train", "validation"])]
+    easy_cut, hard_cut = cuts
     metrics: dict = {
         "estimator": cfg.estimator,
-        "cut_units": "nats" if cfg.estimator in SINGLE_TOKEN or "entropy" in cfg.estimator else "score",
+        "cut_units": kind.units,
         "cut_easy": round(easy_cut, 6),
         "cut_hard": round(hard_cut, 6),
         "n_excluded_invalid": int((~scores["validity"].isin(VALID)).sum()),

@@ -24,8 +24,15 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 ANSWER_TOKENS = "ABCDEFGHIJ0123456789"
-TINY_SPEC = {"vocab_size": 768, "hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "seed": 0,
-             "favoured": ANSWER_TOKENS}  # fmt: skip
+TINY_SPEC = {
+    "vocab_size": 768,
+    "hidden_size": 64,
+    "layers": 2,
+    "heads": 4,
+    "kv_heads": 2,
+    "seed": 0,
+    "favoured": ANSWER_TOKENS,
+}
 
 
 def _corpus() -> list[str]:

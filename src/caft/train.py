@@ -29,9 +29,11 @@ DONE = "PHASE_DONE"
 def to_dataset(rows: pd.DataFrame) -> Dataset:
     """Conversational prompt–completion rows: TRL applies the chat template and masks the prompt."""
     return Dataset.from_list(
-        [{"prompt": json.loads(m), "completion": [{"role": "assistant", "content": c}]}
-         for m, c in zip(rows["messages"], rows["completion"], strict=True)]
-    )  # fmt: skip
+        [
+            {"prompt": json.loads(m), "completion": [{"role": "assistant", "content": c}]}
+            for m, c in zip(rows["messages"], rows["completion"], strict=True)
+        ]
+    )
 
 
 def example_length(tokenizer, messages: list[dict], completion: str) -> int:
@@ -55,10 +57,12 @@ def target_tokens(tokenizer, rows: pd.DataFrame, epochs: list[float]) -> dict:
     """Training-target (response) tokens, counted the two ways the paper does: one pass over the data, and
     weighted by each phase's epochs."""
     n = rows["completion"].map(lambda c: len(tokenizer.encode(c, add_special_tokens=False)))
-    out = {"target_tokens_one_pass": int(n.sum()),
-           "target_tokens_epoch_weighted": float(sum(n[rows["phase"] == k].sum() * e for k, e in enumerate(epochs))),
-           "answer_target_tokens": int(n[rows["kind"] == "answer"].sum()),
-           "cot_target_tokens": int(n[rows["kind"] == "cot"].sum())}  # fmt: skip
+    out = {
+        "target_tokens_one_pass": int(n.sum()),
+        "target_tokens_epoch_weighted": float(sum(n[rows["phase"] == k].sum() * e for k, e in enumerate(epochs))),
+        "answer_target_tokens": int(n[rows["kind"] == "answer"].sum()),
+        "cot_target_tokens": int(n[rows["kind"] == "cot"].sum()),
+    }
     return out
 
 
@@ -103,8 +107,13 @@ class Setup:
     sets_digest: str
 
     def fingerprint(self) -> str:
-        payload = {"spec": self.spec.model_dump(), "strategy": self.strategy, "seed": self.params.seed,
-                   "train": self.params.train.model_dump(), "sets": self.sets_digest}  # fmt: skip
+        payload = {
+            "spec": self.spec.model_dump(),
+            "strategy": self.strategy,
+            "seed": self.params.seed,
+            "train": self.params.train.model_dump(),
+            "sets": self.sets_digest,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -113,16 +122,32 @@ def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: boo
 
     t = p.train
     return SFTConfig(
-        output_dir=str(out), num_train_epochs=epochs, learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum, max_length=t.max_length, max_grad_norm=t.max_grad_norm,
-        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not on_gpu,
-        gradient_checkpointing=t.gradient_checkpointing, completion_only_loss=True,
-        seed=p.seed, data_seed=p.seed, logging_steps=1, save_strategy="steps", save_steps=t.save_steps,
-        save_total_limit=1, eval_strategy="epoch" if has_eval else "no", report_to="none",
+        output_dir=str(out),
+        num_train_epochs=epochs,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        max_length=t.max_length,
+        max_grad_norm=t.max_grad_norm,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        fp16=False,
+        use_cpu=not on_gpu,
+        gradient_checkpointing=t.gradient_checkpointing,
+        completion_only_loss=True,
+        seed=p.seed,
+        data_seed=p.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        eval_strategy="epoch" if has_eval else "no",
+        report_to="none",
         dataloader_num_workers=0,
-    )  # fmt: skip
+    )
 
 
 def _base_model(setup: Setup, on_gpu: bool):
@@ -135,15 +160,25 @@ def _base_model(setup: Setup, on_gpu: bool):
         return model
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-                        target_modules=lora_targets(model, t.lora.target_modules), task_type="CAUSAL_LM")  # fmt: skip
+    config = LoraConfig(
+        r=t.lora.r,
+        lora_alpha=t.lora.alpha,
+        lora_dropout=t.lora.dropout,
+        target_modules=lora_targets(model, t.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
 # Architectures that fuse projections (Phi-3 / Phi-4-mini: qkv_proj, gate_up_proj) carry the separate names'
 # weights in one layer: a list written for Llama / Qwen means the fused layer there.
-FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
-         "up_proj": "gate_up_proj"}  # fmt: skip
+FUSED = {
+    "q_proj": "qkv_proj",
+    "k_proj": "qkv_proj",
+    "v_proj": "qkv_proj",
+    "gate_proj": "gate_up_proj",
+    "up_proj": "gate_up_proj",
+}
 
 
 def lora_targets(model, listed: list[str]) -> list[str]:
@@ -160,8 +195,10 @@ def lora_targets(model, listed: list[str]) -> list[str]:
         found = name if name in linear else FUSED.get(name) if FUSED.get(name) in linear else None
         if found is None:
             kind = type(model).__name__
-            raise CaftError(f"train.lora.target_modules: {name!r} matches no linear layer of {kind} (its linear "
-                            f"layers: {', '.join(linear)})")  # fmt: skip
+            raise CaftError(
+                f"train.lora.target_modules: {name!r} matches no linear layer of {kind} (its linear "
+                f"layers: {', '.join(linear)})"
+            )
         if found not in out:
             out.append(found)
     return out
@@ -215,18 +252,28 @@ def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks:
             raise CaftError(f"strategy {setup.strategy!r} phase {k} ({phase.items}) has no training rows")
         cbs = list(callbacks or []) + ([LiveLogger(live, k, step_offset)] if live is not None else [])
         trainer = SFTTrainer(
-            model=model, args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu),
-            train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows) if len(eval_rows) else None,
-            processing_class=tokenizer, callbacks=cbs,
-        )  # fmt: skip
+            model=model,
+            args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu),
+            train_dataset=to_dataset(train_rows),
+            eval_dataset=to_dataset(eval_rows) if len(eval_rows) else None,
+            processing_class=tokenizer,
+            callbacks=cbs,
+        )
         last = get_last_checkpoint(str(folder)) if folder.exists() else None
         output = trainer.train(resume_from_checkpoint=last)
         model = trainer.model
         state = trainer.state
-        result = {"phase": k, "kind": phase.kind, "items": phase.items, "n": len(train_rows),
-                  "epochs": epochs[k], "steps": state.global_step, "train_loss": run_loss(state.log_history),
-                  "runtime_s": output.metrics.get("train_runtime"),
-                  "resumed_from": Path(last).name if last else None}  # fmt: skip
+        result = {
+            "phase": k,
+            "kind": phase.kind,
+            "items": phase.items,
+            "n": len(train_rows),
+            "epochs": epochs[k],
+            "steps": state.global_step,
+            "train_loss": run_loss(state.log_history),
+            "runtime_s": output.metrics.get("train_runtime"),
+            "resumed_from": Path(last).name if last else None,
+        }
         if trainer.is_world_process_zero():
             trainer.save_model(str(folder / "final"))
             (folder / "final" / DONE).write_text(json.dumps(result))
@@ -239,8 +286,12 @@ def save(model, tokenizer, setup: Setup, out: Path) -> None:
     """The final adapter (LoRA) or model, with the tokenizer and a card saying how to load and evaluate it."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    card = {"base": setup.spec.model_dump(), "strategy": setup.strategy, "lora": setup.params.train.lora.enabled,
-            "eval_mode": strategies.get(setup.strategy).eval_mode}  # fmt: skip
+    card = {
+        "base": setup.spec.model_dump(),
+        "strategy": setup.strategy,
+        "lora": setup.params.train.lora.enabled,
+        "eval_mode": strategies.get(setup.strategy).eval_mode,
+    }
     (out / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
 
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-AGGREGATES = ("answer_entropy", "mean_entropy", "max_entropy", "reasoning_mean_entropy", "reasoning_max_entropy",
-              "answer_margin")  # fmt: skip
+AGGREGATES = (
+    "answer_entropy",
+    "mean_entropy",
+    "max_entropy",
+    "reasoning_mean_entropy",
+    "reasoning_max_entropy",
+    "answer_margin",
+)
 
 
 def aggregate(

@@ -48,8 +48,16 @@ def _compare_rows(rows: pd.DataFrame, estimators: list[str], n_boot: int, seed: 
             if wrong.all() or not wrong.any():
                 continue
             auc, low, high = bootstrap_auc(wrong, part[estimator].to_numpy(), n_boot, seed)
-            out.append({"estimator": estimator, "category": category, "n": len(part), "roc_auc": round(auc, 6),
-                        "ci_low": round(low, 6), "ci_high": round(high, 6)})  # fmt: skip
+            out.append(
+                {
+                    "estimator": estimator,
+                    "category": category,
+                    "n": len(part),
+                    "roc_auc": round(auc, 6),
+                    "ci_low": round(low, 6),
+                    "ci_high": round(high, 6),
+                }
+            )
     return pd.DataFrame(out, columns=["estimator", "category", "n", "roc_auc", "ci_low", "ci_high"])
 
 
@@ -62,17 +70,22 @@ def report(
     scores, n_scored, n_rows = comparable(everything)
     rows, estimators = common_rows(scores, outcome)
     table = _compare_rows(rows, estimators, n_boot, seed)
-    curves = pd.concat([curve_wrong(rows["correct"], rows[e]).assign(estimator=e) for e in estimators],
-                       ignore_index=True)[["estimator", "fpr", "tpr"]]  # fmt: skip
+    curves = pd.concat(
+        [curve_wrong(rows["correct"], rows[e]).assign(estimator=e) for e in estimators], ignore_index=True
+    )[["estimator", "fpr", "tpr"]]
     metrics: dict = {name: {"n_scored": int(n)} for name, n in n_scored.items()}
     for r in table.to_dict(orient="records"):
         metrics.setdefault(r["estimator"], {})[r["category"]] = {k: r[k] for k in ("n", "roc_auc", "ci_low", "ci_high")}
     overall = table[table["category"] == "all"].sort_values("roc_auc", ascending=False)
     lines = [f"# {title}", "", "| estimator | ROC AUC → wrong answer [95 % bootstrap CI] | n |", "|---|---|---|"]
-    lines += [f"| {r.estimator} | {r.roc_auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} |"
-              for r in overall.itertuples()]  # fmt: skip
-    lines += [f"| {name} | not compared: scored {n} of the {n_rows} rows (outputs malformed or failed) | {n} |"
-              for name, n in n_scored.items() if name not in set(overall["estimator"])]  # fmt: skip
+    lines += [
+        f"| {r.estimator} | {r.roc_auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} |" for r in overall.itertuples()
+    ]
+    lines += [
+        f"| {name} | not compared: scored {n} of the {n_rows} rows (outputs malformed or failed) | {n} |"
+        for name, n in n_scored.items()
+        if name not in set(overall["estimator"])
+    ]
     return curves, metrics, "\n".join(lines) + "\n"
 
 

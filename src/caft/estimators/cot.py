@@ -4,25 +4,25 @@ every generated token give its entropy, and the aggregates of caft.estimators.ag
 from __future__ import annotations
 
 import bisect
-import re
 
 import pandas as pd
 import torch
 
-from caft import prompts
+from caft import answers, prompts
 from caft.entropy import entropy_nats, first_token
-from caft.estimators.aggregates import aggregate
+from caft.estimators.aggregates import AGGREGATES, aggregate
 from caft.generation import greedy
+from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
+from caft.params import Params
+from caft.scores import ENTROPY, Kind, long
 from caft.teacher.prompt import ID_KIND, messages
 
-MARKER_PATTERNS = {"brackets": re.compile(r"\[\[\s*(\d+)"), "answer_is": re.compile(r"answer is:?\s*\(?([A-J])")}
-# Free-form (number) questions: the answer starts at the number's first character (a sign or a digit).
-NUMBER_PATTERNS = {"brackets": re.compile(r"\[\[\s*\$?([-+]?\d)"),
-                   "answer_is": re.compile(r"answer is:?\s*\$?([-+]?\d)", re.IGNORECASE)}  # fmt: skip
 MARKER_CONTEXT = {"brackets": "[[", "answer_is": "the answer is ("}
 
 
-def locate_answer(tokenizer, token_ids: list[int], marker: str, number: bool = False) -> tuple[int | None, int | None]:
+def locate_answer(
+    tokenizer, token_ids: list[int], marker: str, answer_format: str = "choice"
+) -> tuple[int | None, int | None]:
     """(index of the token that writes the answer id, index of the first token of the marker), from the last
     marker in the decoded text; (None, None) when there is none.
 
@@ -30,7 +30,7 @@ def locate_answer(tokenizer, token_ids: list[int], marker: str, number: bool = F
     along the sequence: a binary search finds each token in O(log n) decodes instead of decoding every prefix.
     """
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
-    hits = list((NUMBER_PATTERNS if number else MARKER_PATTERNS)[marker].finditer(text))
+    hits = list(answers.FORMATS[answer_format].answer_start[marker].finditer(text))
     if not hits:
         return None, None
 
@@ -55,22 +55,43 @@ def generate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size
     return [(g.token_ids, *g.reduced) for g in done]
 
 
-def estimate(questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tokens: int, batch_size: int,
-             subject: bool = True) -> pd.DataFrame:  # fmt: skip
+def estimate(
+    questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tokens: int, batch_size: int, subject: bool = True
+) -> pd.DataFrame:
     """One row per question: every aggregate, the per-token entropies (so any other aggregate can be computed
     later), the answer and marker positions, and the generated text."""
-    chat = [messages(r.question, list(r.options), r.category if subject else None, marker) for r in
-            questions.itertuples(index=False)]  # fmt: skip
+    chat = [
+        messages(r.question, list(r.options), r.category if subject else None, marker)
+        for r in questions.itertuples(index=False)
+    ]
     texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
     ids = prompts.option_ids(ID_KIND[marker], 10)
     option_tokens = [first_token(tokenizer, MARKER_CONTEXT[marker], i) for i in ids]
     generated = generate(model, tokenizer, texts, max_new_tokens, batch_size, option_tokens)
     rows = []
     for (token_ids, ents, opt), row in zip(generated, questions.itertuples(index=False), strict=True):
-        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker, number=not len(row.options))
+        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker, answers.format_name(len(row.options)))
         probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []  # none for a number
         text = tokenizer.decode(token_ids, skip_special_tokens=True)
-        rows.append({"question_id": row.question_id, **aggregate(ents, answer_pos, marker_pos, probs),
-                     "n_tokens": len(token_ids), "answer_pos": answer_pos, "marker_pos": marker_pos,
-                     "token_entropies": ents, "output": text})  # fmt: skip
+        rows.append(
+            {
+                "question_id": row.question_id,
+                **aggregate(ents, answer_pos, marker_pos, probs),
+                "n_tokens": len(token_ids),
+                "answer_pos": answer_pos,
+                "marker_pos": marker_pos,
+                "token_entropies": ents,
+                "output": text,
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def run(questions: pd.DataFrame, p: Params, student: str, variant: None, workdir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The family's entry (`caft.estimators.registry.FAMILIES["cot"]`): every aggregate, in nats, per question."""
+    cfg, spec = p.estimators.cot, p.model(student)
+    device = pick_device(cfg.device)
+    model, tok = load_model(spec, device, pick_dtype(spec.dtype, device)), load_tokenizer(spec)
+    wide = estimate(questions, model, tok, p.teacher.marker, cfg.max_new_tokens, cfg.batch_size)
+    kinds = {a: Kind() if a == "answer_margin" else ENTROPY for a in AGGREGATES}  # 1 - margin: not in nats
+    return pd.concat([long(wide, {a: f"cot_{a}"}, kinds[a]) for a in AGGREGATES], ignore_index=True), wide

@@ -4,9 +4,18 @@ the marker, or with a value outside the scale, is recorded as malformed — neve
 
 from __future__ import annotations
 
+import math
 import re
+from pathlib import Path
 
+import pandas as pd
+
+from caft.params import Params, TeacherParams
 from caft.prompts import render_options
+from caft.scores import Kind, long
+from caft.teacher import backends
+from caft.teacher.cache import TraceCache, item_key
+from caft.teacher.run import execute, teacher_label
 
 SCALES = {
     "education_level": ("high school and easier", "undergraduate", "graduate", "postgraduate"),
@@ -39,3 +48,44 @@ def parse(kind: str, text: str) -> int | None:
     if not hits:
         return None
     return [v.lower() for v in SCALES[kind]].index(hits[-1].lower())
+
+
+def requests(questions: pd.DataFrame, kind: str, cfg: TeacherParams) -> list[backends.Request]:
+    """One judge request per question, keyed like a teacher trace (so cached, resumable, never paid twice)."""
+    label, sampling = f"{teacher_label(cfg)}:judge:{kind}", cfg.sampling()
+    out = []
+    for row in questions.itertuples(index=False):
+        msgs = messages(kind, row.question, list(row.options))
+        key = item_key(msgs, list(row.options), label, sampling)
+        out.append(
+            backends.Request(
+                key=key,
+                question_id=row.question_id,
+                messages=msgs,
+                n_options=len(row.options),
+                answer_index=int(row.answer_index),
+            )
+        )
+    return out
+
+
+def run(
+    questions: pd.DataFrame, p: Params, student: str, kind: str, workdir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The family's entry (`caft.estimators.registry.FAMILIES["judge"]`, one scale per stage): the judge's level per
+    question; malformed or failed judgements get no score (never a level). `workdir` holds the response cache."""
+    todo = requests(questions, kind, p.estimators.judge)
+    cache = TraceCache(workdir)
+    outcome, _ = execute(todo, cache, p.estimators.judge)
+    rows = []
+    for req in todo:
+        text = cache.get(req.key)["text"] if req.key in cache else None
+        level = parse(kind, text) if text is not None else None
+        if level is not None:
+            verdict = SCALES[kind][level]
+        else:
+            verdict = "malformed" if text is not None else outcome.failures.get(req.key, "failed")
+        score = math.nan if level is None else float(level)
+        rows.append({"question_id": req.question_id, "score": score, "judgement": verdict, "output": text or ""})
+    wide = pd.DataFrame(rows)
+    return long(wide, {"score": f"masj_{kind}"}, Kind(units="level", levels=len(SCALES[kind]))), wide

@@ -135,8 +135,19 @@ def _unique_chain_row(rng: random.Random, steps: int, question_id: str, seen: se
         question, answer, rationale, expression = _chain(rng, steps)
         if expression not in seen:
             seen.add(expression)
-            return {"question_id": question_id, "question": question, "options": [], "answer_index": -1,
-                    "category": "arithmetic chain", "rationale": rationale, "difficulty": steps,
-                    "source": "synthetic/chain", "answer": str(answer), "expression": expression}  # fmt: skip
-    raise CaftError(f"data.synthetic: no new {steps}-step chain left (there are 162 one-step chains); ask for "
-                    "fewer questions or raise min_steps")  # fmt: skip
+            return {
+                "question_id": question_id,
+                "question": question,
+                "options": [],
+                "answer_index": -1,
+                "category": "arithmetic chain",
+                "rationale": rationale,
+                "difficulty": steps,
+                "source": "synthetic/chain",
+                "answer": str(answer),
+                "expression": expression,
+            }
+    raise CaftError(
+        f"data.synthetic: no new {steps}-step chain left (there are 162 one-step chains); ask for "
+        "fewer questions or raise min_steps"
+    )

@@ -50,10 +50,17 @@ class Outcome:
 Sink = Callable[[Request, dict], None]
 
 
-def _response(text: str, finish: str, prompt_tokens: int, completion_tokens: int, latency: float,
-              attempts: int) -> dict:  # fmt: skip
-    return {"text": text, "finish_reason": finish, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "latency_s": round(latency, 4), "attempts": attempts}  # fmt: skip
+def _response(
+    text: str, finish: str, prompt_tokens: int, completion_tokens: int, latency: float, attempts: int
+) -> dict:
+    return {
+        "text": text,
+        "finish_reason": finish,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "latency_s": round(latency, 4),
+        "attempts": attempts,
+    }
 
 
 # --- oracle -------------------------------------------------------------------------------------------------
@@ -139,9 +146,12 @@ def hf_generate(requests: list[Request], cfg: TeacherHF, sampling: dict, sink: S
         began = time.monotonic()
         with torch.inference_mode():
             out = model.generate(
-                **enc, max_new_tokens=sampling["max_tokens"], do_sample=do_sample, pad_token_id=tok.pad_token_id,
+                **enc,
+                max_new_tokens=sampling["max_tokens"],
+                do_sample=do_sample,
+                pad_token_id=tok.pad_token_id,
                 **({"temperature": sampling["temperature"], "top_p": sampling["top_p"]} if do_sample else {}),
-            )  # fmt: skip
+            )
         latency = (time.monotonic() - began) / len(batch)
         prompt_len = enc["input_ids"].shape[1]
         for i, req in enumerate(batch):
@@ -196,8 +206,13 @@ async def _call(
     """One item with retries: (response or None, error class of the last failure, attempts)."""
     import httpx
 
-    body = {"model": cfg.model, "messages": req.messages, "max_tokens": sampling["max_tokens"],
-            "temperature": sampling["temperature"], "top_p": sampling["top_p"]}  # fmt: skip
+    body = {
+        "model": cfg.model,
+        "messages": req.messages,
+        "max_tokens": sampling["max_tokens"],
+        "temperature": sampling["temperature"],
+        "top_p": sampling["top_p"],
+    }
     if sampling["seed"] is not None:
         body["seed"] = sampling["seed"]
     error, attempt = "", 0
@@ -211,11 +226,18 @@ async def _call(
                 data = resp.json()
                 choice = data["choices"][0]
                 usage = data.get("usage") or {}
-                return _response(
-                    str(choice["message"]["content"] or ""), str(choice.get("finish_reason") or "unknown"),
-                    int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                    time.monotonic() - began, attempt,
-                ), "", attempt  # fmt: skip
+                return (
+                    _response(
+                        str(choice["message"]["content"] or ""),
+                        str(choice.get("finish_reason") or "unknown"),
+                        int(usage.get("prompt_tokens") or 0),
+                        int(usage.get("completion_tokens") or 0),
+                        time.monotonic() - began,
+                        attempt,
+                    ),
+                    "",
+                    attempt,
+                )
             if resp.status_code not in RETRYABLE_STATUS and resp.status_code < 500:
                 raise TeacherFatal(_fatal_message(resp.status_code, resp.text, cfg.model))
             error, retry_after = f"http_{resp.status_code}", _retry_after(resp.headers.get("retry-after"))
@@ -292,9 +314,13 @@ def _hf_label(cfg: TeacherParams) -> str:
 BACKENDS: dict[str, Backend] = {
     "oracle": Backend(lambda cfg: "oracle:synthetic-rationale", False, oracle),
     "dataset": Backend(lambda cfg: "dataset:own-rationale", False, dataset_rationale),
-    "import": Backend(lambda cfg: f"import:{cfg.import_.label}", False,
-                      lambda reqs, cfg, sink: imported(reqs, cfg.import_, sink)),
+    "import": Backend(
+        lambda cfg: f"import:{cfg.import_.label}", False, lambda reqs, cfg, sink: imported(reqs, cfg.import_, sink)
+    ),
     "hf": Backend(_hf_label, True, lambda reqs, cfg, sink: hf_generate(reqs, cfg.hf, cfg.sampling(), sink)),
-    "openai": Backend(lambda cfg: f"openai:{cfg.openai.model}", True,
-                      lambda reqs, cfg, sink: openai_api(reqs, cfg.openai, cfg.sampling(), api_key(cfg), sink)),
-}  # fmt: skip
+    "openai": Backend(
+        lambda cfg: f"openai:{cfg.openai.model}",
+        True,
+        lambda reqs, cfg, sink: openai_api(reqs, cfg.openai, cfg.sampling(), api_key(cfg), sink),
+    ),
+}

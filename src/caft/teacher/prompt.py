@@ -32,8 +32,10 @@ NUMBER_SYSTEM = {
 def messages(question: str, options: Sequence[str], category: str | None, marker: str) -> list[dict[str, str]]:
     about = f" about {category}" if category else ""
     if not options:
-        return [{"role": "system", "content": NUMBER_SYSTEM[marker].format(about=about)},
-                {"role": "user", "content": question}]  # fmt: skip
+        return [
+            {"role": "system", "content": NUMBER_SYSTEM[marker].format(about=about)},
+            {"role": "user", "content": question},
+        ]
     user = f"Question: {question}\nOptions:\n{render_options(options, ID_KIND[marker])}\n"
     return [{"role": "system", "content": SYSTEM[marker].format(about=about)}, {"role": "user", "content": user}]
 

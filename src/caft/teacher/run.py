@@ -15,9 +15,24 @@ from caft.teacher import backends, prompt
 from caft.teacher.cache import TraceCache, item_key
 
 TRACE_COLUMNS = [
-    "question_id", "key", "teacher", "backend", "trace", "parsed_index", "parsed_answer", "correct", "truncated",
-    "kept", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s", "attempts", "error", "from_cache",
-]  # fmt: skip
+    "question_id",
+    "key",
+    "teacher",
+    "backend",
+    "trace",
+    "parsed_index",
+    "parsed_answer",
+    "correct",
+    "truncated",
+    "kept",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "attempts",
+    "error",
+    "from_cache",
+]
 
 
 def teacher_label(cfg: TeacherParams) -> str:
@@ -42,11 +57,15 @@ def build_requests(questions: pd.DataFrame, ids: set[str], cfg: TeacherParams) -
         msgs = prompt.messages(row.question, options, row.category if cfg.subject else None, cfg.marker)
         requests.append(
             backends.Request(
-                key=item_key(msgs, options, label, sampling), question_id=row.question_id, messages=msgs,
-                n_options=len(options), answer_index=int(row.answer_index), rationale=row.rationale,
+                key=item_key(msgs, options, label, sampling),
+                question_id=row.question_id,
+                messages=msgs,
+                n_options=len(options),
+                answer_index=int(row.answer_index),
+                rationale=row.rationale,
                 answer=row.answer,
             )
-        )  # fmt: skip
+        )
     return requests
 
 
@@ -80,8 +99,9 @@ def execute(
     label = teacher_label(cfg)
 
     def sink(req: backends.Request, response: dict) -> None:
-        cache.put({"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend,
-                   **response})  # fmt: skip
+        cache.put(
+            {"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend, **response}
+        )
         fresh.add(req.key)
 
     if not todo:
@@ -104,26 +124,49 @@ def assemble(
     rows = []
     for req in requests:
         if req.key not in cache:
-            rows.append({"question_id": req.question_id, "key": req.key, "teacher": teacher_label(cfg),
-                         "backend": cfg.backend, "error": outcome.failures.get(req.key, "not_requested"),
-                         "kept": False, "correct": False, "truncated": False, "from_cache": False})  # fmt: skip
+            rows.append(
+                {
+                    "question_id": req.question_id,
+                    "key": req.key,
+                    "teacher": teacher_label(cfg),
+                    "backend": cfg.backend,
+                    "error": outcome.failures.get(req.key, "not_requested"),
+                    "kept": False,
+                    "correct": False,
+                    "truncated": False,
+                    "from_cache": False,
+                }
+            )
             continue
         rec = cache.get(req.key)
         parsed = answers.cot_answer(rec["text"], req.n_options, cfg.marker)
         truncated = rec["finish_reason"] == "length" or parsed is None
         correct = not truncated and parsed == answers.gold(req.n_options, req.answer_index, req.answer)
-        rows.append({
-            "question_id": req.question_id, "key": req.key, "teacher": rec["teacher"], "backend": rec["backend"],
-            "trace": rec["text"], "parsed_index": parsed if isinstance(parsed, int) else -1,
-            "parsed_answer": "" if parsed is None else str(parsed), "correct": correct,
-            "truncated": truncated, "kept": not truncated and (correct or cfg.keep == "all"),
-            "finish_reason": rec["finish_reason"], "prompt_tokens": rec["prompt_tokens"],
-            "completion_tokens": rec["completion_tokens"], "latency_s": rec["latency_s"],
-            "attempts": rec["attempts"], "error": "", "from_cache": req.key not in fresh,
-        })  # fmt: skip
+        rows.append(
+            {
+                "question_id": req.question_id,
+                "key": req.key,
+                "teacher": rec["teacher"],
+                "backend": rec["backend"],
+                "trace": rec["text"],
+                "parsed_index": parsed if isinstance(parsed, int) else -1,
+                "parsed_answer": "" if parsed is None else str(parsed),
+                "correct": correct,
+                "truncated": truncated,
+                "kept": not truncated and (correct or cfg.keep == "all"),
+                "finish_reason": rec["finish_reason"],
+                "prompt_tokens": rec["prompt_tokens"],
+                "completion_tokens": rec["completion_tokens"],
+                "latency_s": rec["latency_s"],
+                "attempts": rec["attempts"],
+                "error": "",
+                "from_cache": req.key not in fresh,
+            }
+        )
     table = pd.DataFrame(rows, columns=TRACE_COLUMNS)
-    return table.astype({"parsed_index": "Int64", "prompt_tokens": "Int64", "completion_tokens": "Int64",
-                         "attempts": "Int64"})  # fmt: skip
+    return table.astype(
+        {"parsed_index": "Int64", "prompt_tokens": "Int64", "completion_tokens": "Int64", "attempts": "Int64"}
+    )
 
 
 def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], cfg: TeacherParams) -> dict:
@@ -160,8 +203,7 @@ def check_failures(summary: dict, cfg: TeacherParams) -> None:
     requests only what is still missing."""
     if summary["failures"] <= cfg.max_failures:
         return
-    classes = ", ".join(f"{k.removeprefix('failures_')}: {v}" for k, v in summary.items()
-                        if k.startswith("failures_"))  # fmt: skip
+    classes = ", ".join(f"{k.removeprefix('failures_')}: {v}" for k, v in summary.items() if k.startswith("failures_"))
     raise CaftError(
         f"teacher: {summary['failures']} of {summary['requested']} item(s) failed after every retry ({classes}); "
         f"{summary['new_traces']} trace(s) received now and {summary['cache_hits']} cached are kept; run again to "
