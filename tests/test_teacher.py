@@ -276,9 +276,6 @@ def test_strategy_cot_masks():
         "random": {"a"},
         "alternative": {"a", "e"},
     }
-    from caft.params import STRATEGY_NAMES
-
-    assert tuple(strategies.STRATEGIES) == STRATEGY_NAMES
 
 
 def test_backoff_grows_and_is_capped():

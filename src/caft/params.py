@@ -267,9 +267,6 @@ class TeacherParams(_Strict):
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
 
 
-STRATEGY_NAMES = tuple(STRATEGIES)
-
-
 class LoraParams(_Strict):
     enabled: bool = True
     r: int = Field(16, ge=1)
@@ -382,11 +379,21 @@ class Params(_Strict):
     prompt: PromptParams = Field(default_factory=PromptParams)
     entropy: EntropyParams = Field(default_factory=EntropyParams)
     split: SplitParams = Field(default_factory=SplitParams)
-    strategies: list[Literal[STRATEGY_NAMES]] = Field(default_factory=lambda: ["sft", "distill", "caft", "random"])
+    strategies: list[str] = Field(default_factory=lambda: ["sft", "distill", "caft", "random"])
     teacher: TeacherParams = Field(default_factory=TeacherParams)
     train: TrainParams = Field(default_factory=TrainParams)
     eval: EvalParams = Field(default_factory=EvalParams)
     estimators: EstimatorParams = Field(default_factory=EstimatorParams)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        """Names from the registry (caft.strategies.STRATEGIES), read at validation time: an entry added there
+        is a valid name at once."""
+        unknown = [name for name in value if name not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown} (known: {', '.join(STRATEGIES)})")
+        return value
 
     @model_validator(mode="after")
     def _students_known(self) -> Params:

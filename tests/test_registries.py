@@ -1,0 +1,182 @@
+"""One registry per extension point: a toy entry added here (and nowhere else) is a valid params value, shows
+up in the DAG where the DAG is built from params, and is what the run uses."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import types
+
+import pandas as pd
+import pytest
+import yaml
+
+from caft import answers, strategies
+from caft.errors import CaftError
+from caft.params import TeacherParams, parse_params
+from caft.sources.synthetic import generate
+from tests.conftest import REPO
+from tests.dvc_project import env
+
+BASE = {"students": ["s"], "models": {"s": {"ref": "tiny"}}}
+
+
+def _stage(name: str):
+    """A stage script as a module (its Typer `main` called as a function, in this process)."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _assignments() -> pd.DataFrame:
+    bands = ["easy", "medium", "hard"] * 4
+    return pd.DataFrame(
+        {
+            "question_id": [f"q{i:02d}" for i in range(12)],
+            "subset": ["train"] * 9 + ["test"] * 3,
+            "band": bands,
+            "random_cot": [i % 4 == 0 for i in range(12)],
+        }
+    )
+
+
+def test_a_new_strategy_is_one_entry(monkeypatch, tmp_path):
+    toy = strategies.Strategy(
+        "hard_only", "CoT on hard only", (strategies.Phase("cot", strategies._bands("hard"), "hard"),)
+    )
+    with pytest.raises(CaftError, match=r"^invalid params: strategies: unknown strategies \['hard_only'\]"):
+        parse_params({**BASE, "strategies": ["sft", "hard_only"]})
+    monkeypatch.setitem(strategies.STRATEGIES, "hard_only", toy)
+    p = parse_params({**BASE, "strategies": ["sft", "hard_only"], "train": {"epochs": {"sft": [1], "hard_only": [2]}}})
+    assert p.strategies == ["sft", "hard_only"] and p.train.epochs["hard_only"] == [2]
+    # the run: the teacher requests (and the sets train on) exactly the hard training rows
+    assert strategies.cot_question_ids(_assignments(), ["hard_only"]) == {"q02", "q05", "q08"}
+    # the DAG: train and eval expand over the new name (dvc reads the list from params.yaml)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["strategies"] = ["sft", "hard_only"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=env(), check=True)
+    listed = subprocess.run(["dvc", "stage", "list", "--all"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    stages = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert {"train@smollm2-hard_only", "eval@smollm2-hard_only", "train@smollm2-sft"} <= stages
+    assert not any(s.endswith(("-caft", "-distill")) for s in stages)
+
+
+def test_a_new_teacher_backend_is_one_entry(monkeypatch, tmp_path):
+    from caft.teacher import backends
+    from caft.teacher.cache import TraceCache
+    from caft.teacher.run import assemble, build_requests, execute, teacher_label
+
+    def echo(requests, cfg, sink):
+        for req in requests:
+            sink(req, backends._response(f"the answer is ({answers.LETTERS[req.answer_index]}).", "stop", 1, 1, 0.0, 1))
+        return backends.Outcome()
+
+    with pytest.raises(ValueError, match="unknown teacher backend 'echo'"):
+        TeacherParams(backend="echo")
+    monkeypatch.setitem(backends.BACKENDS, "echo", backends.Backend(label=lambda cfg: "echo:v1", paid=False, run=echo))
+    cfg = TeacherParams(backend="echo", marker="answer_is")
+    questions = generate(parse_params(BASE).data.synthetic.model_copy(update={"families": ["arithmetic"]}), seed=3)
+    requests = build_requests(questions, set(questions["question_id"][:4]), cfg)
+    cache = TraceCache(tmp_path / "cache", shared=tmp_path / "shared")
+    outcome, fresh = execute(requests, cache, cfg)
+    table = assemble(requests, cache, outcome, fresh, cfg)
+    assert teacher_label(cfg) == "echo:v1" and set(table["teacher"]) == {"echo:v1"}
+    assert len(table) == 4 and table["correct"].all() and table["kept"].all()
+
+
+def test_a_new_estimator_family_is_one_entry(monkeypatch, tmp_path):
+    """A toy family (question length as the score) registered here: split.estimator accepts its name, its
+    stage script runs it by module, and split bands by the file it wrote (reading the kind it declares)."""
+    from caft.estimators import registry
+    from caft.io import write_table
+    from caft.scores import Kind, long
+
+    toy = types.ModuleType("caft.estimators.toy_length")
+    toy.run = lambda questions, p, student, variant, workdir: (
+        long(questions.assign(n=questions["question"].str.len()), {"n": "toy_length"}, Kind(units="characters")),
+        questions[["question_id"]],
+    )
+    monkeypatch.setitem(sys.modules, "caft.estimators.toy_length", toy)
+    family = registry.Family(
+        module="caft.estimators.toy_length",
+        students=lambda p: p.students,
+        variants=lambda p: [None],
+        names=lambda p, v: ["toy_length"],
+    )
+    with pytest.raises(CaftError, match="split.estimator=toy_length is no estimator"):
+        parse_params({**BASE, "split": {"estimator": "toy_length"}})
+    monkeypatch.setitem(registry.FAMILIES, "toy", family)
+    p = parse_params({**BASE, "split": {"estimator": "toy_length", "max_train": None}})
+    assert registry.available(p, "s")["toy_length"] == "estimate_toy@s"
+
+    questions = generate(p.data.synthetic.model_copy(update={"n_questions": 40}), seed=1)
+    questions["subset"] = ["train"] * 30 + ["test"] * 10
+    for subset in ("train", "test"):
+        write_table(
+            questions[questions["subset"] == subset].drop(columns="subset"), tmp_path / f"data/{subset}.parquet"
+        )
+    scores = questions[["question_id", "subset"]].assign(
+        validity="option", correct=True, entropy=0.0, entropy_options=0.0
+    )
+    write_table(scores, tmp_path / "scores.parquet")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(by_alias=True)))
+    _stage("estimate").main(
+        module="caft.estimators.toy_length",
+        student="s",
+        scores=tmp_path / "scores.parquet",
+        out_dir=tmp_path / "est",
+        details=tmp_path / "est/details/toy.parquet",
+        data=tmp_path / "data",
+        params=tmp_path / "params.yaml",
+    )
+    written = pd.read_parquet(tmp_path / "est/toy_length.parquet")
+    assert (
+        written.set_index("question_id")["score"].to_dict()
+        == questions.set_index("question_id")["question"].str.len().astype(float).to_dict()
+    )
+    _stage("split").main(
+        model="s",
+        scores=tmp_path / "scores.parquet",
+        estimator=tmp_path / "est/toy_length.parquet",
+        out=tmp_path / "split",
+        metrics=tmp_path / "split.json",
+        params=tmp_path / "params.yaml",
+    )
+    assigned = pd.read_parquet(tmp_path / "split/assignments.parquet").merge(written, on="question_id")
+    train = assigned[assigned["subset"] == "train"]
+    assert train.loc[train["band"] == "hard", "score_x"].min() >= train.loc[train["band"] == "easy", "score_x"].max()
+    assert yaml.safe_load((tmp_path / "split.json").read_text())["cut_units"] == "characters"
+
+
+def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_model):
+    """Replacing the `number` entry (answers after "Final:") changes eval's reading, the teacher's check and
+    where the CoT estimator finds the answer token: none of them has a pattern of its own."""
+    from caft.estimators.cot import locate_answer
+    from caft.evaluate import extract
+
+    final = re.compile(r"Final:\s*([-+]?\d+)")
+    toy = answers.AnswerFormat(
+        cot=lambda text, n, marker: m[-1] if (m := final.findall(text)) else None,
+        direct=lambda text, n, ids: answers.first_number(text),
+        flexible=None,
+        gold=lambda index, answer: answer,
+        answer_start=dict.fromkeys(("brackets", "answer_is"), re.compile(r"Final:\s*([-+]?\d)")),
+    )
+    p = parse_params(BASE)
+    text = "3 + 4 = 7, so [[7]]. Final: 12"
+    assert extract(text, 0, "cot", p) == "7"
+    monkeypatch.setitem(answers.FORMATS, "number", toy)
+    assert extract(text, 0, "cot", p) == "12" and answers.cot_answer(text, 0, "brackets") == "12"
+    assert answers.gold(0, -1, "12") == "12"
+    _, tok = tiny_model
+    ids = tok.encode(text, add_special_tokens=False)
+    answer_pos, _ = locate_answer(tok, ids, "brackets", answers.format_name(0))
+    start = text.rindex("12")  # where the toy's answer_start pattern puts the answer
+    assert len(tok.decode(ids[:answer_pos])) <= start < len(tok.decode(ids[: answer_pos + 1]))
