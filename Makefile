@@ -31,24 +31,24 @@ demo: setup
 
 ## The whole pipeline on the tiny profile, applied as a DVC experiment (the workspace stays in the profile).
 tiny: setup
-	$(OFFLINE) caft-profile profiles/tiny.yaml
+	$(OFFLINE) caft profile profiles/tiny.yaml
 
 ## Paper recipes (recipes/*.yaml), each applied as a DVC experiment. Full mode needs GPUs and the teacher's
 ## API key (OPENROUTER_API_KEY); plan mode needs neither and prints stages, teacher calls, tokens, GPU-hours.
 EACL := recipes/eacl2026.yaml $(if $(LORA),recipes/eacl2026-lora.yaml)
 
 plan-emnlp: setup
-	$(OFFLINE) caft-plan recipes/emnlp2025.yaml
+	$(OFFLINE) caft plan recipes/emnlp2025.yaml
 
 plan-eacl: setup
-	$(OFFLINE) caft-plan $(EACL)
+	$(OFFLINE) caft plan $(EACL)
 
 reproduce-emnlp: setup
-	caft-profile recipes/emnlp2025.yaml $(RECIPE_EXTRA)
+	caft profile recipes/emnlp2025.yaml $(RECIPE_EXTRA)
 	cat reports/summary.md
 
 reproduce-eacl: setup
-	caft-profile $(EACL) $(RECIPE_EXTRA)
+	caft profile $(EACL) $(RECIPE_EXTRA)
 	cat reports/summary.md
 
 ## Share artifacts through the default DVC remote (see README: `dvc remote add -d ...`), run-cache included.

@@ -1,5 +1,5 @@
 """Helpers for tests that run the pipeline the way a user does: a fresh git repository holding the project's
-pipeline files, driven by `caft-profile`, `dvc repro` and `dvc exp run` as subprocesses."""
+pipeline files, driven by `caft profile`, `dvc repro` and `dvc exp run` as subprocesses."""
 
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ def copy_project(root: Path) -> Path:
 
 
 def make_project(root: Path, *profiles: str) -> Path:
-    """`copy_project`, then `profiles` applied through DVC (`caft-profile`, the whole pipeline)."""
+    """`copy_project`, then `profiles` applied through DVC (`caft profile`, the whole pipeline)."""
     copy_project(root)
-    run(["caft-profile", *profiles], root)
+    run(["caft", "profile", *profiles], root)
     return root
 
 

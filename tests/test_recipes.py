@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 import yaml
 
@@ -9,6 +12,7 @@ from caft import plan, profile
 from caft.prompts import build_messages
 from caft.teacher.prompt import messages as cot_messages
 from tests.conftest import REPO
+from tests.dvc_project import env
 
 
 def _recipe(*names: str):
@@ -116,3 +120,24 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     trained = json.loads((root / "metrics/train/tiny/caft.json").read_text())
     assert (trained["phase0_epochs"], trained["phase1_epochs"]) == (5, 5) and trained["n_items"] == 24
     assert (root / "models/tiny/caft/model.safetensors").exists()  # full fine-tuning, not an adapter
+
+
+def test_the_caft_command_has_help_and_one_line_errors(tmp_path):
+    """`caft profile` / `caft plan` as a user runs them: --help exits 0, a bad profile is one line, exit 2."""
+    for args in (["--help"], ["profile", "--help"], ["plan", "--help"]):
+        proc = subprocess.run(["caft", *args], capture_output=True, text=True, env=env())
+        assert proc.returncode == 0 and "Usage: caft" in proc.stdout, args
+    proc = subprocess.run(["caft", "profile", str(tmp_path / "nope.yaml")], capture_output=True, text=True, env=env())
+    assert (proc.returncode, proc.stderr) == (2, f"error: profile not found: {tmp_path / 'nope.yaml'}\n")
+    proc = subprocess.run(["caft", "profile", "split@x"], capture_output=True, text=True, env=env())
+    assert (proc.returncode, proc.stderr) == (2, "error: caft profile needs at least one profile file (.yaml)\n")
+    out = tmp_path / "plan.json"
+    proc = subprocess.run(
+        ["caft", "plan", "recipes/emnlp2025.yaml", "--n-questions", "100", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("stages (37): prepare, entropy@qwen2_5_3b")
+    assert json.loads(out.read_text())["stages"][0] == "prepare"

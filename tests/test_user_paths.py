@@ -1,4 +1,4 @@
-"""Documented user paths, each run the way the README gives it (through its stage, `caft-profile`,
+"""Documented user paths, each run the way the README gives it (through its stage, `caft profile`,
 `dvc repro` or `dvc exp run`), not only through the library function behind it."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def imported(tmp_path_factory) -> tuple[Path, str]:
     target = root / "data/external/labarss/qwen/test_combined_entr.tsv"
     target.parent.mkdir(parents=True)
     shutil.copy(AUTHORS_QWEN, target)
-    return root, run(["caft-profile", "profiles/labarss-import.yaml", "split@qwen2_5_3b"], root)
+    return root, run(["caft", "profile", "profiles/labarss-import.yaml", "split@qwen2_5_3b"], root)
 
 
 def test_labarss_import_recipe_reproduces_the_authors_roc_auc(imported):
@@ -99,7 +99,7 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
     target = root / "data/external/labarss/qwen/test_combined_entr.tsv"
     target.parent.mkdir(parents=True)
     shutil.copy(AUTHORS_QWEN, target)
-    run(["caft-profile", "profiles/labarss-import.yaml", "split@qwen2_5_3b"], root)
+    run(["caft", "profile", "profiles/labarss-import.yaml", "split@qwen2_5_3b"], root)
     key = "sk-test-NEVER-TWICE-31337"
     train = pd.read_parquet(root / "data/prepared/train.parquet")
     bands = pd.read_parquet(root / "data/split/qwen2_5_3b/assignments.parquet").set_index("question_id")["band"]

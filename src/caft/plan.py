@@ -8,20 +8,13 @@ reports a range: every student needing the same items (lower bound) or disjoint 
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from caft import strategies
-from caft.errors import CaftError
 from caft.estimators.registry import available
 from caft.io import read_table
 from caft.params import Params
-from caft.profile import resolve
 from caft.prompts import build_messages
 from caft.split import make_split
 from caft.teacher.prompt import messages as cot_messages
@@ -162,21 +155,3 @@ def questions_in_source(p: Params) -> int:
     if p.data.source == "file":
         return len(read_table(p.data.file.path))
     return MMLU_PRO_TEST_QUESTIONS
-
-
-def main(argv: list[str] | None = None) -> None:
-    """caft-plan RECIPE.yaml [MORE.yaml ...] [--n-questions N] [--json OUT]: print the plan of a recipe."""
-    parser = argparse.ArgumentParser(prog="caft-plan", description=main.__doc__)
-    parser.add_argument("recipes", nargs="+", help="recipe / profile files, applied in order on params.yaml")
-    parser.add_argument("--n-questions", type=int, default=None, help="stand-in data size (default: the source's)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the plan as JSON")
-    args = parser.parse_args(argv)
-    try:
-        _, p = resolve(args.recipes)
-        result = plan(p, args.n_questions or questions_in_source(p))
-    except CaftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(render(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")

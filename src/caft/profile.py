@@ -5,8 +5,6 @@ experiments (`dvc exp run -S split.threshold=0.5`) re-run only what they change.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -64,21 +62,3 @@ def hydra_args(overrides: dict[str, object]) -> list[str]:
         rendered = rendered.removesuffix("\n...").strip()
         args += ["-S", f"{key}={rendered}"]
     return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    """caft-profile PROFILE.yaml [MORE.yaml ...] [dvc exp run options...]: validate the profiles (applied in
-    order), then apply them through `dvc exp run`."""
-    argv = sys.argv[1:] if argv is None else argv
-    files = [a for a in argv if a.endswith((".yaml", ".yml"))]
-    if not files:
-        print("usage: caft-profile PROFILE.yaml [MORE.yaml ...] [extra dvc exp run args]", file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        overrides, _ = resolve(files)
-    except CaftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    cmd = ["dvc", "exp", "run", *hydra_args(overrides), *[a for a in argv if a not in files]]
-    print("+ " + " ".join(cmd), flush=True)
-    raise SystemExit(subprocess.call(cmd))

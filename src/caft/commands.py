@@ -1,0 +1,61 @@
+"""The `caft` command: the entry points a person runs outside `dvc repro` (stages have their own scripts).
+
+    caft profile PROFILE.yaml [MORE.yaml ...] [dvc exp run args]   apply profiles as one DVC experiment
+    caft plan RECIPE.yaml [MORE.yaml ...] [--n-questions N] [--json OUT]   what a recipe will run and cost
+
+Both validate the merged params first, so a bad profile fails with one line before DVC touches anything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caft.cli import stage
+from caft.errors import CaftError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@stage
+def profile(
+    ctx: typer.Context,
+    files: Annotated[list[str], typer.Argument(help="profile files (.yaml), applied in order on params.yaml")],
+) -> None:
+    """Validate the profiles (later files win), then apply them through `dvc exp run -S key=value ...`; any
+    other argument (a target such as `split@qwen2_5_3b`, `--queue`, `-S ...`) goes to `dvc exp run`."""
+    from caft.profile import hydra_args, resolve
+
+    yaml_files = [f for f in files if f.endswith((".yaml", ".yml"))]
+    if not yaml_files:
+        raise CaftError("caft profile needs at least one profile file (.yaml)")
+    overrides, _ = resolve(yaml_files)
+    targets = [f for f in files if f not in yaml_files]
+    cmd = ["dvc", "exp", "run", *hydra_args(overrides), *targets, *ctx.args]
+    typer.echo("+ " + " ".join(cmd))
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+@stage
+def plan(
+    recipes: Annotated[list[Path], typer.Argument(help="recipe / profile files, applied in order on params.yaml")],
+    n_questions: Annotated[int | None, typer.Option(help="stand-in data size (default: the source's)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the plan as JSON")] = None,
+) -> None:
+    """Print what a recipe will run: stages, teacher calls and tokens (and cost, where priced), training
+    tokens and GPU-hours, from stand-in data of the recipe's size; nothing is downloaded or run."""
+    from caft.plan import plan as make_plan
+    from caft.plan import questions_in_source, render
+    from caft.profile import resolve
+
+    _, p = resolve(recipes)
+    result = make_plan(p, n_questions or questions_in_source(p))
+    typer.echo(render(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
