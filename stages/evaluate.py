@@ -23,7 +23,7 @@ def main(
 ) -> None:
     p = load_params(params)
     questions = pd.read_parquet(test)
-    preds = predict(model_dir, questions, p)
+    preds = predict(model_dir, questions, p.eval)
     summary = summarize(preds, p.eval.seed)
     write_table(preds, out / "predictions.parquet")
     write_json(summary, metrics)

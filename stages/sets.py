@@ -17,7 +17,7 @@ from caft.params import load_params
 def main(
     student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     split: Annotated[Path, typer.Option(help="the split stage's assignments.parquet")],
-    out: Annotated[Path, typer.Option(help="output folder: <strategy>.parquet per strategy")],
+    out: Annotated[Path, typer.Option(help="output folder: <strategy>.parquet and <strategy>.json per strategy")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON (rows per phase, CoT items without a trace)")],
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
     traces: Annotated[Path, typer.Option(help="the teacher stage's traces")] = Path("data/teacher/traces.parquet"),
@@ -31,6 +31,7 @@ def main(
         for name in p.strategies:
             table, c = sets.build(name, assignments, questions, trace_table, p)
             table.to_parquet(tmp / f"{name}.parquet", index=False)
+            (tmp / f"{name}.json").write_text(json.dumps(sets.reading(name, p), indent=2, sort_keys=True) + "\n")
             counts.update(c)
     write_json(counts, metrics)
     typer.echo(f"sets[{student}]: {json.dumps(counts)}")

@@ -24,6 +24,7 @@ def main(
     student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     strategy: Annotated[str, typer.Option(help="strategy name (see caft.strategies)")],
     sets: Annotated[Path, typer.Option(help="this strategy's training set (sets stage)")],
+    reading: Annotated[Path, typer.Option(help="how its model is prompted and read at eval (sets stage, .json)")],
     out: Annotated[Path, typer.Option(help="final adapter / model folder (the only cached output)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     live_dir: Annotated[Path, typer.Option(help="dvclive folder for training curves")],
@@ -46,7 +47,7 @@ def main(
     live_summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     summary_file.unlink(missing_ok=True)
     with atomic_path(out, directory=True) as tmp:
-        train.save(model, tokenizer, setup, tmp)
+        train.save(model, tokenizer, setup, tmp, json.loads(reading.read_text()), phases)
     summary = {
         "n_items": int(table.loc[table["subset"] == "train", "question_id"].nunique()),
         "n_answer_items": int(((table["kind"] == "answer") & (table["subset"] == "train")).sum()),

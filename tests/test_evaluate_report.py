@@ -7,6 +7,7 @@ import yaml
 
 from caft import evaluate, metrics, report
 from caft.params import parse_params
+from caft.sets import reading
 from tests.conftest import REPO
 
 
@@ -40,13 +41,15 @@ def test_wilson_matches_the_closed_form():
 
 def test_direct_and_cot_extraction_per_format():
     letters, numbers = _params(option_ids="letter"), _params(option_ids="numeric")
-    assert evaluate.extract("C", 4, "direct", letters) == 2
-    assert evaluate.extract("7.", 10, "direct", numbers) == 6
-    assert evaluate.extract("10", 10, "direct", numbers) == 9
-    assert evaluate.extract("11", 10, "direct", numbers) is None
-    assert evaluate.extract("step... so the answer is (B).", 4, "cot", letters) == 1
+    # what the sets stage writes beside each set and the train stage copies into the model's card
+    direct, numeric = reading("sft", letters), reading("sft", numbers)
+    assert evaluate.extract("C", 4, direct) == 2
+    assert evaluate.extract("7.", 10, numeric) == 6
+    assert evaluate.extract("10", 10, numeric) == 9
+    assert evaluate.extract("11", 10, numeric) is None
+    assert evaluate.extract("step... so the answer is (B).", 4, reading("distill", letters)) == 1
     brackets = parse_params({**yaml.safe_load((REPO / "params.yaml").read_text()), "teacher": {"marker": "brackets"}})
-    assert evaluate.extract("the answer is (B) [[3]]", 4, "cot", brackets) == 2
+    assert evaluate.extract("the answer is (B) [[3]]", 4, reading("caft", brackets)) == 2
 
 
 def _preds() -> pd.DataFrame:

@@ -15,6 +15,7 @@ from caft.errors import CaftError
 from caft.evaluate import extract
 from caft.metrics import score, tiger_correct
 from caft.params import PromptParams, SyntheticData, parse_params
+from caft.sets import reading
 from caft.sources import synthetic
 from caft.teacher import backends, prompt
 from tests.conftest import REPO
@@ -238,9 +239,9 @@ def test_entropy_summary_reports_accuracy_per_step():
 
 def test_eval_of_number_answers_strict_flexible_and_tiger():
     p = _params()
-    assert extract("The answer is 12.", 0, "cot", p) == "12"
-    assert extract("12 - 5 = 7", 0, "cot", p) is None
-    assert extract("7\n", 0, "direct", p) == "7"
+    assert extract("The answer is 12.", 0, reading("distill", p)) == "12"
+    assert extract("12 - 5 = 7", 0, reading("distill", p)) is None
+    assert extract("7\n", 0, reading("sft", p)) == "7"
     preds = pd.DataFrame(
         {
             "n_options": 0,

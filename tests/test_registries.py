@@ -160,6 +160,7 @@ def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_mode
     where the CoT estimator finds the answer token: none of them has a pattern of its own."""
     from caft.estimators.cot import locate_answer
     from caft.evaluate import extract
+    from caft.sets import reading
 
     final = re.compile(r"Final:\s*([-+]?\d+)")
     toy = answers.AnswerFormat(
@@ -171,9 +172,10 @@ def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_mode
     )
     p = parse_params(BASE)
     text = "3 + 4 = 7, so [[7]]. Final: 12"
-    assert extract(text, 0, "cot", p) == "7"
+    cot = reading("distill", p.model_copy(update={"teacher": p.teacher.model_copy(update={"marker": "brackets"})}))
+    assert extract(text, 0, cot) == "7"
     monkeypatch.setitem(answers.FORMATS, "number", toy)
-    assert extract(text, 0, "cot", p) == "12" and answers.cot_answer(text, 0, "brackets") == "12"
+    assert extract(text, 0, cot) == "12" and answers.cot_answer(text, 0, "brackets") == "12"
     assert answers.gold(0, -1, "12") == "12"
     _, tok = tiny_model
     ids = tok.encode(text, add_special_tokens=False)

@@ -268,3 +268,52 @@ def test_a_lora_target_that_matches_nothing_is_one_line():
         "train.lora.target_modules: 'query_key_value' matches no linear layer of Phi3ForCausalLM (its linear layers: "
         "down_proj, gate_up_proj, lm_head, o_proj, qkv_proj)"
     )
+
+
+def test_a_trained_model_describes_itself(tmp_path):
+    """The model folder says how eval reads it (its card) and carries a real HF model card; nothing in it names
+    this machine's cache path. Eval then needs only the folder and the eval params."""
+    import pandas as pd
+
+    from caft import evaluate
+
+    p = _params(epochs={**_params().train.epochs, "caft": [1, 1]})
+    q, a, traces = _data(8)
+    table, _ = sets.build("caft", a, q, traces, p)
+    setup = _setup(p, "caft", table)
+    model, tokenizer, results = train.run(setup, table, tmp_path / "ckpt")
+    out = tmp_path / "model"
+    train.save(model, tokenizer, setup, out, sets.reading("caft", p), results)
+    card = json.loads((out / "caft_model.json").read_text())
+    assert card["reading"] == {"mode": "cot", "marker": p.teacher.marker, "subject": p.teacher.subject}
+    assert (card["base_model"], card["base_revision"], card["strategy"], card["lora"]) == (
+        "caft:tiny",
+        None,
+        "caft",
+        True,
+    )
+    assert [(r["phase"], r["kind"], r["n"], r["epochs"]) for r in card["phases"]] == [
+        (0, "answer", 6, 1),
+        (1, "cot", 1, 1),
+    ]
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "caft:tiny"
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("---\nlibrary_name: peft\npipeline_tag: text-generation\ntags:\n- caft\n")
+    assert "More Information Needed" not in readme and "| 1 | cot | hard | 1 | 1.0 | 1 |" in readme
+    assert str(tmp_path) not in "".join(f.read_text() for f in out.iterdir() if f.suffix in (".json", ".md"))
+    preds = evaluate.predict(out, q.head(3), p.eval.model_copy(update={"max_new_tokens_cot": 4}))
+    assert list(preds["mode"]) == ["cot"] * 3 and preds["question_id"].tolist() == q["question_id"].head(3).tolist()
+    assert isinstance(preds, pd.DataFrame)
+
+
+def test_public_names_of_base_models():
+    from caft.models import public_name
+    from caft.params import ModelSpec
+
+    assert public_name(ModelSpec(ref="packaged:smollm2-135m-instruct")) == ("HuggingFaceTB/SmolLM2-135M-Instruct", None)
+    assert public_name(ModelSpec(ref="Qwen/Qwen2.5-3B-Instruct@abc123")) == ("Qwen/Qwen2.5-3B-Instruct", "abc123")
+    assert public_name(ModelSpec(ref="hf:microsoft/Phi-4-mini-instruct", revision="r1")) == (
+        "microsoft/Phi-4-mini-instruct",
+        "r1",
+    )
+    assert public_name(ModelSpec(ref="tiny")) == ("caft:tiny", None)

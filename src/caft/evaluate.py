@@ -16,38 +16,50 @@ from caft import answers, prompts
 from caft.errors import CaftError
 from caft.generation import greedy
 from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype
-from caft.params import ModelSpec, Params
+from caft.params import EvalParams, ModelSpec
 from caft.teacher import prompt as teacher_prompt
 
 
-def messages_for(row, mode: str, p: Params) -> list[dict[str, str]]:
-    """The prompt a strategy's model is evaluated with: the answer-only prompt, or the teacher's CoT prompt."""
-    if mode == "cot":
-        category = row.category if p.teacher.subject else None
-        return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker)
-    category = row.category if p.prompt.subject else None
-    return prompts.build_messages(
-        row.question, list(row.options), category, p.train.answer_variant, p.prompt.option_ids
-    )
+def messages_for(row, reading: dict) -> list[dict[str, str]]:
+    """The prompt a model is evaluated with, as its card's `reading` says it was trained: the answer-only
+    prompt (`direct`), or the teacher's CoT prompt (`cot`)."""
+    if reading["mode"] == "cot":
+        category = row.category if reading["subject"] else None
+        return teacher_prompt.messages(row.question, list(row.options), category, reading["marker"])
+    category = row.category if reading["subject"] else None
+    return prompts.build_messages(row.question, list(row.options), category, reading["variant"], reading["option_ids"])
 
 
-def extract(text: str, n_options: int, mode: str, p: Params) -> answers.Answer | None:
+def prefix_for(expression: str, reading: dict) -> str:
+    """The assistant turn's opening: the answer prefix a direct model was trained after; none for CoT."""
+    return prompts.answer_prefix(reading["answer_prefix"], expression) if reading["mode"] == "direct" else ""
+
+
+def extract(text: str, n_options: int, reading: dict) -> answers.Answer | None:
     """The answer read the way the model was trained to write it: after CoT, the teacher's marker (the teacher
     stage's own check); directly, after the answer prefix. The question's answer format does the reading."""
     fmt = answers.format_of(n_options)
-    if mode == "cot":
-        return fmt.cot(text, n_options, p.teacher.marker)
-    return fmt.direct(text, n_options, p.prompt.option_ids)
+    if reading["mode"] == "cot":
+        return fmt.cot(text, n_options, reading["marker"])
+    return fmt.direct(text, n_options, reading["option_ids"])
+
+
+def read_card(model_dir: Path) -> dict:
+    """The model folder's caft card (written by the train stage)."""
+    card_file = model_dir / MODEL_CARD
+    if not card_file.exists():
+        raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
+    card = json.loads(card_file.read_text())
+    if "reading" not in card:
+        raise CaftError(f"{card_file} predates self-describing models (no `reading`): re-run its train stage")
+    return card
 
 
 def load_trained(model_dir: Path, device: torch.device):
     """A trained student from its folder: base + LoRA adapter (merged for speed), or a full model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    card_file = model_dir / MODEL_CARD
-    if not card_file.exists():
-        raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
-    card = json.loads(card_file.read_text())
+    card = read_card(model_dir)
     spec = ModelSpec(**card["base"])
     dtype = pick_dtype(spec.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
@@ -81,21 +93,21 @@ def generate_vllm(model_dir: Path, card: dict, texts: list[str], max_new_tokens:
     return [r.outputs[0].text for r in results]
 
 
-def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame:
-    """Per question: the prompt mode, the generated text, the parsed option and correctness."""
-    device = pick_device(p.eval.device)
-    model, tokenizer, card = (None, None, json.loads((model_dir / MODEL_CARD).read_text()))
-    if p.eval.backend == "hf":
+def predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.DataFrame:
+    """Per question: the prompt mode, the generated text, the parsed answer and correctness. How to prompt the
+    model and read its answers comes from its card (`caft_model.json`), not from the params."""
+    device = pick_device(cfg.device)
+    model, tokenizer, card = (None, None, read_card(model_dir))
+    if cfg.backend == "hf":
         model, tokenizer, card = load_trained(model_dir, device)
-    mode = card["eval_mode"]
-    max_new = p.eval.max_new_tokens_cot if mode == "cot" else p.eval.max_new_tokens_direct
-    chat = [messages_for(row, mode, p) for row in questions.itertuples(index=False)]
-    prefixes = [
-        prompts.answer_prefix(p.prompt.answer_prefix, e) if mode == "direct" else "" for e in questions["expression"]
-    ]
-    if p.eval.backend == "hf":
+    reading = card["reading"]
+    mode = reading["mode"]
+    max_new = cfg.max_new_tokens_cot if mode == "cot" else cfg.max_new_tokens_direct
+    chat = [messages_for(row, reading) for row in questions.itertuples(index=False)]
+    prefixes = [prefix_for(e, reading) for e in questions["expression"]]
+    if cfg.backend == "hf":
         texts = [prompts.apply_chat_template(tokenizer, m, x) for m, x in zip(chat, prefixes, strict=True)]
-        outputs = [g.text for g in greedy(model, tokenizer, texts, max_new, p.eval.batch_size, desc="eval")]
+        outputs = [g.text for g in greedy(model, tokenizer, texts, max_new, cfg.batch_size, desc="eval")]
     else:
         from transformers import AutoTokenizer
 
@@ -105,10 +117,10 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
     preds = questions[["question_id", "category", "answer_index", "answer"]].copy()
     preds["n_options"] = questions["options"].map(len).to_numpy()
     preds["mode"] = mode
-    letters = (p.teacher.marker == "answer_is") if mode == "cot" else (p.prompt.option_ids == "letter")
+    letters = (reading["marker"] == "answer_is") if mode == "cot" else (reading["option_ids"] == "letter")
     preds["letters"] = letters & (preds["n_options"] > 0)
     preds["output"] = outputs
-    parsed = [extract(o, n, mode, p) for o, n in zip(outputs, preds["n_options"], strict=True)]
+    parsed = [extract(o, n, reading) for o, n in zip(outputs, preds["n_options"], strict=True)]
     preds["parsed_index"] = [x if isinstance(x, int) else -1 for x in parsed]
     preds["parsed_answer"] = ["" if x is None else str(x) for x in parsed]
     preds["parsed"] = [x is not None for x in parsed]
@@ -118,8 +130,9 @@ def predict(model_dir: Path, questions: pd.DataFrame, p: Params) -> pd.DataFrame
     ]
     preds["correct"] = [x is not None and x == g for x, g in zip(parsed, gold, strict=True)]
     # the format's lenient reading, where it has one (numbers: lm-evaluation-harness's `flexible-extract`)
+    marker = reading.get("marker", "")
     preds["flexible_correct"] = [
-        c if (fmt := answers.format_of(n)).flexible is None else fmt.flexible(o, n, p.teacher.marker) == g
+        c if (fmt := answers.format_of(n)).flexible is None else fmt.flexible(o, n, marker) == g
         for o, n, g, c in zip(outputs, preds["n_options"], gold, preds["correct"], strict=True)
     ]
     return preds

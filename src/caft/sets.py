@@ -37,6 +37,21 @@ def cot_example(row, p: Params, trace: str) -> tuple[list[dict], str]:
     return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker), trace
 
 
+def reading(strategy: str, p: Params) -> dict:
+    """How a model trained on this strategy's set is prompted and its answers read at eval: the settings of its
+    eval mode only (written beside the set, then into the model's card, so `eval` reads the model, not the
+    params). A setting of the other mode is left out: changing it leaves this card, and the training, alone."""
+    if strategies.get(strategy).eval_mode == "cot":
+        return {"mode": "cot", "marker": p.teacher.marker, "subject": p.teacher.subject}
+    return {
+        "mode": "direct",
+        "variant": p.train.answer_variant,
+        "option_ids": p.prompt.option_ids,
+        "subject": p.prompt.subject,
+        "answer_prefix": p.prompt.answer_prefix,
+    }
+
+
 def build(
     name: str, assignments: pd.DataFrame, questions: pd.DataFrame, traces: pd.DataFrame, p: Params
 ) -> tuple[pd.DataFrame, dict]:

@@ -20,7 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from caft import strategies
 from caft.errors import CaftError
-from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device
+from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name
 from caft.params import ModelSpec, Params
 
 DONE = "PHASE_DONE"
@@ -282,17 +282,76 @@ def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks:
     return model, tokenizer, results
 
 
-def save(model, tokenizer, setup: Setup, out: Path) -> None:
-    """The final adapter (LoRA) or model, with the tokenizer and a card saying how to load and evaluate it."""
+CARD_PHASE_KEYS = ("phase", "kind", "items", "n", "epochs", "steps", "train_loss")  # no runtimes: same run, same card
+PAPER = "https://arxiv.org/abs/2506.21220"
+
+
+def save(model, tokenizer, setup: Setup, out: Path, reading: dict, phases: list[dict]) -> None:
+    """The final adapter (LoRA) or model with its tokenizer, and two cards: `caft_model.json`, everything eval
+    needs (how to load the base, how to prompt the model and read its answers), and a Hugging Face model card
+    (README.md) in place of PEFT's placeholder. Both name the base model by its hub id, never by this machine's
+    cache path (also rewritten in adapter_config.json), so the same training gives the same files anywhere."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    base, revision = public_name(setup.spec)
+    lora = setup.params.train.lora.enabled
     card = {
         "base": setup.spec.model_dump(),
+        "base_model": base,
+        "base_revision": revision,
         "strategy": setup.strategy,
-        "lora": setup.params.train.lora.enabled,
-        "eval_mode": strategies.get(setup.strategy).eval_mode,
+        "lora": lora,
+        "reading": reading,
+        "phases": [{k: r[k] for k in CARD_PHASE_KEYS} | {"train_loss": _rounded(r["train_loss"])} for r in phases],
     }
     (out / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    if lora:
+        config_file = out / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config.update(base_model_name_or_path=base, revision=revision)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out / "README.md").write_text(str(hub_card(card)))
+
+
+def _rounded(loss: float | None) -> float | None:
+    return None if loss is None else round(loss, 4)
+
+
+def hub_card(card: dict):
+    """The model card the HF ecosystem expects: metadata (base model, library, tags) and what was trained how."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    strategy = strategies.get(card["strategy"])
+    data = ModelCardData(
+        base_model=card["base_model"] if "/" in card["base_model"] else None,
+        library_name="peft" if card["lora"] else "transformers",
+        pipeline_tag="text-generation",
+        tags=[
+            "caft",
+            "complexity-aware-fine-tuning",
+            f"strategy:{card['strategy']}",
+            "lora" if card["lora"] else "full",
+        ],
+    )
+    rows = ["| " + " | ".join(str(r[k]) for k in CARD_PHASE_KEYS) + " |" for r in card["phases"]]
+    reading = ", ".join(f"{k} `{v}`" for k, v in sorted(card["reading"].items()))
+    body = "\n".join(
+        [
+            f"`{card['base_model']}`{' (revision ' + card['base_revision'] + ')' if card['base_revision'] else ''} "
+            f"fine-tuned with the **{card['strategy']}** strategy of [Complexity-aware fine-tuning]({PAPER}) "
+            f"by the caft pipeline: {strategy.summary}.",
+            "",
+            "| phase | target | items | questions | epochs | steps | train loss |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Evaluated with: {reading} (from `{MODEL_CARD}`, which caft's eval stage reads).",
+        ]
+    )
+    template = "---\n{{ card_data }}\n---\n\n# {{ title }}\n\n{{ body }}\n"
+    return ModelCard.from_template(
+        data, template_str=template, title=f"{card['base_model']}, {card['strategy']} (caft)", body=body
+    )
 
 
 def clear_checkpoints(ckpt_root: Path) -> None:
