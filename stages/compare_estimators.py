@@ -6,13 +6,12 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from caft.answers import VALID
 from caft.cli import stage
 from caft.errors import CaftError
 from caft.estimators import compare
 from caft.io import atomic_path, write_json
 from caft.params import load_params
-from caft.scores import load_all
+from caft.scores import load_all, valid_rows
 
 
 @stage
@@ -30,7 +29,7 @@ def main(
     if everything is None:
         raise CaftError(f"no estimator outputs under {estimators}")
     entropy = pd.read_parquet(scores)
-    outcome = entropy.loc[entropy["validity"].isin(VALID), ["question_id", "correct", "category"]]
+    outcome = valid_rows(entropy)[["question_id", "correct", "category"]]
     curves, summary, markdown = compare.report(
         everything, outcome, f"Complexity estimators for {student}", p.estimators.n_boot, p.seed
     )

@@ -7,14 +7,13 @@ import pandas as pd
 import typer
 
 from caft import entropy, entropy_import
-from caft.answers import VALID
 from caft.cli import stage
 from caft.io import atomic_path, write_json, write_table
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 from caft.params import Params, load_params
 from caft.prepare import load_prepared
 from caft.roc import curve_wrong
-from caft.scores import ENTROPY, SINGLE_TOKEN, long, write_each
+from caft.scores import ENTROPY, SINGLE_TOKEN, long, valid_rows, write_each
 
 
 def _from_model(
@@ -70,7 +69,7 @@ def main(
         table, store = _from_model(p, model, questions, partial_dir)
     summary = entropy.summarize(table)
     summary["n_unmatched"] = len(questions) - len(table)
-    valid = table[table["validity"].isin(VALID)]
+    valid = valid_rows(table)
     with atomic_path(plots, directory=True) as tmp:
         for score in ("entropy", "entropy_options"):
             if valid[score].notna().all():

@@ -8,12 +8,12 @@ from sklearn.metrics import roc_auc_score
 
 from caft.estimators import judge
 from caft.estimators.aggregates import aggregate
-from caft.estimators.compare import _compare_rows, bootstrap_auc, common_rows
+from caft.estimators.compare import bootstrap_auc, common_rows, compare_rows
 
 
 def compare(scores, outcome, n_boot, seed):
     """AUC per estimator and category on the rows every estimator scored (what `compare.report` tabulates)."""
-    return _compare_rows(*common_rows(scores, outcome), n_boot, seed)
+    return compare_rows(*common_rows(scores, outcome), n_boot, seed)
 
 
 def test_aggregates_on_hand_computed_entropies():

@@ -32,6 +32,7 @@ from caft import answers, prompts
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
 from caft.params import PromptParams
+from caft.scores import valid_rows
 from caft.store import JsonlStore
 
 VALIDITY = ("option", "number", "idk", "other", "ambiguous")
@@ -318,7 +319,7 @@ def _assemble(questions: pd.DataFrame, texts: list[str], keys: list[str], store:
 def summarize(table: pd.DataFrame) -> dict:
     """Metrics: counts, validity rates, single-token accuracy and the ROC AUC of entropy for a wrong answer
     (on rows with a valid option answer, as the paper: IDK and invalid answers are dropped)."""
-    valid = table[table["validity"].isin(answers.VALID)]
+    valid = valid_rows(table)
     out = {
         "n": len(table),
         "n_train": int((table["subset"] == "train").sum()),

@@ -77,11 +77,16 @@ def load_all(folder: str | Path) -> pd.DataFrame | None:
     return pd.concat(tables, ignore_index=True) if tables else None
 
 
+def valid_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an entropy table whose single-token answer is valid (an option id or a number): the rows
+    the paper scores (IDK and invalid answers dropped), whichever stage asks."""
+    return table[table["validity"].isin(VALID)]
+
+
 def sample_questions(scores: pd.DataFrame, questions: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """A seeded subset of the questions the entropy stage scored with a valid answer: the rows an estimator
     beyond single-token entropy is run on (the same subset for every estimator, so they compare)."""
-    valid = scores.loc[scores["validity"].isin(VALID), "question_id"]
-    pool = questions[questions["question_id"].isin(set(valid))].sort_values("question_id")
+    pool = questions[questions["question_id"].isin(set(valid_rows(scores)["question_id"]))].sort_values("question_id")
     if n is not None and n < len(pool):
         pool = pool.iloc[np.sort(np.random.default_rng([seed, 6]).choice(len(pool), n, replace=False))]
     return pool.reset_index(drop=True)

@@ -33,14 +33,9 @@ def common_rows(scores: pd.DataFrame, outcome: pd.DataFrame) -> tuple[pd.DataFra
     return rows, list(wide.columns)
 
 
-def compare(scores: pd.DataFrame, outcome: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """ROC AUC with a bootstrap interval per estimator, on the same rows (`common_rows`), overall and per
-    category; a category whose rows are all right or all wrong has no AUC and is left out."""
-    rows, estimators = common_rows(scores, outcome)
-    return _compare_rows(rows, estimators, n_boot, seed)
-
-
-def _compare_rows(rows: pd.DataFrame, estimators: list[str], n_boot: int, seed: int) -> pd.DataFrame:
+def compare_rows(rows: pd.DataFrame, estimators: list[str], n_boot: int, seed: int) -> pd.DataFrame:
+    """ROC AUC with a bootstrap interval per estimator on `common_rows`, overall and per category; a category
+    whose rows are all right or all wrong has no AUC and is left out."""
     out = []
     for estimator in estimators:
         for category, part in [("all", rows), *sorted(rows.groupby("category"))]:
@@ -69,7 +64,7 @@ def report(
     markdown table ranking the compared estimators, with the ones left out (mostly unscored) named."""
     scores, n_scored, n_rows = comparable(everything)
     rows, estimators = common_rows(scores, outcome)
-    table = _compare_rows(rows, estimators, n_boot, seed)
+    table = compare_rows(rows, estimators, n_boot, seed)
     curves = pd.concat(
         [curve_wrong(rows["correct"], rows[e]).assign(estimator=e) for e in estimators], ignore_index=True
     )[["estimator", "fpr", "tpr"]]
