@@ -145,3 +145,29 @@ def test_the_import_walk_sees_indirect_modules():
     # stages/train.py -> caft.train -> caft.models -> caft.tiny -> caft.sources.synthetic
     assert {"train.py", "models.py", "tiny.py", "sources/synthetic.py"} <= required(REPO / "stages/train.py")
     assert "strategies.py" not in required(REPO / "stages/split.py")  # only through params.py (an unused edge)
+
+
+def _leaves(node: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in node.items():
+        out |= _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+    return out
+
+
+def test_every_listed_param_is_a_leaf_of_params_yaml():
+    """DVC fails a stage whose listed param is missing from params.yaml, and only when that stage runs (a
+    family's stage runs only when a profile enables it): every listed key must be there, whatever the item."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    leaves = _leaves(params)
+    models = {f"models.{name}." for name in params["models"]}
+    missing = set()
+    for name, body in _stages():
+        for key in body.get("params", []):
+            if not isinstance(key, str):
+                continue
+            if "${item" in key:
+                key = re.sub(r"^models\.\$\{item(\.student)?\}\.", next(iter(sorted(models))), key)
+                key = re.sub(r"\$\{item\.strategy\}", "sft", key)
+            if key not in leaves:
+                missing.add(f"{name}: {key}")
+    assert sorted(missing) == []
