@@ -2,6 +2,7 @@
 
     caft profile PROFILE.yaml [MORE.yaml ...] [dvc exp run args]   apply profiles as one DVC experiment
     caft plan RECIPE.yaml [MORE.yaml ...] [--n-questions N] [--json OUT]   what a recipe will run and cost
+    caft compare [--out FILE] [dvc exp show args]   one table of the experiments
 
 Both validate the merged params first, so a bad profile fails with one line before DVC touches anything.
 """
@@ -59,3 +60,20 @@ def plan(
     typer.echo(render(result))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@stage
+def compare(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="also write the table here (markdown)")] = None,
+) -> None:
+    """One table of the experiments `dvc exp show` lists (extra arguments such as `-A` or `-n 3` go to it):
+    per experiment the params it changes, and per student x strategy balanced accuracy [95 % CI], hard-band
+    accuracy, teacher calls, CoT target tokens, saving vs distill and the entropy's ROC AUC."""
+    from caft import compare as comparison
+
+    table = comparison.markdown(comparison.experiments(comparison.show(ctx.args)))
+    typer.echo(table, nl=False)
+    if out:
+        out.write_text(table)

@@ -1,0 +1,113 @@
+"""One compact table of DVC experiments (`caft compare`): per experiment, what its params change and, per
+student x strategy, the numbers the paper compares — from `dvc exp show --json`, not from the workspace.
+
+`dvc exp show` lists every param and metric (hundreds of columns); this keeps the params that differ between
+the rows and the report's headline metrics: balanced accuracy with its 95 % interval, hard-band accuracy,
+teacher calls, CoT target tokens, the saving against distill, and the entropy's ROC AUC for a wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from caft.errors import CaftError
+
+REPORT = "metrics/report.json"
+COLUMNS = (
+    "experiment",
+    "changed params",
+    "student",
+    "strategy",
+    "balanced acc. [95 % CI]",
+    "hard band acc.",
+    "teacher calls",
+    "CoT target tokens",
+    "saving vs distill",
+    "entropy ROC AUC",
+)
+
+
+def flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def experiments(shown: list[dict]) -> list[dict]:
+    """(name, params, metrics per file) of the workspace, each listed commit and its experiments, in
+    `dvc exp show` order; rows DVC could not read are left out."""
+    rows = []
+
+    def add(entry: dict, fallback: str) -> None:
+        data = entry.get("data")
+        if not data:
+            return
+        params = flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}) or {})
+        metrics = {path: m.get("data", {}) for path, m in (data.get("metrics") or {}).items()}
+        rows.append({"name": entry.get("name") or fallback, "params": params, "metrics": metrics})
+
+    for commit in shown:
+        add(commit, "workspace" if commit["rev"] == "workspace" else commit["rev"][:7])
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                add(rev, rev["rev"][:7])
+    return rows
+
+
+def changed(rows: list[dict]) -> list[str]:
+    """The params whose values differ between rows (in params.yaml order)."""
+    keys = dict.fromkeys(k for row in rows for k in row["params"])
+    return [k for k in keys if len({json.dumps(row["params"].get(k)) for row in rows}) > 1]
+
+
+def _num(value: object, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def lines(rows: list[dict]) -> list[list[str]]:
+    """One line per experiment x student x strategy of its report."""
+    keys = changed(rows)
+    out = []
+    for row in rows:
+        report = row["metrics"].get(REPORT, {})
+        params = ", ".join(f"{k}={json.dumps(row['params'].get(k))}" for k in keys) or "–"
+        for student, by_strategy in report.items():
+            auc = row["metrics"].get(f"metrics/entropy/{student}.json", {}).get("roc_auc")
+            for strategy, m in by_strategy.items():
+                ci = f"[{_num(m.get('balanced_accuracy_ci_low'))}, {_num(m.get('balanced_accuracy_ci_high'))}]"
+                out.append(
+                    [
+                        row["name"],
+                        params,
+                        student,
+                        strategy,
+                        f"{_num(m.get('balanced_accuracy'))} {ci}",
+                        _num(m.get("band_hard_accuracy")),
+                        _num(m.get("teacher_calls")),
+                        _num(m.get("cot_target_tokens")),
+                        _num(m.get("data_saving_one_pass")),
+                        _num(auc),
+                    ]
+                )
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    body = lines(rows)
+    if not body:
+        raise CaftError(f"no experiment has {REPORT} (run the pipeline, or `dvc exp run`, first)")
+    table = [COLUMNS, tuple("---" for _ in COLUMNS), *body]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in table) + "\n"
+
+
+def show(extra_args: list[str]) -> list[dict]:
+    """`dvc exp show --json` (plus e.g. `-A` / `-n 3`), parsed."""
+    proc = subprocess.run(["dvc", "exp", "show", "--json", *extra_args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CaftError(f"dvc exp show failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(proc.stdout)
