@@ -21,6 +21,9 @@ def main(
         "data/teacher/cache"
     ),
     metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/teacher.json"),
+    run_log: Annotated[Path, typer.Option(help="what this run requested and paid (JSON)")] = Path(
+        "data/teacher/run.json"
+    ),
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
     splits: Annotated[Path, typer.Option(help="folder of the split stages' outputs")] = Path("data/split"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what a run would pay for; write nothing")] = False,
@@ -42,7 +45,9 @@ def main(
     summary = {**run.summarize(table, outcome, fresh, p.teacher), "from_machine_store": adopted}
     run.check_failures(summary, p.teacher)
     write_table(table, out)
-    write_json(summary, metrics)
+    result, this_run = run.split_summary(summary)
+    write_json(this_run, run_log)
+    write_json(result, metrics)
     typer.echo(
         f"teacher[{summary['teacher']}]: {summary['requested']} needed, {summary['cache_hits']} cached, "
         f"{summary['new_calls']} requested now, {summary['failures']} failed, {summary['kept']} kept"

@@ -28,6 +28,7 @@ def main(
     out: Annotated[Path, typer.Option(help="final adapter / model folder (the only cached output)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     live_dir: Annotated[Path, typer.Option(help="dvclive folder for training curves")],
+    run_log: Annotated[Path, typer.Option(help="what this run did: runtimes, the checkpoint it resumed from")],
     checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (not cached)")] = Path(".caft/checkpoints"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
@@ -53,16 +54,14 @@ def main(
         "n_answer_items": int(((table["kind"] == "answer") & (table["subset"] == "train")).sum()),
         "n_cot_items": int(((table["kind"] == "cot") & (table["subset"] == "train")).sum()),
         **train.target_tokens(tokenizer, table[table["subset"] == "train"], p.train.epochs[strategy]),
-        **{
-            f"phase{r['phase']}_{k}": r[k]
-            for r in phases
-            for k in ("n", "epochs", "steps", "train_loss", "runtime_s", "resumed_from")
-        },
+        **{f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("n", "epochs", "steps", "train_loss")},
         "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
         "final_train_loss": live_summary.get("train", {}).get("loss"),
         "final_eval_loss": live_summary.get("eval", {}).get("loss"),
     }
     write_json(summary, metrics)
+    # not metrics: they differ between two runs of the same params
+    write_json({f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("runtime_s", "resumed_from")}, run_log)
     train.clear_checkpoints(ckpt_root)
     typer.echo(f"train[{student}/{strategy}]: {json.dumps({k: summary[k] for k in list(summary)[:6]})}")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +218,8 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert api.auth == {f"Bearer {key}"}
     metrics = json.loads((project / "metrics/teacher.json").read_text())
-    assert metrics["teacher"] == "openai:deepseek/deepseek-chat-v3-0324" and metrics["new_traces"] > 0
+    this_run = json.loads((project / "data/teacher/run.json").read_text())
+    assert metrics["teacher"] == "openai:deepseek/deepseek-chat-v3-0324" and this_run["new_traces"] > 0
     assert key not in proc.stdout + proc.stderr
     leaks = [p for p in project.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaks == []
@@ -241,3 +244,67 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
         "data/eval/tiny/caft/predictions.parquet",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+
+
+def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project):
+    """threshold A -> B -> A: the third run restores split, sets, trainings and evals from DVC's run-cache
+    (every expensive stage's outputs are cached, metrics and plots included); only the teacher (its response
+    store is a `persist` output, which DVC never run-caches; it pays nothing) and the report (git-visible
+    outputs) run again."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    start = params["split"]["threshold"]
+    run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
+    before = json.loads((project / "metrics/eval/tiny/caft.json").read_text())
+    run(["dvc", "exp", "run", "-S", "split.threshold=0.4"], project)
+    out = run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
+    assert ran_stages(out) <= {"teacher", "report"}, out
+    assert "Stage 'train@tiny-caft' is cached - skipping run, checking out outputs" in out
+    assert json.loads((project / "metrics/eval/tiny/caft.json").read_text()) == before
+    assert (project / ".dvc/cache/runs").is_dir()
+    run(["dvc", "exp", "run", "-S", f"split.threshold={start}"], project)
+
+
+def test_an_experiment_holds_exactly_the_metrics_of_what_it_ran(project):
+    """Dropping strategies leaves their old files in the workspace, but metrics and plots are declared per stage:
+    `dvc metrics show` and `dvc exp show` carry only the strategies in params."""
+    run(["dvc", "exp", "run", "-S", "strategies=[sft,caft]"], project)
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project))
+    files = set(next(iter(shown.values()))["data"])
+    assert "metrics/eval/tiny/caft.json" in files and "metrics/train/tiny/sft.json" in files
+    assert not {f for f in files if f.endswith(("distill.json", "random.json"))}, files
+    assert set(json.loads((project / "metrics/report.json").read_text())["tiny"]) == {"sft", "caft"}
+    data = next(iter(shown.values()))["data"]
+    keys = [key for f in files for key in _keys(data[f]["data"])]
+    assert len(keys) > 100 and [k for k in keys if " " in k] == []  # metric keys are identifiers
+    run(["dvc", "exp", "run", "-S", "strategies=[sft,distill,caft,random]"], project)
+
+
+def _keys(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        yield f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _keys(value, f"{prefix}{key}.")
+
+
+def test_queued_experiments_recompute_nothing_the_workspace_has(project):
+    """Two queued thresholds on two workers: each runs in a copy of the last commit, restores prepare, entropy,
+    the estimators and the sft / distill trainings from the run-cache, and runs only what the threshold
+    changes; `caft compare` then lists both."""
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny state", "--allow-empty"], project)
+    for value in ("0.55", "0.65"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", f"q{value[2:]}"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + HANG_GUARD_S
+    while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], project)):
+        assert time.monotonic() < deadline, "queue did not finish"
+        time.sleep(5)
+    assert run(["dvc", "queue", "status"], project).count("Success") == 2
+    upstream = {"prepare", "entropy@tiny", "estimate_cot@tiny", "train@tiny-sft", "train@tiny-distill"}
+    for name in ("q55", "q65"):
+        logs = run(["dvc", "queue", "logs", name], project)
+        ran = ran_stages(logs)
+        assert "split@tiny" in ran and "train@tiny-caft" in ran and not ran & upstream, (name, ran)
+    table = run(["caft", "compare"], project)
+    assert re.search(r"^\| q55 \| split\.threshold=0\.55 \| tiny \| caft \| 0\.\d{3} \[", table, re.M), table
+    assert re.search(r"^\| q65 \| split\.threshold=0\.65 \| tiny \| sft \|", table, re.M), table

@@ -141,7 +141,8 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
         )
         assert "teacher" in ran_stages(out) and calls() == len(train) + 3
         metrics = json.loads((root / "metrics/teacher.json").read_text())
-        assert (metrics["requested"], metrics["new_traces"], metrics["failures"]) == (len(train), 3, 0)
+        this_run = json.loads((root / "data/teacher/run.json").read_text())
+        assert (metrics["requested"], this_run["new_traces"], metrics["failures"]) == (len(train), 3, 0)
         cached = root / "data/teacher/cache/traces.jsonl"
         assert len(cached.read_text().splitlines()) == len(train)  # the pushed output holds every trace
         run(["git", "add", "-A"], root)

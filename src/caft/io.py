@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,12 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def metric_key(text: object) -> str:
+    """A name as a metric key: lower-case letters, digits and `_` (`"unit conversion"` -> `unit_conversion`),
+    so `dvc exp show` / `dvc metrics diff` columns are identifiers."""
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
 
 
 def write_json(data: Any, dest: str | Path) -> None:

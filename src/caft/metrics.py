@@ -6,14 +6,13 @@ set from the predictions files, so it never imports torch or a model.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
 from caft import answers
 from caft.answers import LETTERS
+from caft.io import metric_key
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -61,9 +60,5 @@ def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:
 def summarize(preds: pd.DataFrame, seed: int) -> dict:
     out = score(preds, seed)
     for category, part in sorted(preds.groupby("category")):
-        out[f"category_{_slug(category)}_accuracy"] = round(float(part["correct"].mean()), 6)
+        out[f"category_{metric_key(category)}_accuracy"] = round(float(part["correct"].mean()), 6)
     return out
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")

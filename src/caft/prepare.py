@@ -10,7 +10,7 @@ import pandas as pd
 
 from caft import schema
 from caft.errors import CaftError
-from caft.io import read_table
+from caft.io import metric_key, read_table
 from caft.params import DataParams
 from caft.sources import mmlu_pro, synthetic
 
@@ -76,7 +76,8 @@ def summary(train: pd.DataFrame, test: pd.DataFrame, cfg: DataParams, acted: lis
     if cfg.source == "file" and cfg.file.bad_rows != "error":
         out[{"skip": "n_skipped_rows", "repair": "n_repaired_rows"}[cfg.file.bad_rows]] = len(acted)
     for name, part in (("train", train), ("test", test)):
-        out[f"{name}_by_category"] = {str(k): int(v) for k, v in part["category"].value_counts().sort_index().items()}
+        counts = part["category"].value_counts().sort_index()
+        out[f"{name}_by_category"] = {metric_key(k): int(v) for k, v in counts.items()}
     return out
 
 

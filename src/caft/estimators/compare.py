@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from caft.io import metric_key
 from caft.roc import curve_wrong
 
 
@@ -70,7 +71,9 @@ def report(
     )[["estimator", "fpr", "tpr"]]
     metrics: dict = {name: {"n_scored": int(n)} for name, n in n_scored.items()}
     for r in table.to_dict(orient="records"):
-        metrics.setdefault(r["estimator"], {})[r["category"]] = {k: r[k] for k in ("n", "roc_auc", "ci_low", "ci_high")}
+        metrics.setdefault(r["estimator"], {})[metric_key(r["category"])] = {
+            k: r[k] for k in ("n", "roc_auc", "ci_low", "ci_high")
+        }
     overall = table[table["category"] == "all"].sort_values("roc_auc", ascending=False)
     lines = [f"# {title}", "", "| estimator | ROC AUC → wrong answer [95 % bootstrap CI] | n |", "|---|---|---|"]
     lines += [

@@ -197,6 +197,25 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
     return out
 
 
+# What this run did, rather than what the traces are: moved out of the metrics into the stage's run log, so two
+# runs at the same params do not "differ" in `dvc exp show`.
+RUN_KEYS = (
+    "cache_hits",
+    "new_calls",
+    "new_traces",
+    "api_attempts",
+    "new_prompt_tokens",
+    "new_completion_tokens",
+    "new_cost_usd",
+    "from_machine_store",
+)
+
+
+def split_summary(summary: dict) -> tuple[dict, dict]:
+    """(metrics: what the kept traces are and cost, the run log: what this run requested and paid)."""
+    return {k: v for k, v in summary.items() if k not in RUN_KEYS}, {k: summary[k] for k in RUN_KEYS if k in summary}
+
+
 def check_failures(summary: dict, cfg: TeacherParams) -> None:
     """Items that failed after every retry must not vanish from the CoT sets while the stage reports success:
     beyond `teacher.max_failures` the stage stops (what was received is already stored), and the next run
