@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo tiny test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: setup demo tiny compare test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ demo: setup
 ## The whole pipeline on the tiny profile, applied as a DVC experiment (the workspace stays in the profile).
 tiny: setup
 	$(OFFLINE) caft profile profiles/tiny.yaml
+
+## One table of the experiments `dvc exp show` lists (changed params, headline metrics per student x strategy).
+compare: setup
+	$(BIN)/caft compare
 
 ## Paper recipes (recipes/*.yaml), each applied as a DVC experiment. Full mode needs GPUs and the teacher's
 ## API key (OPENROUTER_API_KEY); plan mode needs neither and prints stages, teacher calls, tokens, GPU-hours.
@@ -74,6 +78,7 @@ lint: setup
 bench: setup
 	$(OFFLINE) $(BIN)/python bench/entropy_throughput.py --out bench/results/entropy_throughput.json
 	$(OFFLINE) $(BIN)/python bench/demo_stages.py --out bench/results/demo_stages.json
+	$(OFFLINE) $(BIN)/python bench/queue_sweep.py --out bench/results/queue_sweep.json
 
 ## The README's plot images, rendered from `dvc plots show` (needs the docs extra).
 docs-plots: setup

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from tests.conftest import REPO
 from tests.dvc_project import HANG_GUARD_S, env, lock, make_project, ran_stages, run
 
 pytestmark = pytest.mark.integration
@@ -223,6 +224,14 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
     assert key not in proc.stdout + proc.stderr
     leaks = [p for p in project.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaks == []
+    # back to the oracle: its traces are those of the earlier runs, so everything after the teacher is restored
+    # from the run-cache (the teacher itself, a `persist` stage, runs; it pays nothing)
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["teacher"]
+    back = ["teacher.backend=oracle"] + [
+        f"teacher.openai.{k}={defaults['openai'][k]}" for k in ("base_url", "api_key_env", "backoff_base_s")
+    ]
+    out = run(["dvc", "exp", "run", *[arg for s in back for arg in ("-S", s)]], project)
+    assert ran_stages(out) <= {"teacher", "report"}, out
 
 
 def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
@@ -244,6 +253,12 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
         "data/eval/tiny/caft/predictions.parquet",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    # a combination the project ran (the profile's threshold, before an earlier test moved it to 0.5) restores
+    # from the pulled run-cache
+    run(["dvc", "pull", "--run-cache"], clone)
+    out = run(["dvc", "exp", "run", "-S", "split.threshold=0.75"], clone)
+    assert not {s for s in ran_stages(out) if s.startswith(("train@", "eval@", "split@", "sets@"))}, out
+    assert "Stage 'train@tiny-caft' is cached - skipping run, checking out outputs" in out
 
 
 def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project):
