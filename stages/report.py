@@ -61,6 +61,7 @@ def main(
         "data/prepared/test.parquet"
     ),
     entropy_metrics: Annotated[Path, typer.Option(help="the entropy stage's metrics folder")] = Path("metrics/entropy"),
+    train_plots: Annotated[Path, typer.Option(help="the train stages' dvclive folders")] = Path("plots/train"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
@@ -93,6 +94,8 @@ def main(
         ]
         rows[cols].assign(run=rows["student"] + "/" + rows["strategy"]).to_csv(tmp / "accuracy.csv", index=False)
         report.band_table(rows).to_csv(tmp / "bands.csv", index=False)
+        curves = [report.loss_curve(train_plots / s / x, s, x) for s in p.students for x in p.strategies]
+        pd.concat(curves, ignore_index=True).to_csv(tmp / "loss.csv", index=False)
     typer.echo(text)
 
 

@@ -214,3 +214,31 @@ def test_the_judge_scales_param_lists_the_judge_scales():
 
     (literal,) = get_args(JudgeParams.model_fields["scales"].annotation)
     assert set(get_args(literal)) == set(SCALES)
+
+
+def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_store(monkeypatch, tmp_path):
+    """A second workspace (a queued experiment, a fresh clone) finds the judgements in the machine-wide store:
+    nothing is asked again, and its own DVC output (the cache folder) still holds every one of them."""
+    from caft.estimators.judge import run
+    from caft.params import parse_params
+    from caft.teacher import backends
+    from tests.conftest import make_questions
+
+    calls = []
+
+    def rater(requests, cfg, sink):
+        for req in requests:
+            calls.append(req.question_id)
+            sink(req, backends._response("Two steps.\nSteps: low", "stop", 1, 1, 0.0, 1))
+        return backends.Outcome()
+
+    monkeypatch.setitem(backends.BACKENDS, "rater", backends.Backend(label=lambda cfg: "rater", paid=False, run=rater))
+    p = parse_params(
+        {"students": ["s"], "models": {"s": {"ref": "tiny"}}, "estimators": {"judge": {"backend": "rater"}}}
+    )
+    questions = make_questions(4)
+    first, _ = run(questions, p, "s", "reasoning_steps", tmp_path / "one")
+    second, wide = run(questions, p, "s", "reasoning_steps", tmp_path / "two")
+    assert len(calls) == 4 and first["score"].tolist() == second["score"].tolist() == [0.0] * 4
+    assert set(wide["judgement"]) == {"low"} and set(second["levels"]) == {3}
+    assert len((tmp_path / "two" / "traces.jsonl").read_text().splitlines()) == 4

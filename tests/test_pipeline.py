@@ -91,6 +91,21 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
 
 
+def test_the_html_report_holds_the_summary_and_every_plot(project, tmp_path):
+    """`make report`'s page: self-contained (inline SVG, no script), the summary at the top, one figure per plot."""
+    page = tmp_path / "plots.html"
+    run(
+        [sys.executable, str(REPO / "tools/render_plots.py"), "--out", str(tmp_path / "img"), "--html", str(page)],
+        project,
+    )
+    text = page.read_text()
+    pngs = list((tmp_path / "img").glob("*.png"))
+    assert text.count("<figure><svg") == len(pngs) >= 5 and "<script" not in text
+    assert "# caft: students × strategies" in text and "accuracy-on-the-balanced-test-set-with-95-cis.png" in {
+        p.name for p in pngs
+    }
+
+
 def test_threshold_experiment_reruns_only_split(project):
     before = lock(project)
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)

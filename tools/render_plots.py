@@ -1,10 +1,12 @@
-"""Render the pipeline's `dvc plots` (vega-lite) to PNG files for the README.
+"""Render the pipeline's `dvc plots` (vega-lite) to PNG files for the README, and optionally one
+self-contained HTML page (inline SVG, no script or network needed) beside `reports/summary.md`.
 
-python tools/render_plots.py --out docs/img
+python tools/render_plots.py --out docs/img [--html reports/plots.html]
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -16,7 +18,11 @@ import typer
 
 def main(
     out: Annotated[Path, typer.Option(help="folder for the PNG files")] = Path("docs/img"),
-    match: Annotated[str, typer.Option(help="regex on plot names to render")] = r"^(?!plots/train/)|/loss\.tsv$",
+    match: Annotated[str, typer.Option(help="regex on plot names to render")] = r"^(?!plots/train/)",
+    page: Annotated[Path | None, typer.Option("--html", help="also one self-contained HTML page of every plot")] = None,
+    summary: Annotated[Path, typer.Option(help="the report's markdown, shown at the top of the page")] = Path(
+        "reports/summary.md"
+    ),
 ) -> None:
     import vl_convert
 
@@ -24,6 +30,7 @@ def main(
         subprocess.run(["dvc", "plots", "show", "--json"], capture_output=True, text=True, check=True).stdout
     )
     out.mkdir(parents=True, exist_ok=True)
+    figures = []
     for name, renders in shown.get("data", {}).items():
         if not re.search(match, name):
             continue
@@ -33,6 +40,17 @@ def main(
             slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
             (out / f"{slug}.png").write_bytes(vl_convert.vegalite_to_png(render["content"], scale=1.5))
             typer.echo(out / f"{slug}.png")
+            if page is not None:
+                figures.append(f"<figure>{vl_convert.vegalite_to_svg(render['content'])}</figure>")
+    if page is not None:
+        text = html.escape(summary.read_text()) if summary.exists() else ""
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(
+            "<!doctype html><meta charset='utf-8'><title>caft report</title>"
+            "<style>body{font-family:sans-serif;margin:2em} pre{white-space:pre-wrap}</style>"
+            f"<h1>caft report</h1><pre>{text}</pre>{''.join(figures)}\n"
+        )
+        typer.echo(page)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ data"; epoch-weighted → "81 % less data"), relative to full distillation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
+from caft.errors import CaftError
 from caft.metrics import score, wilson
 from caft.split import BANDS
 
@@ -146,3 +149,13 @@ def to_markdown(rows: pd.DataFrame) -> str:
             for r in rows.to_dict(orient="records")
         ]
     return "\n".join(lines) + "\n"
+
+
+def loss_curve(live_dir: Path, student: str, strategy: str) -> pd.DataFrame:
+    """One training's loss per step (its dvclive `loss.tsv`), labelled, for the report's one chart per student
+    with a curve per strategy (caft's phase 2 continues phase 1's steps)."""
+    path = Path(live_dir) / "plots" / "metrics" / "train" / "loss.tsv"
+    if not path.exists():
+        raise CaftError(f"no training curve for {student}/{strategy}: {path} (run `dvc repro`)")
+    curve = pd.read_csv(path, sep="\t")[["step", "loss"]]
+    return curve.assign(student=student, strategy=strategy)[["student", "strategy", "step", "loss"]]

@@ -75,7 +75,9 @@ def run(
     """The family's entry (`caft.estimators.registry.FAMILIES["judge"]`, one scale per stage): the judge's level per
     question; malformed or failed judgements get no score (never a level). `workdir` holds the response cache."""
     todo = requests(questions, kind, p.estimators.judge)
+    Path(workdir).mkdir(parents=True, exist_ok=True)  # the stage's output, even when nothing is new
     cache = TraceCache(workdir)
+    cache.adopt([r.key for r in todo])  # judgements only the machine-wide store holds join the DVC output
     outcome, _ = execute(todo, cache, p.estimators.judge)
     rows = []
     for req in todo:
