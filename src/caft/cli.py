@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
 from caft.errors import CaftError
 
 F = TypeVar("F", bound=Callable)
+# TRL and PEFT still read `model.is_gradient_checkpointing`, which transformers 5 renamed: a FutureWarning per
+# training and per adapter load about the libraries' internals, not about anything a user can change.
+LIBRARY_DEPRECATIONS = r"`is_gradient_checkpointing` is deprecated"
 EXIT_USER_ERROR = 2
 
 
@@ -20,6 +24,7 @@ def stage(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        warnings.filterwarnings("ignore", message=LIBRARY_DEPRECATIONS, category=FutureWarning)
         try:
             return fn(*args, **kwargs)
         except CaftError as exc:

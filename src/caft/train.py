@@ -136,7 +136,7 @@ def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: boo
         bf16=on_gpu and torch.cuda.is_bf16_supported(),
         fp16=False,
         use_cpu=not on_gpu,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         completion_only_loss=True,
         seed=p.seed,
         data_seed=p.seed,
