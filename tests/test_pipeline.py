@@ -270,12 +270,6 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
         "data/eval/tiny/caft/predictions.parquet",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
-    # a combination the project ran (the profile's threshold, before an earlier test moved it to 0.5) restores
-    # from the pulled run-cache
-    run(["dvc", "pull", "--run-cache"], clone)
-    out = run(["dvc", "exp", "run", "-S", "split.threshold=0.75"], clone)
-    assert not {s for s in ran_stages(out) if s.startswith(("train@", "eval@", "split@", "sets@"))}, out
-    assert "Stage 'train@tiny-caft' is cached - skipping run, checking out outputs" in out
 
 
 def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project):

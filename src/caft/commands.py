@@ -87,7 +87,24 @@ def reset() -> None:
     every output checked out from the DVC cache to match them, so a profile's files and results never mix with
     the default's. Outputs the committed lock does not know (another profile's students) are left on disk but
     belong to no stage, so `dvc metrics show` and `dvc exp show` do not list them."""
-    for cmd in (["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock"], ["dvc", "checkout", "--quiet"]):
+    in_git = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
+    for cmd in (["git", "checkout", "HEAD", "--", *in_git], ["dvc", "checkout", "--quiet"]):
         typer.echo("+ " + " ".join(cmd))
         if subprocess.call(cmd) != 0:
             raise CaftError(f"{' '.join(cmd)} failed (is this a caft project with its outputs in the DVC cache?)")
+
+
+def _uncached_outputs(dvc_yaml: Path) -> list[str]:
+    """The outputs kept in git (`cache: false`: the report's), which `dvc checkout` does not restore."""
+    import yaml
+
+    paths = []
+    for body in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
+        stage_def = body.get("do", body)
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage_def.get(kind, []):
+                if isinstance(out, dict):
+                    (path, flags), *_ = out.items()
+                    if (flags or {}).get("cache") is False and "${" not in path:
+                        paths.append(path)
+    return paths
