@@ -34,7 +34,10 @@ def main(
     p = load_params(params)
     if not module.startswith("caft.estimators."):
         raise CaftError(f"--module {module}: an estimator family lives under caft.estimators")
-    family = importlib.import_module(module)
+    try:
+        family = importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise CaftError(f"--module {module}: no such estimator family module") from None
     chosen = sample_questions(pd.read_parquet(scores), load_prepared(data), p.estimators.max_questions, p.seed)
     table, per_question = family.run(chosen, p, student, variant, workdir)
     write_table(per_question, details)

@@ -182,3 +182,22 @@ def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_mode
     answer_pos, _ = locate_answer(tok, ids, "brackets", answers.format_name(0))
     start = text.rindex("12")  # where the toy's answer_start pattern puts the answer
     assert len(tok.decode(ids[:answer_pos])) <= start < len(tok.decode(ids[: answer_pos + 1]))
+
+
+def test_an_unknown_estimator_module_is_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(BASE))
+    for module, message in (
+        ("caft.estimators.nope", "error: --module caft.estimators.nope: no such estimator family module\n"),
+        ("os", "error: --module os: an estimator family lives under caft.estimators\n"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            _stage("estimate").main(
+                module=module,
+                student="s",
+                scores=tmp_path / "scores.parquet",
+                out_dir=tmp_path / "est",
+                details=tmp_path / "est/details/x.parquet",
+                params=tmp_path / "params.yaml",
+            )
+        assert exit_.value.code == 2 and capsys.readouterr().err == message
+    assert not (tmp_path / "est").exists()

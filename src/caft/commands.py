@@ -72,9 +72,9 @@ def compare(
     """One table of the experiments `dvc exp show` lists (extra arguments such as `-A` or `-n 3` go to it):
     per experiment the params it changes, and per student x strategy balanced accuracy [95 % CI], hard-band
     accuracy, teacher calls, CoT target tokens, saving vs distill and the entropy's ROC AUC."""
-    from caft import compare as comparison
+    from caft import experiments
 
-    table = comparison.markdown(comparison.experiments(comparison.show(ctx.args)))
+    table = experiments.markdown(experiments.rows(experiments.show(ctx.args)))
     typer.echo(table, nl=False)
     if out:
         out.write_text(table)

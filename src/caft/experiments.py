@@ -38,7 +38,7 @@ def flatten(node: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def experiments(shown: list[dict]) -> list[dict]:
+def rows(shown: list[dict]) -> list[dict]:
     """(name, params, metrics per file) of the workspace, each listed commit and its experiments, in
     `dvc exp show` order; rows DVC could not read are left out."""
     rows = []

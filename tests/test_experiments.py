@@ -1,8 +1,8 @@
-"""`caft compare`: the experiments table from `dvc exp show --json`."""
+"""`caft compare` (caft.experiments): the experiments table from `dvc exp show --json`."""
 
 import pytest
 
-from caft import compare
+from caft import experiments
 from caft.errors import CaftError
 
 
@@ -31,9 +31,11 @@ def test_the_table_keeps_changed_params_and_the_headline_metrics():
     head = _entry("a" * 40, "main", 0.75, 0.385)
     head["experiments"] = [{"revs": [_entry("b" * 40, "exp-1", 0.5, 0.4)], "name": "exp-1"}]
     shown = [_entry("workspace", None, 0.75, 0.385), head]
-    rows = compare.experiments(shown)
-    assert [r["name"] for r in rows] == ["workspace", "main", "exp-1"] and compare.changed(rows) == ["split.threshold"]
-    assert compare.markdown(rows).splitlines() == [
+    rows = experiments.rows(shown)
+    assert [r["name"] for r in rows] == ["workspace", "main", "exp-1"] and experiments.changed(rows) == [
+        "split.threshold"
+    ]
+    assert experiments.markdown(rows).splitlines() == [
         "| experiment | changed params | student | strategy | balanced acc. [95 % CI] | hard band acc. | teacher calls "
         "| CoT target tokens | saving vs distill | entropy ROC AUC |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -45,4 +47,4 @@ def test_the_table_keeps_changed_params_and_the_headline_metrics():
 
 def test_no_report_is_one_line():
     with pytest.raises(CaftError, match=r"^no experiment has metrics/report.json"):
-        compare.markdown([{"name": "x", "params": {}, "metrics": {}}])
+        experiments.markdown([{"name": "x", "params": {}, "metrics": {}}])
