@@ -47,7 +47,8 @@ compare: setup
 
 ## Paper recipes (recipes/*.yaml), each applied as a DVC experiment. Full mode needs GPUs and the teacher's
 ## API key (OPENROUTER_API_KEY); plan mode needs neither and prints stages, teacher calls, tokens, GPU-hours.
-EACL := recipes/eacl2026.yaml $(if $(LORA),recipes/eacl2026-lora.yaml)
+## DATASET=gsm8k | medmcqa overlays recipes/eacl2026-$(DATASET).yaml on the MMLU-Pro recipe (default: MMLU-Pro).
+EACL := recipes/eacl2026.yaml $(if $(DATASET),recipes/eacl2026-$(DATASET).yaml) $(if $(LORA),recipes/eacl2026-lora.yaml)
 
 plan-emnlp: setup
 	$(OFFLINE) caft plan recipes/emnlp2025.yaml

@@ -31,6 +31,7 @@ def _from_model(
         "dtype": str(dtype),
         "id_collision": p.entropy.id_collision,
         "max_new_tokens": p.entropy.max_new_tokens,
+        "locate": p.entropy.locate,
     }
     store = entropy.PartialStore(partial_dir / name / f"{entropy.fingerprint(settings)}.jsonl")
     table = entropy.compute(
@@ -43,6 +44,7 @@ def _from_model(
         id_collision=p.entropy.id_collision,
         store=store,
         max_new_tokens=p.entropy.max_new_tokens,
+        locate=p.entropy.locate,
     )
     return table, store
 

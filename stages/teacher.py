@@ -32,7 +32,7 @@ def main(
     p = load_params(params)
     questions = load_prepared(data)
     ids = run.needed_ids(run.load_assignments(splits, p.students), p.strategies)
-    requests = run.build_requests(questions, ids, p.teacher)
+    requests = run.build_requests(questions, ids, p.teacher, p.prompt.dataset)
     store = TraceCache(cache)
     if dry_run:
         typer.echo(

@@ -108,3 +108,42 @@ def test_the_dataset_teacher_backend_through_dvc_exp_run(chain):
     prepared = pd.read_parquet(chain / "data/prepared/train.parquet").set_index("question_id")
     expected = traces["question_id"].map(prepared["rationale"]) + "\nThe answer is " + traces["parsed_answer"] + "."
     assert (traces["trace"] == expected).all() and (traces["backend"] == "dataset").all()
+
+
+@pytest.mark.integration
+def test_a_gsm8k_run_through_dvc_exp_run(chain):
+    """`data.source: gsm8k` (the hub-schema fixture, through `datasets`), its prompts chosen by `auto`, its own
+    solutions as traces (`teacher.backend: dataset`, [[n]]), every stage from prepare to report on the tiny model."""
+    fixture = REPO / "tests/fixtures/hub/gsm8k"
+    out = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "data.source=gsm8k",
+            "-S",
+            f"data.gsm8k.repo={fixture}",
+            "-S",
+            "teacher.backend=dataset",
+            "-S",
+            "teacher.marker=brackets",
+            "-S",
+            "prompt.answer_prefix=''",
+        ],
+        chain,
+    )
+    ran = ran_stages(out)
+    assert {"prepare", "entropy@tiny", "split@tiny", "teacher", "report"} <= ran
+    assert {f"{s}@tiny-{x}" for s in ("train", "eval") for x in DEMO_STRATEGIES} <= ran
+    scores = pd.read_parquet(chain / "data/entropy/tiny/scores.parquet")
+    assert scores["question_id"].str.startswith("gsm8k-").all() and (scores["options"].map(len) == 0).all()
+    assert scores["prompt"].str.contains("grade school math word problems. Write down only the correct answer").all()
+    traces = pd.read_parquet(chain / "data/teacher/traces.parquet")
+    prepared = pd.read_parquet(chain / "data/prepared/train.parquet").set_index("question_id")
+    expected = traces["question_id"].map(prepared["rationale"]) + "\nThe answer is [[" + traces["parsed_answer"] + "]]."
+    assert (traces["trace"] == expected).all() and traces["kept"].all() and "<<" not in "".join(traces["trace"])
+    sft = pd.read_parquet(chain / "data/sets/tiny/sft.parquet")
+    assert (sft["completion"] == "[[" + sft["question_id"].map(prepared["answer"]) + "]]").all()
+    report = json.loads((chain / "metrics/report.json").read_text())["tiny"]
+    assert set(DEMO_STRATEGIES) <= set(report) and 0 <= report["caft"]["balanced_accuracy"] <= 1

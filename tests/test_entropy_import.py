@@ -48,6 +48,6 @@ def test_hub_import_offline_is_one_clear_error(monkeypatch):
     message = str(exc.value)
     assert message.startswith(
         "could not load published entropy table LabARSS/MMLU-Pro-single-token-entropy (qwen_3b_w_fallback_if_unknown) "
-        "from the Hugging Face Hub"
+        "split 'train' from the Hugging Face Hub"
     )
     assert "\n" not in message

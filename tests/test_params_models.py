@@ -39,7 +39,7 @@ def test_yaml12_float_strings_are_coerced():
             ("students",),
             ["ghost"],
             "invalid params: students ['ghost'] have no entry under models "
-            "(known: ['phi4_mini', 'qwen2_5_3b', 'smollm2', 'tiny'])",
+            "(known: ['llama3_2_3b', 'phi4_mini', 'qwen2_5_3b', 'smollm2', 'tiny'])",
         ),
     ],
 )

@@ -285,7 +285,12 @@ def test_a_trained_model_describes_itself(tmp_path):
     out = tmp_path / "model"
     train.save(model, tokenizer, setup, out, sets.reading("caft", p), results)
     card = json.loads((out / "caft_model.json").read_text())
-    assert card["reading"] == {"mode": "cot", "marker": p.teacher.marker, "subject": p.teacher.subject}
+    assert card["reading"] == {
+        "mode": "cot",
+        "marker": p.teacher.marker,
+        "subject": p.teacher.subject,
+        "dataset": "generic",
+    }
     assert (card["base_model"], card["base_revision"], card["strategy"], card["lora"]) == (
         "caft:tiny",
         None,

@@ -10,11 +10,11 @@ zeros of a decimal (`7.0` = `7`, `0.50` = `0.5`) and `-0` do not matter; `1/2` a
 flexible fallback, reported separately as lm-evaluation-harness does for gsm8k (`flexible-extract`).
 A direct answer (after the answer prefix) is the first number of the continuation.
 
-`[[n]]` (paper v1, numeric ids): the *last* `[[n]]` in the text is the answer; if it is out of range
-(`[[4]] ... [[12]]` with 10 options) the answer is unparseable, never an earlier marker: the model's final
-word is what it answered. Letters: our strict cascade — the *last* "answer is (X)" / "answer is X" (any case),
-then the last "Answer: X", then the last standalone capital letter among the options. Every such function
-returns a 0-based option index or None (unparseable).
+`[[n]]` (paper v1, numeric ids; MedMCQA's `[[B]]`, letter ids): the *last* `[[...]]` in the text is the answer;
+if it is out of range (`[[4]] ... [[12]]` with 10 options) the answer is unparseable, never an earlier marker:
+the model's final word is what it answered. Letters: our strict cascade — the *last* "answer is (X)" /
+"answer is X" (any case), then the last "Answer: X", then the last standalone capital letter among the
+options. Every such function returns a 0-based option index or None (unparseable).
 
 `tiger_letter` is TIGER-Lab's MMLU-Pro extraction exactly (compute_accuracy.py: the *first* "answer is (X)",
 case-sensitive; then the last "Answer: X" / "answer: X" on the first line that has one; then the last
@@ -32,7 +32,7 @@ LETTERS = "ABCDEFGHIJ"
 # The entropy stage's validity labels that mean "answered": an option id, or a number (free-form questions).
 VALID = ("option", "number")
 
-_BRACKETS = re.compile(r"\[\[\s*(\d+)\s*\]\]")
+_BRACKETS = re.compile(r"\[\[\s*(\d+|[A-J])\s*\]\]")
 _ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
 _ANSWER_COLON = re.compile(r"Answer:\s*\(?([A-J])\)?(?![A-Za-z])")
 _STANDALONE = re.compile(r"(?<![A-Za-z])\(?([A-J])\)?(?![A-Za-z])")
@@ -44,11 +44,13 @@ _TIGER = (
 
 
 def last_bracket(text: str, n_options: int) -> int | None:
-    """The last `[[n]]` with 1 <= n <= n_options."""
-    hits = [int(m) for m in _BRACKETS.findall(text)]
-    if not hits or not 1 <= hits[-1] <= n_options:
+    """The last `[[n]]` with 1 <= n <= n_options, or `[[X]]` with X among the options' letters."""
+    hits = _BRACKETS.findall(text)
+    if not hits:
         return None
-    return hits[-1] - 1
+    last = hits[-1]
+    number = int(last) if last.isdigit() else LETTERS.index(last) + 1
+    return number - 1 if 1 <= number <= n_options else None
 
 
 def letter_cascade(text: str, n_options: int) -> int | None:
@@ -162,7 +164,10 @@ FORMATS: dict[str, AnswerFormat] = {
         direct=direct_option,
         flexible=None,  # an option id has no more lenient reading
         gold=lambda index, answer: index,
-        answer_start={"brackets": re.compile(r"\[\[\s*(\d+)"), "answer_is": re.compile(r"answer is:?\s*\(?([A-J])")},
+        answer_start={
+            "brackets": re.compile(r"\[\[\s*(\d|[A-J])"),
+            "answer_is": re.compile(r"answer is:?\s*\(?([A-J])"),
+        },
     ),
     "number": AnswerFormat(
         cot=lambda text, n, marker: number_answer(text),

@@ -10,15 +10,23 @@ prompt and `prompt.answer_prefix`, but the answer takes several tokens ("-12"): 
 of `entropy.max_new_tokens` gives the raw logits of its first step (the entropy) and the continuation, whose
 first number is the answer (`validity` "number"; none: "other").
 
+`entropy.locate: marker` (the authors' GSM8K way) reads it elsewhere: one batched greedy generation of
+`entropy.max_new_tokens`; the answer is the text inside the first `[[...]]` (the answer prefix counts, so a
+prefix "[[" opens it), and the entropy is that of the first generated token inside the marker, found by mapping
+the answer's first character to its token. A row without a closed, non-empty marker is invalid (`other`).
+Either way the rendered prompt and the greedy continuation are kept for auditing.
+
 Raw logits, not `generate(output_scores=True)`: generate's scores pass through the model's logits
 processors (repetition penalty, temperature in some generation configs), which would change the entropy.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +79,34 @@ def first_token(tokenizer, context: str, text: str) -> int:
     return tokenizer.encode(text, add_special_tokens=False)[0]
 
 
+def token_at_char(tokenizer, token_ids: list[int], char: int) -> int:
+    """The index of the token that writes character `char` of `decode(token_ids)`.
+
+    A token's position in the text is the length of the decoded prefix that ends with it, which only grows
+    along the sequence: a binary search finds it in O(log n) decodes instead of decoding every prefix.
+    """
+
+    def decoded_length(i: int) -> int:
+        return len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
+
+    return bisect.bisect_right(range(len(token_ids)), char, key=decoded_length)
+
+
+_MARKER = re.compile(r"\[\[(.*?)\]\]", re.DOTALL)
+
+
+def marker_answer(prefix: str, continuation: str) -> tuple[int, str] | None:
+    """(offset in `continuation` of the answer's first character, the answer text) of the first `[[...]]` in
+    prefix + continuation; None without a closed, non-empty marker or when the answer starts inside the prefix
+    (then no generated token wrote it)."""
+    match = _MARKER.search(prefix + continuation)
+    if match is None or not match.group(1).strip():
+        return None
+    inner = match.group(1)
+    offset = match.start(1) + len(inner) - len(inner.lstrip()) - len(prefix)
+    return (offset, inner.strip()) if offset >= 0 else None
+
+
 @dataclass
 class IdTokens:
     """Which vocabulary token stands for which option id, and which ids cannot be told apart."""
@@ -120,7 +156,7 @@ def render_prompts(questions: pd.DataFrame, tokenizer, cfg: PromptParams) -> lis
     return [
         prompts.apply_chat_template(
             tokenizer,
-            prompts.build_messages(q, list(o), c if cfg.subject else None, cfg.variant, cfg.option_ids),
+            prompts.build_messages(q, list(o), c if cfg.subject else None, cfg.variant, cfg.option_ids, cfg.dataset),
             prompts.answer_prefix(cfg.answer_prefix, e),
         )
         for q, o, c, e in zip(
@@ -237,9 +273,11 @@ def compute(
     id_collision: str,
     store: PartialStore,
     max_new_tokens: int = 8,
+    locate: str = "next",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Score every question (resuming from `store`) and return questions + prompt + result columns."""
+    """Score every question (resuming from `store`) and return questions + prompt + result columns; `locate`:
+    where the entropy is read (module docstring)."""
     texts = render_prompts(questions, tokenizer, cfg)
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     too_long = [(qid, n) for qid, n in zip(questions["question_id"], lengths, strict=True) if n > max_length]
@@ -254,10 +292,21 @@ def compute(
     todo = [i for i in np.argsort(lengths, kind="stable")[::-1].tolist() if keys[i] not in store.done]
     if len(set(n_options > 0)) > 1:
         raise CaftError("the questions mix multiple-choice and free-form (number) rows; score one format per run")
-    if n_options.max() == 0:
-        _score_numbers(questions, texts, keys, todo, model, tokenizer, batch_size, max_new_tokens, store)
+    ids = prompts.answer_ids(cfg.option_ids, cfg.dataset)
+    if locate == "marker":
+        prefixes = [prompts.answer_prefix(cfg.answer_prefix, e) for e in questions["expression"]]
+        option_tokens = (
+            [first_token(tokenizer, "[[", i) for i in prompts.option_ids(ids, int(n_options.max()))]
+            if n_options.max()
+            else []
+        )
+        generation = GreedyRun(model, tokenizer, texts, keys, todo, batch_size, max_new_tokens, store)
+        _score_marker(generation, questions, prefixes, ids, option_tokens)
         return _assemble(questions, texts, keys, store, tokenizer)
-    idt = id_tokens(tokenizer, texts[0], cfg.option_ids, int(n_options.max()), cfg.variant == "fallback", id_collision)
+    if n_options.max() == 0:
+        _score_numbers(GreedyRun(model, tokenizer, texts, keys, todo, batch_size, max_new_tokens, store), questions)
+        return _assemble(questions, texts, keys, store, tokenizer)
+    idt = id_tokens(tokenizer, texts[0], ids, int(n_options.max()), cfg.variant == "fallback", id_collision)
     bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc="entropy", unit="q", disable=not progress)
     for batch in _batches(todo, batch_size):
         logits = last_logits(model, tokenizer, [texts[i] for i in batch])
@@ -274,37 +323,114 @@ def compute(
     return _assemble(questions, texts, keys, store, tokenizer)
 
 
-def _score_numbers(
-    questions: pd.DataFrame,
-    texts: list[str],
-    keys: list[str],
-    todo: list[int],
-    model,
-    tokenizer,
-    batch_size: int,
-    max_new_tokens: int,
-    store: PartialStore,
-) -> None:
-    """Free-form rows: one greedy generation per batch; the first step's raw logits give the entropy."""
-    gold = questions["answer"].tolist()
+@dataclass
+class GreedyRun:
+    """The rows still to score by greedy generation, and where their records go (one batch at a time)."""
 
-    def save(batch: list[int], done: list[Generated]) -> None:
-        store.append(
-            [
-                {"key": keys[todo[j]], **score_number(g.reduced, g.text, gold[todo[j]], tokenizer)}
-                for j, g in zip(batch, done, strict=True)
-            ]
+    model: object
+    tokenizer: object
+    texts: list[str]
+    keys: list[str]
+    todo: list[int]
+    batch_size: int
+    max_new_tokens: int
+    store: PartialStore
+
+    def run(self, per_step, record) -> None:
+        """Generate for the rows to do; `record(row, generated)` turns each result into its stored record."""
+
+        def save(batch: list[int], done: list[Generated]) -> None:
+            rows = [self.todo[j] for j in batch]
+            self.store.append([{"key": self.keys[i], **record(i, g)} for i, g in zip(rows, done, strict=True)])
+
+        greedy(
+            self.model,
+            self.tokenizer,
+            [self.texts[i] for i in self.todo],
+            self.max_new_tokens,
+            self.batch_size,
+            per_step=per_step,
+            desc="entropy",
+            on_batch=save,
         )
 
-    greedy(
-        model,
-        tokenizer,
-        [texts[i] for i in todo],
-        max_new_tokens,
-        batch_size,
-        per_step=lambda logits, _ids: logits[0],
-        desc="entropy",
-        on_batch=save,
+
+def _score_numbers(generation: GreedyRun, questions: pd.DataFrame) -> None:
+    """Free-form rows, entropy at the next token: the first step's raw logits give the entropy."""
+    gold = questions["answer"].tolist()
+    generation.run(
+        lambda logits, _ids: logits[0],
+        lambda i, g: score_number(g.reduced, g.text, gold[i], generation.tokenizer),
+    )
+
+
+def step_stats(logits: torch.Tensor, ids: list[int], option_tokens: list[int]) -> dict[str, list]:
+    """Per generated step: full-vocabulary entropy, greedy token and its probability, and (choice rows) the
+    entropy over the option-id tokens and their total probability; small enough to keep for every step."""
+    steps = logits[: max(len(ids), 1)]
+    probs = torch.softmax(steps, dim=-1)
+    top = steps.argmax(dim=-1)
+    stats = {
+        "entropy": entropy_nats(steps).tolist(),
+        "top": top.tolist(),
+        "p_top": probs.gather(1, top[:, None])[:, 0].tolist(),
+    }
+    if option_tokens:
+        stats["entropy_options"] = entropy_nats(steps[:, option_tokens]).tolist()
+        stats["p_options"] = probs[:, option_tokens].sum(dim=-1).tolist()
+    return stats
+
+
+def score_marker(stats: dict, generated: Generated, prefix: str, row, ids: str, tokenizer) -> dict:
+    """One row, entropy inside the marker: the step that writes the answer's first character."""
+    located = marker_answer(prefix, generated.text)
+    record = {
+        "entropy": math.nan,
+        "entropy_options": math.nan,
+        "p_options": math.nan,
+        "p_top": math.nan,
+        "pred_token_id": -1,
+        "pred_token": "",
+        "pred_index": -1,
+        "pred_answer": "",
+        "continuation": generated.text,
+        "validity": "other",
+        "correct": False,
+    }
+    if located is None:
+        return record
+    offset, answer = located
+    step = token_at_char(tokenizer, generated.token_ids, offset)
+    n_options = len(row.options)
+    if n_options:
+        index = prompts.option_ids(ids, n_options).index(answer) if answer in prompts.option_ids(ids, n_options) else -1
+        validity, correct, parsed = ("option" if index >= 0 else "other"), index == row.answer_index, ""
+    else:
+        parsed = answers.normalize_number(answer)
+        index, validity, correct = -1, "number" if parsed is not None else "other", parsed == row.answer
+    record.update(
+        entropy=stats["entropy"][step],
+        p_top=stats["p_top"][step],
+        pred_token_id=stats["top"][step],
+        pred_token=tokenizer.decode([stats["top"][step]]),
+        pred_index=index,
+        pred_answer=parsed or "",
+        validity=validity,
+        correct=bool(correct),
+    )
+    if n_options:
+        record.update(entropy_options=stats["entropy_options"][step], p_options=stats["p_options"][step])
+    return record
+
+
+def _score_marker(
+    generation: GreedyRun, questions: pd.DataFrame, prefixes: list[str], ids: str, option_tokens: list[int]
+) -> None:
+    """Every row (either format), entropy at the first token inside the first `[[...]]`."""
+    rows = list(questions.itertuples(index=False))
+    generation.run(
+        lambda logits, token_ids: step_stats(logits, token_ids, option_tokens),
+        lambda i, g: score_marker(g.reduced, g, prefixes[i], rows[i], ids, generation.tokenizer),
     )
 
 

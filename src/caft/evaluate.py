@@ -23,11 +23,13 @@ from caft.teacher import prompt as teacher_prompt
 def messages_for(row, reading: dict) -> list[dict[str, str]]:
     """The prompt a model is evaluated with, as its card's `reading` says it was trained: the answer-only
     prompt (`direct`), or the teacher's CoT prompt (`cot`)."""
-    if reading["mode"] == "cot":
-        category = row.category if reading["subject"] else None
-        return teacher_prompt.messages(row.question, list(row.options), category, reading["marker"])
     category = row.category if reading["subject"] else None
-    return prompts.build_messages(row.question, list(row.options), category, reading["variant"], reading["option_ids"])
+    dataset = reading.get("dataset", prompts.GENERIC)  # cards written before dataset prompts: the generic texts
+    if reading["mode"] == "cot":
+        return teacher_prompt.messages(row.question, list(row.options), category, reading["marker"], dataset)
+    return prompts.build_messages(
+        row.question, list(row.options), category, reading["variant"], reading["option_ids"], dataset
+    )
 
 
 def prefix_for(expression: str, reading: dict) -> str:
@@ -117,7 +119,12 @@ def predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.Dat
     preds = questions[["question_id", "category", "answer_index", "answer"]].copy()
     preds["n_options"] = questions["options"].map(len).to_numpy()
     preds["mode"] = mode
-    letters = (reading["marker"] == "answer_is") if mode == "cot" else (reading["option_ids"] == "letter")
+    ids = (
+        teacher_prompt.id_kind(reading["marker"], reading.get("dataset", prompts.GENERIC))
+        if mode == "cot"
+        else reading["option_ids"]
+    )
+    letters = ids == "letter"
     preds["letters"] = letters & (preds["n_options"] > 0)
     preds["output"] = outputs
     parsed = [extract(o, n, reading) for o, n in zip(outputs, preds["n_options"], strict=True)]

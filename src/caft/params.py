@@ -20,10 +20,22 @@ from caft.strategies import STRATEGIES
 # TIGER-Lab/MMLU-Pro is pinned: the hub dataset has been re-uploaded several times (answer fixes), and a
 # reproduction must name the exact questions it used.
 MMLU_PRO_REVISION = "ce40ce14728b2606c6cc04e9666df4aa95e80740"
+# The EACL-era datasets, pinned the same way (commits of the hub repos as public pipelines pin them; the
+# repos were last changed before 2024).
+GSM8K_REVISION = "cc7b047b6e5bb11b4f1af84efc572db110a51b3c"
+MEDMCQA_REVISION = "91c6572c454088bf71b679ad90aa8dffcd0d5868"
 
 
 # Environment variable names as shells write them; API keys have lower case or dashes (sk-..., hex digests).
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+
+
+def _one_of(value: str, registry: dict, what: str) -> str:
+    """A name params accept only as a key of its registry, read at validation time (so an entry added there is
+    a valid name at once); the registries import these params, hence the validators' local imports."""
+    if value not in registry:
+        raise ValueError(f"unknown {what} {value!r} (known: {', '.join(registry)})")
+    return value
 
 
 class _Strict(BaseModel):
@@ -57,6 +69,26 @@ class HubData(_Strict):
     split: str = "test"
 
 
+class HubSplits(_Strict):
+    """A hub dataset that ships its own train and test splits (kept as they are: no carve). `repo` may also be a
+    local folder laid out as the hub repo (the tests' fixtures), read through the same `datasets` call."""
+
+    repo: str
+    config: str | None = None
+    revision: str
+    train_split: str = "train"
+    test_split: str = "test"
+
+
+def _gsm8k() -> HubSplits:
+    return HubSplits(repo="openai/gsm8k", config="main", revision=GSM8K_REVISION)
+
+
+def _medmcqa() -> HubSplits:
+    # the public `test` split has no labels: `validation` is the test set
+    return HubSplits(repo="openlifescienceai/medmcqa", revision=MEDMCQA_REVISION, test_split="validation")
+
+
 class FileData(_Strict):
     path: str | None = None
     # error: the first bad row stops prepare (named, with its problem); skip: bad rows are left out; repair:
@@ -66,7 +98,7 @@ class FileData(_Strict):
 
 
 class DataParams(_Strict):
-    source: Literal["synthetic", "hf", "file"] = "synthetic"
+    source: str = "synthetic"  # a key of caft.prepare.SOURCES
     test_fraction: float = Field(0.2, gt=0, lt=1)
     categories: list[str] = Field(default_factory=list)
     max_train: int | None = Field(None, ge=1)
@@ -74,6 +106,15 @@ class DataParams(_Strict):
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
     hf: HubData = Field(default_factory=HubData)
     file: FileData = Field(default_factory=FileData)
+    gsm8k: HubSplits = Field(default_factory=_gsm8k)
+    medmcqa: HubSplits = Field(default_factory=_medmcqa)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from caft.prepare import SOURCES
+
+        return _one_of(value, SOURCES, "data source")
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> DataParams:
@@ -101,6 +142,9 @@ class PromptParams(_Strict):
     # Opens the assistant turn of the answer-only prompt (entropy, answer-only targets, direct eval), so a small
     # model answers at once instead of writing prose first; `{expression}` quotes the question's formula.
     answer_prefix: str = ""
+    # Whose prompt texts: `generic` (MMLU-Pro's, above), a dataset's own (caft.prompts.PROMPT_SETS: gsm8k,
+    # medmcqa), or `auto` (params.yaml): the data source's own set when it has one, else generic.
+    dataset: str = "generic"
 
     @field_validator("answer_prefix")
     @classmethod
@@ -137,7 +181,11 @@ class EntropyParams(_Strict):
     max_length: int = Field(2048, ge=8)
     id_collision: Literal["error", "first", "skip"] = "error"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # number-format questions: the greedy answer after the first token is read from this many new tokens
+    # Where the entropy is read. `next`: the first token after the prompt (and prompt.answer_prefix). `marker`
+    # (the authors' GSM8K way): greedy generation of max_new_tokens; the first token inside the first `[[...]]`
+    # (the answer prefix counts: "[[" opens it); rows without a marker are invalid.
+    locate: Literal["next", "marker"] = "next"
+    # number-format questions and `marker`: the greedy answer is read from this many new tokens
     max_new_tokens: int = Field(8, ge=1)
     import_: EntropyImport = Field(default_factory=EntropyImport, alias="import")
 
@@ -249,12 +297,9 @@ class TeacherParams(_Strict):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        # The registry is the one list of names; imported here, since the backends module needs these params.
         from caft.teacher.backends import BACKENDS
 
-        if value not in BACKENDS:
-            raise ValueError(f"unknown teacher backend {value!r} (known: {', '.join(BACKENDS)})")
-        return value
+        return _one_of(value, BACKENDS, "teacher backend")
 
     @model_validator(mode="after")
     def _import_needs_location(self) -> TeacherParams:
@@ -394,6 +439,26 @@ class Params(_Strict):
         if unknown:
             raise ValueError(f"unknown strategies {unknown} (known: {', '.join(STRATEGIES)})")
         return value
+
+    @model_validator(mode="after")
+    def _prompt_set(self) -> Params:
+        """`prompt.dataset: auto` becomes the source's own prompt set; a set's own option ids and marker are
+        what its texts ask for, so params that contradict them are refused (one line, before any stage runs)."""
+        from caft.prompts import GENERIC, PROMPT_SETS, dataset_names
+
+        if self.prompt.dataset == "auto":
+            self.prompt.dataset = self.data.source if self.data.source in PROMPT_SETS else GENERIC
+        if self.prompt.dataset not in dataset_names():
+            raise ValueError(
+                f"prompt.dataset={self.prompt.dataset} is unknown (known: auto, {', '.join(dataset_names())})"
+            )
+        own = PROMPT_SETS.get(self.prompt.dataset)
+        if own is not None and own.marker != self.teacher.marker:
+            raise ValueError(
+                f"prompt.dataset={self.prompt.dataset}: its CoT prompt asks for the {own.marker} marker; "
+                f"set teacher.marker={own.marker}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _students_known(self) -> Params:

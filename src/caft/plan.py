@@ -21,6 +21,9 @@ from caft.teacher.prompt import messages as cot_messages
 from caft.teacher.run import cost
 
 MMLU_PRO_TEST_QUESTIONS = 12_032
+# (train, test) rows of the sources that ship their own splits (dataset cards; MedMCQA's test = validation,
+# before its multi-answer rows are dropped)
+HUB_SPLITS = {"gsm8k": (7_473, 1_319), "medmcqa": (182_822, 4_183)}
 # The authors' token count of question + options, mean over 11,932 MMLU-Pro questions (their metadata).
 QUESTION_TOKENS = 163
 # The authors' DeepSeek-V3 traces: 1,956,671 Qwen tokens for the 2,700 distillation items (v1) ≈ 725 each.
@@ -36,10 +39,21 @@ KNOWN_PARAMS = {
 }
 
 
-def standin_scores(n_questions: int, test_fraction: float, seed: int) -> pd.DataFrame:
+def sides(p: Params, n_questions: int) -> tuple[int, int]:
+    """(train, test) questions the recipe's prepare would keep: the source's own splits or the carve, capped."""
+    if p.data.source in HUB_SPLITS and n_questions == sum(HUB_SPLITS[p.data.source]):
+        n_train, n_test = HUB_SPLITS[p.data.source]
+    else:
+        n_test = round(n_questions * p.data.test_fraction)
+        n_train = n_questions - n_test
+    return min(n_train, p.data.max_train or n_train), min(n_test, p.data.max_test or n_test)
+
+
+def standin_scores(n_train: int, n_test: int, seed: int) -> pd.DataFrame:
     """An entropy table shaped like the real one: every answer valid, scores gamma(2, 0.5) nats."""
     rng = np.random.default_rng([seed, 2506])
-    test = rng.permutation(n_questions) < round(n_questions * test_fraction)
+    n_questions = n_train + n_test
+    test = rng.permutation(n_questions) < n_test
     return pd.DataFrame(
         {
             "question_id": [f"standin-{i:05d}" for i in range(n_questions)],
@@ -54,13 +68,13 @@ def standin_scores(n_questions: int, test_fraction: float, seed: int) -> pd.Data
 
 def _instruction_tokens(p: Params) -> tuple[int, int]:
     """Prompt tokens besides the question (chars / 4) for the answer-only and the CoT prompt."""
-    answer = build_messages("", ["x"], "subject", p.train.answer_variant, p.prompt.option_ids)
-    cot = cot_messages("", ["x"], "subject", p.teacher.marker)
+    answer = build_messages("", ["x"], "subject", p.train.answer_variant, p.prompt.option_ids, p.prompt.dataset)
+    cot = cot_messages("", ["x"], "subject", p.teacher.marker, p.prompt.dataset)
     return tuple(sum(len(m["content"]) for m in msgs) // 4 for msgs in (answer, cot))
 
 
 def plan(p: Params, n_questions: int) -> dict:
-    assignments, split_metrics = make_split(standin_scores(n_questions, p.data.test_fraction, p.seed), p.split, p.seed)
+    assignments, split_metrics = make_split(standin_scores(*sides(p, n_questions), p.seed), p.split, p.seed)
     per_strategy = {name: len(strategies.cot_question_ids(assignments, [name])) for name in p.strategies}
     per_student = len(strategies.cot_question_ids(assignments, p.strategies))
     answer_extra, cot_extra = _instruction_tokens(p)
@@ -154,4 +168,6 @@ def questions_in_source(p: Params) -> int:
         return p.data.synthetic.n_questions
     if p.data.source == "file":
         return len(read_table(p.data.file.path))
+    if p.data.source in HUB_SPLITS:
+        return sum(HUB_SPLITS[p.data.source])
     return MMLU_PRO_TEST_QUESTIONS

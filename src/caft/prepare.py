@@ -1,8 +1,13 @@
 """The `prepare` stage's logic: load questions, validate, filter, carve a seeded category-stratified
-train/test split (MMLU-Pro has no train split), apply size caps."""
+train/test split (MMLU-Pro has no train split; GSM8K and MedMCQA keep their own), apply size caps.
+
+`SOURCES` is the registry of `data.source` values: a new source is one entry (a loader returning rows in the
+question schema, with a `subset` column when the dataset ships its own train / test splits)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,23 +17,41 @@ from caft import schema
 from caft.errors import CaftError
 from caft.io import metric_key, read_table
 from caft.params import DataParams
-from caft.sources import mmlu_pro, synthetic
+from caft.sources import gsm8k, medmcqa, mmlu_pro, synthetic
+
+
+def _file(cfg: DataParams, seed: int) -> pd.DataFrame:
+    try:
+        return read_table(cfg.file.path)
+    except FileNotFoundError:
+        raise CaftError(f"data.file.path not found: {cfg.file.path}") from None
+    except ValueError as exc:
+        raise CaftError(f"could not read {cfg.file.path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Source:
+    """One `data.source`: its loader (rows in the question schema) and whether a user's bad-row policy
+    (`data.file.bad_rows`) applies; a published dataset's bad row is an error (the pinned data is fixed)."""
+
+    load: Callable[[DataParams, int], pd.DataFrame]
+    user_file: bool = False
+
+
+SOURCES: dict[str, Source] = {
+    "synthetic": Source(lambda cfg, seed: synthetic.generate(cfg.synthetic, seed)),
+    "hf": Source(lambda cfg, seed: mmlu_pro.load(cfg.hf)),  # TIGER-Lab/MMLU-Pro
+    "gsm8k": Source(lambda cfg, seed: gsm8k.load(cfg.gsm8k)),
+    "medmcqa": Source(lambda cfg, seed: medmcqa.load(cfg.medmcqa)),
+    "file": Source(_file, user_file=True),
+}
 
 
 def load_source(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, list[str]]:
     """Questions from the configured source, validated, and one line per row that `data.file.bad_rows` skipped
     or repaired (a user's file only; otherwise the first bad row is one CaftError)."""
-    if cfg.source == "synthetic":
-        return schema.validate(synthetic.generate(cfg.synthetic, seed))
-    if cfg.source == "hf":
-        return schema.validate(mmlu_pro.load(cfg.hf))
-    try:
-        raw = read_table(cfg.file.path)
-    except FileNotFoundError:
-        raise CaftError(f"data.file.path not found: {cfg.file.path}") from None
-    except ValueError as exc:
-        raise CaftError(f"could not read {cfg.file.path}: {exc}") from None
-    return schema.validate(raw, cfg.file.bad_rows)
+    source = SOURCES[cfg.source]
+    return schema.validate(source.load(cfg, seed), cfg.file.bad_rows if source.user_file else "error")
 
 
 def stratified_take(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.Index:
@@ -51,18 +74,24 @@ def stratified_take(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.In
 
 
 def carve(df: pd.DataFrame, cfg: DataParams, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Filter by category, split train/test by `test_fraction`, then cap each side (all seeded)."""
+    """Filter by category, split train/test by `test_fraction` (a dataset's own splits, in its `subset` column,
+    are kept instead), then cap each side (all seeded)."""
     if cfg.categories:
         unknown = sorted(set(cfg.categories) - set(df["category"]))
         if unknown:
             raise CaftError(f"data.categories not in the data: {unknown} (available: {sorted(set(df['category']))})")
         df = df[df["category"].isin(cfg.categories)].reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    n_test = round(len(df) * cfg.test_fraction)
-    if n_test == 0 or n_test == len(df):
-        raise CaftError(f"test_fraction {cfg.test_fraction} leaves an empty side for {len(df)} questions")
-    test_idx = stratified_take(df, n_test, rng)
-    test, train = df.loc[test_idx], df.drop(index=test_idx)
+    if "subset" in df.columns:
+        train, test = (df[df["subset"] == s].drop(columns="subset") for s in ("train", "test"))
+        if train.empty or test.empty:
+            raise CaftError(f"data.source={cfg.source}: {len(train)} train / {len(test)} test rows after filters")
+    else:
+        n_test = round(len(df) * cfg.test_fraction)
+        if n_test == 0 or n_test == len(df):
+            raise CaftError(f"test_fraction {cfg.test_fraction} leaves an empty side for {len(df)} questions")
+        test_idx = stratified_take(df, n_test, rng)
+        test, train = df.loc[test_idx], df.drop(index=test_idx)
     if cfg.max_train is not None and len(train) > cfg.max_train:
         train = train.loc[stratified_take(train, cfg.max_train, rng)]
     if cfg.max_test is not None and len(test) > cfg.max_test:

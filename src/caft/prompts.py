@@ -7,11 +7,17 @@ prompt), so a model can say it does not know. Option ids are `numeric` (1..N, th
 A question without options (`number` format) is asked for the final number, with the question text alone as
 the user message (the authors' GSM8K layout). `prompt.answer_prefix` opens the assistant turn ("8 + 1 - 3 = "):
 measured on SmolLM2-135M, without it the model writes prose before any number.
+
+Datasets whose authors wrote their own prompts (GSM8K, MedMCQA; arXiv 2506.21220 v3, the authors'
+`src/reasoning_fine_tune/prompts/`) have a `PromptSet` in `PROMPT_SETS`: their texts verbatim, for the
+single-token (answer-only) prompt and the teacher's CoT prompt. `prompt.dataset` names the set (`auto`: the
+data source's own set if it has one, else `generic`, the MMLU-Pro texts above).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from jinja2 import TemplateError
 
@@ -52,10 +58,65 @@ def render_options(options: Sequence[str], kind: str) -> str:
 NUMBER_SYSTEM = "The following are math questions{about}. Write down ONLY the final number and nothing else."
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """One dataset's own prompt texts, verbatim (no subject, no variants). `user` takes `{question}` and
+    `{options}` (one per line, `A. text`); `target` is the answer-only training target around `{answer}` (what
+    `direct` asks the model to write); `option_ids` and `marker` are what the texts themselves say (MedMCQA asks
+    for the LETTER inside `[[...]]`), so params that contradict them are refused."""
+
+    direct: str
+    cot: str
+    user: str
+    target: str
+    option_ids: str | None
+    marker: str
+
+
+GENERIC = "generic"  # the MMLU-Pro texts above (variants, option ids, subject) and the number prompt
+PROMPT_SETS: dict[str, PromptSet] = {
+    "gsm8k": PromptSet(
+        direct="The following are grade school math word problems. Write down only the correct answer and nothing "
+        "else by strictly following this format: [[correct_answer]].",
+        cot="The following are grade school math word problems. Explain your thinking process step-by-step. At the "
+        "end, write down the correct answer as a number by strictly following this format: [[correct_answer]].",
+        user="{question}",
+        target="[[{answer}]]",
+        option_ids=None,
+        marker="brackets",
+    ),
+    "medmcqa": PromptSet(
+        direct="The following are multiple choice questions. Write down ONLY the LETTER of the correct answer and "
+        "nothing else.",
+        cot="The following are multiple choice questions. Explain your thinking process step-by-step. At the end, "
+        "write down the LETTER of the correct answer by strictly following this format: "
+        "[[letter_of_correct_answer]].",
+        user="Question: {question}\nOptions:\n{options}\n",
+        target="{answer}",
+        option_ids="letter",
+        marker="brackets",
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    """The values `prompt.dataset` resolves to."""
+    return [GENERIC, *PROMPT_SETS]
+
+
+def dataset_messages(prompt_set: PromptSet, system: str, question: str, options: Sequence[str], kind: str):
+    """A dataset's own system text and user message."""
+    ids = prompt_set.option_ids or kind
+    user = prompt_set.user.format(question=question, options=render_options(options, ids) if options else "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def build_messages(
-    question: str, options: Sequence[str], category: str | None, variant: str, kind: str
+    question: str, options: Sequence[str], category: str | None, variant: str, kind: str, dataset: str = GENERIC
 ) -> list[dict[str, str]]:
     """System + user messages; without a subject the system text reads "...multiple choice questions."."""
+    if dataset != GENERIC:
+        return dataset_messages(PROMPT_SETS[dataset], PROMPT_SETS[dataset].direct, question, options, kind)
     about = f" about {category}" if category else ""
     if not options:
         return [{"role": "system", "content": NUMBER_SYSTEM.format(about=about)}, {"role": "user", "content": question}]
@@ -63,6 +124,16 @@ def build_messages(
     system = SYSTEM[variant].format(about=about, WORD=upper, word=lower)
     user = USER[variant].format(question=question, options=render_options(options, kind), WORD=upper, word=lower)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def answer_target(answer: str, dataset: str = GENERIC) -> str:
+    """The answer-only training target (before the answer prefix): what the dataset's prompt asks for."""
+    return PROMPT_SETS[dataset].target.format(answer=answer) if dataset != GENERIC else answer
+
+
+def answer_ids(kind: str, dataset: str = GENERIC) -> str:
+    """The option ids of the answer-only prompt: the dataset's own, else `prompt.option_ids`."""
+    return (PROMPT_SETS[dataset].option_ids if dataset != GENERIC else None) or kind
 
 
 def answer_prefix(template: str, expression: str) -> str:

@@ -55,7 +55,8 @@ def normalize(df: pd.DataFrame, repair: bool = False) -> pd.DataFrame:
     df["difficulty"] = df["difficulty"].fillna(-1).astype(int)
     df["question_id"] = df["question_id"].astype(str)
     df["options"] = [_as_list(o, repair) for o in df["options"]]
-    return df[list(COLUMNS)].reset_index(drop=True)
+    # a source with its own train / test splits (GSM8K, MedMCQA) says which side each row is on
+    return df[list(COLUMNS) + [c for c in ("subset",) if c in df.columns]].reset_index(drop=True)
 
 
 def _answer_text(value: object) -> str:

@@ -20,21 +20,28 @@ SET_COLUMNS = ["question_id", "subset", "phase", "kind", "messages", "completion
 
 def answer_example(row, p: Params) -> tuple[list[dict], str]:
     """The single-token prompt (the entropy stage's wording, `train.answer_variant`) and the answer: the option
-    id, or the number; after `prompt.answer_prefix`, which the target repeats (the model learns to answer
-    from the prefix on, as the entropy and direct eval prompts open it)."""
+    id, or the number, as the dataset's prompt asks for it (GSM8K: `[[n]]`); after `prompt.answer_prefix`, which
+    the target repeats (the model learns to answer from the prefix on, as the entropy and direct eval prompts
+    open it)."""
     category = row.category if p.prompt.subject else None
+    dataset = p.prompt.dataset
     messages = prompts.build_messages(
-        row.question, list(row.options), category, p.train.answer_variant, p.prompt.option_ids
+        row.question, list(row.options), category, p.train.answer_variant, p.prompt.option_ids, dataset
     )
     n = len(row.options)
-    answer = prompts.option_ids(p.prompt.option_ids, n)[row.answer_index] if n else row.answer
-    return messages, prompts.answer_prefix(p.prompt.answer_prefix, row.expression) + answer
+    answer = (
+        prompts.option_ids(prompts.answer_ids(p.prompt.option_ids, dataset), n)[row.answer_index] if n else row.answer
+    )
+    return messages, prompts.answer_prefix(p.prompt.answer_prefix, row.expression) + prompts.answer_target(
+        answer, dataset
+    )
 
 
 def cot_example(row, p: Params, trace: str) -> tuple[list[dict], str]:
     """The teacher's CoT prompt and its (kept) trace."""
     category = row.category if p.teacher.subject else None
-    return teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker), trace
+    messages = teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker, p.prompt.dataset)
+    return messages, trace
 
 
 def reading(strategy: str, p: Params) -> dict:
@@ -42,11 +49,12 @@ def reading(strategy: str, p: Params) -> dict:
     eval mode only (written beside the set, then into the model's card, so `eval` reads the model, not the
     params). A setting of the other mode is left out: changing it leaves this card, and the training, alone."""
     if strategies.get(strategy).eval_mode == "cot":
-        return {"mode": "cot", "marker": p.teacher.marker, "subject": p.teacher.subject}
+        return {"mode": "cot", "marker": p.teacher.marker, "subject": p.teacher.subject, "dataset": p.prompt.dataset}
     return {
         "mode": "direct",
+        "dataset": p.prompt.dataset,
         "variant": p.train.answer_variant,
-        "option_ids": p.prompt.option_ids,
+        "option_ids": prompts.answer_ids(p.prompt.option_ids, p.prompt.dataset),
         "subject": p.prompt.subject,
         "answer_prefix": p.prompt.answer_prefix,
     }

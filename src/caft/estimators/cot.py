@@ -3,19 +3,17 @@ every generated token give its entropy, and the aggregates of caft.estimators.ag
 
 from __future__ import annotations
 
-import bisect
-
 import pandas as pd
 import torch
 
 from caft import answers, prompts
-from caft.entropy import entropy_nats, first_token
+from caft.entropy import entropy_nats, first_token, token_at_char
 from caft.estimators.aggregates import AGGREGATES, aggregate
 from caft.generation import greedy
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 from caft.params import Params
 from caft.scores import ENTROPY, Kind, long
-from caft.teacher.prompt import ID_KIND, messages
+from caft.teacher.prompt import id_kind, messages
 
 MARKER_CONTEXT = {"brackets": "[[", "answer_is": "the answer is ("}
 
@@ -24,24 +22,12 @@ def locate_answer(
     tokenizer, token_ids: list[int], marker: str, answer_format: str = "choice"
 ) -> tuple[int | None, int | None]:
     """(index of the token that writes the answer id, index of the first token of the marker), from the last
-    marker in the decoded text; (None, None) when there is none.
-
-    A token's position in the text is the length of the decoded prefix that ends with it, which only grows
-    along the sequence: a binary search finds each token in O(log n) decodes instead of decoding every prefix.
-    """
+    marker in the decoded text; (None, None) when there is none."""
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
     hits = list(answers.FORMATS[answer_format].answer_start[marker].finditer(text))
     if not hits:
         return None, None
-
-    def decoded_length(i: int) -> int:
-        return len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
-
-    def first_token_past(char: int) -> int:
-        """The first token whose decoded prefix extends beyond character `char`."""
-        return bisect.bisect_right(range(len(token_ids)), char, key=decoded_length)
-
-    return first_token_past(hits[-1].start(1)), first_token_past(hits[-1].start())
+    return token_at_char(tokenizer, token_ids, hits[-1].start(1)), token_at_char(tokenizer, token_ids, hits[-1].start())
 
 
 def generate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size: int, option_tokens: list[int]):
@@ -56,16 +42,23 @@ def generate(model, tokenizer, texts: list[str], max_new_tokens: int, batch_size
 
 
 def estimate(
-    questions: pd.DataFrame, model, tokenizer, marker: str, max_new_tokens: int, batch_size: int, subject: bool = True
+    questions: pd.DataFrame,
+    model,
+    tokenizer,
+    marker: str,
+    max_new_tokens: int,
+    batch_size: int,
+    subject: bool = True,
+    dataset: str = prompts.GENERIC,
 ) -> pd.DataFrame:
     """One row per question: every aggregate, the per-token entropies (so any other aggregate can be computed
     later), the answer and marker positions, and the generated text."""
     chat = [
-        messages(r.question, list(r.options), r.category if subject else None, marker)
+        messages(r.question, list(r.options), r.category if subject else None, marker, dataset)
         for r in questions.itertuples(index=False)
     ]
     texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
-    ids = prompts.option_ids(ID_KIND[marker], 10)
+    ids = prompts.option_ids(id_kind(marker, dataset), 10)
     option_tokens = [first_token(tokenizer, MARKER_CONTEXT[marker], i) for i in ids]
     generated = generate(model, tokenizer, texts, max_new_tokens, batch_size, option_tokens)
     rows = []
@@ -92,6 +85,8 @@ def run(questions: pd.DataFrame, p: Params, student: str, variant: None, workdir
     cfg, spec = p.estimators.cot, p.model(student)
     device = pick_device(cfg.device)
     model, tok = load_model(spec, device, pick_dtype(spec.dtype, device)), load_tokenizer(spec)
-    wide = estimate(questions, model, tok, p.teacher.marker, cfg.max_new_tokens, cfg.batch_size)
+    wide = estimate(
+        questions, model, tok, p.teacher.marker, cfg.max_new_tokens, cfg.batch_size, p.teacher.subject, p.prompt.dataset
+    )
     kinds = {a: Kind() if a == "answer_margin" else ENTROPY for a in AGGREGATES}  # 1 - margin: not in nats
     return pd.concat([long(wide, {a: f"cot_{a}"}, kinds[a]) for a in AGGREGATES], ignore_index=True), wide

@@ -8,6 +8,7 @@ import pandas as pd
 
 from caft.errors import CaftError
 from caft.params import HubData
+from caft.sources.hub import load_split
 
 NA_OPTION = "N/A"
 
@@ -38,13 +39,4 @@ def from_records(records: Iterable[Mapping]) -> pd.DataFrame:
 
 def load(cfg: HubData) -> pd.DataFrame:
     """Download (or read from the local HF cache) the pinned split; offline misses become one clear line."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(cfg.repo, revision=cfg.revision, split=cfg.split)
-    except Exception as exc:  # the hub raises many types (connection, offline mode, missing revision)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CaftError(
-            f"could not load {cfg.repo}@{cfg.revision} split {cfg.split!r} from the Hugging Face Hub: {first}"
-        ) from None
-    return from_records(ds)
+    return from_records(load_split(cfg.repo, None, cfg.revision, cfg.split))

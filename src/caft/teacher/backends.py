@@ -37,6 +37,7 @@ class Request:
     answer_index: int
     rationale: str = ""
     answer: str = ""  # the gold number of a number-format question
+    option_ids: str | None = None  # the ids the prompt named, if not the marker's (how a conclusion names them)
 
 
 @dataclass
@@ -68,7 +69,9 @@ def _response(
 
 def _conclusion(req: Request, marker: str) -> str:
     """The trace's last sentence: the answer in the configured marker."""
-    return f"So {answer_marker(req.answer_index, marker)}." if req.n_options else number_marker(req.answer, marker)
+    if not req.n_options:
+        return number_marker(req.answer, marker)
+    return f"So {answer_marker(req.answer_index, marker, req.option_ids)}."
 
 
 def oracle(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:

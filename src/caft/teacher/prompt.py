@@ -1,14 +1,15 @@
 """The teacher's CoT prompt (the paper's semantics: subject, think step by step, end with the answer marker).
 
 `brackets`: the paper's v1 text, numeric option ids, answer as `[[n]]`. `answer_is`: the MMLU-Pro
-convention, letter ids, answer as "the answer is (X)".
+convention, letter ids, answer as "the answer is (X)". A dataset with its own prompts (`caft.prompts.PROMPT_SETS`:
+GSM8K, MedMCQA) uses its CoT text verbatim, with its own option ids (MedMCQA: `[[B]]`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from caft.prompts import option_ids, render_options
+from caft.prompts import GENERIC, PROMPT_SETS, dataset_messages, option_ids, render_options
 
 SYSTEM = {
     "brackets": "The following are multiple choice questions{about}. Explain your thinking process step-by-step. "
@@ -29,7 +30,16 @@ NUMBER_SYSTEM = {
 }
 
 
-def messages(question: str, options: Sequence[str], category: str | None, marker: str) -> list[dict[str, str]]:
+def id_kind(marker: str, dataset: str = GENERIC) -> str:
+    """The option ids a CoT trace names: the dataset's own, else the marker's convention."""
+    return (PROMPT_SETS[dataset].option_ids if dataset != GENERIC else None) or ID_KIND[marker]
+
+
+def messages(
+    question: str, options: Sequence[str], category: str | None, marker: str, dataset: str = GENERIC
+) -> list[dict[str, str]]:
+    if dataset != GENERIC:
+        return dataset_messages(PROMPT_SETS[dataset], PROMPT_SETS[dataset].cot, question, options, ID_KIND[marker])
     about = f" about {category}" if category else ""
     if not options:
         return [
@@ -40,9 +50,9 @@ def messages(question: str, options: Sequence[str], category: str | None, marker
     return [{"role": "system", "content": SYSTEM[marker].format(about=about)}, {"role": "user", "content": user}]
 
 
-def answer_marker(index: int, marker: str) -> str:
-    """How a trace states option `index` (0-based) in this format."""
-    ident = option_ids(ID_KIND[marker], index + 1)[index]
+def answer_marker(index: int, marker: str, kind: str | None = None) -> str:
+    """How a trace states option `index` (0-based) in this format (`kind`: the ids, if not the marker's)."""
+    ident = option_ids(kind or ID_KIND[marker], index + 1)[index]
     return f"[[{ident}]]" if marker == "brackets" else f"the answer is ({ident})"
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from caft import answers, strategies
 from caft.errors import CaftError
 from caft.params import TeacherParams
+from caft.prompts import GENERIC
 from caft.teacher import backends, prompt
 from caft.teacher.cache import TraceCache, item_key
 
@@ -48,13 +49,16 @@ def needed_ids(assignments: dict[str, pd.DataFrame], strategy_names: list[str]) 
     return out
 
 
-def build_requests(questions: pd.DataFrame, ids: set[str], cfg: TeacherParams) -> list[backends.Request]:
+def build_requests(
+    questions: pd.DataFrame, ids: set[str], cfg: TeacherParams, dataset: str = GENERIC
+) -> list[backends.Request]:
+    """One request per needed question, in the prompt of `dataset` (`prompt.dataset`)."""
     rows = questions[questions["question_id"].isin(ids)].sort_values("question_id")
     label, sampling = teacher_label(cfg), cfg.sampling()
     requests = []
     for row in rows.itertuples(index=False):
         options = list(row.options)
-        msgs = prompt.messages(row.question, options, row.category if cfg.subject else None, cfg.marker)
+        msgs = prompt.messages(row.question, options, row.category if cfg.subject else None, cfg.marker, dataset)
         requests.append(
             backends.Request(
                 key=item_key(msgs, options, label, sampling),
@@ -64,6 +68,7 @@ def build_requests(questions: pd.DataFrame, ids: set[str], cfg: TeacherParams) -
                 answer_index=int(row.answer_index),
                 rationale=row.rationale,
                 answer=row.answer,
+                option_ids=prompt.id_kind(cfg.marker, dataset),
             )
         )
     return requests

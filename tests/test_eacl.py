@@ -1,0 +1,343 @@
+"""The EACL-era scope: GSM8K and MedMCQA sources (hub-schema fixtures through `datasets`), their prompts
+verbatim, the entropy read inside the `[[...]]` marker, letter markers, the third student and the recipes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from caft import answers, entropy, prompts, sets
+from caft.errors import CaftError
+from caft.generation import Generated
+from caft.params import HubSplits, ModelSpec, PromptParams, parse_params
+from caft.prepare import carve, load_source
+from caft.profile import resolve
+from caft.teacher import backends, run
+from caft.teacher import prompt as teacher_prompt
+from tests.conftest import REPO
+from tests.dvc_project import env
+
+FIXTURES = REPO / "tests/fixtures/hub"
+GSM8K_DIRECT = (
+    "The following are grade school math word problems. Write down only the correct answer and nothing else by "
+    "strictly following this format: [[correct_answer]]."
+)
+GSM8K_COT = (
+    "The following are grade school math word problems. Explain your thinking process step-by-step. At the end, "
+    "write down the correct answer as a number by strictly following this format: [[correct_answer]]."
+)
+MEDMCQA_DIRECT = (
+    "The following are multiple choice questions. Write down ONLY the LETTER of the correct answer and nothing else."
+)
+MEDMCQA_COT = (
+    "The following are multiple choice questions. Explain your thinking process step-by-step. At the end, write "
+    "down the LETTER of the correct answer by strictly following this format: [[letter_of_correct_answer]]."
+)
+
+
+def _params(source: str, **data) -> object:
+    block = {"gsm8k": {"repo": str(FIXTURES / "gsm8k"), "config": "main", "revision": "fixture"}}
+    block |= {"medmcqa": {"repo": str(FIXTURES / "medmcqa"), "revision": "fixture", "test_split": "validation"}}
+    return parse_params(
+        {
+            "students": ["t"],
+            "models": {"t": {"ref": "tiny"}},
+            "data": {"source": source, **block, **data},
+            "prompt": {"dataset": "auto"},
+            "teacher": {"marker": "brackets", "backend": "dataset"},
+        }
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_gsm8k_hub_schema_maps_to_the_question_table():
+    p = _params("gsm8k")
+    questions, acted = load_source(p.data, p.seed)
+    train, test = carve(questions, p.data, p.seed)
+    raw_train = _read_jsonl(FIXTURES / "gsm8k/main/train-00000-of-00001.jsonl")
+    raw_test = _read_jsonl(FIXTURES / "gsm8k/main/test-00000-of-00001.jsonl")
+    assert acted == [] and (len(train), len(test)) == (len(raw_train), len(raw_test))  # GSM8K's own splits
+    first = train.iloc[0]
+    assert first["question_id"] == "gsm8k-train-00000" and first["question"] == raw_train[0]["question"]
+    assert (first["answer"], first["answer_index"], list(first["options"])) == ("72", -1, [])
+    assert first["rationale"] == (  # calculator annotations removed, the '#### 72' line cut
+        "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April and May."
+    )
+    assert set(train["category"]) == {"grade school math"} and test["question_id"].iat[0] == "gsm8k-test-00000"
+    gold = {
+        f"gsm8k-train-{i:05d}": r["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        for i, r in enumerate(raw_train)
+    }
+    assert dict(zip(train["question_id"], train["answer"], strict=True)) == gold
+    assert any("," in r["answer"].rsplit("####", 1)[1] for r in raw_train)  # thousands separators are exercised
+    capped, _ = carve(questions, _params("gsm8k", max_train=10, max_test=4).data, p.seed)
+    assert len(capped) == 10
+
+
+def test_medmcqa_hub_schema_maps_to_the_question_table():
+    p = _params("medmcqa")
+    questions, _ = load_source(p.data, p.seed)
+    train, test = carve(questions, p.data, p.seed)
+    raw = {s: _read_jsonl(FIXTURES / f"medmcqa/data/{s}-00000-of-00001.jsonl") for s in ("train", "validation")}
+    single = {s: [r for r in rows if r["choice_type"] == "single"] for s, rows in raw.items()}
+    assert len(single["train"]) < len(raw["train"])  # the fixture has multi-answer rows, and they are dropped
+    assert list(train["question_id"]) == [r["id"] for r in single["train"]]
+    assert list(test["question_id"]) == [r["id"] for r in single["validation"]]  # validation is the test set
+    for row, rec in zip(train.itertuples(index=False), single["train"], strict=True):
+        assert list(row.options) == [rec["opa"], rec["opb"], rec["opc"], rec["opd"]]
+        assert (row.answer_index, row.category, row.rationale) == (rec["cop"], rec["subject_name"], rec["exp"] or "")
+
+
+def test_an_unreachable_hub_dataset_is_one_line(tmp_path):
+    cfg = HubSplits(repo=str(tmp_path / "nothing-here"), config="main", revision="abc")
+    with pytest.raises(CaftError, match=r"^could not load GSM8K .*nothing-here \(main\)@abc split 'train' from"):
+        load_source(_params("gsm8k", gsm8k=cfg.model_dump()).data, 0)
+
+
+def test_the_datasets_prompts_are_the_authors_texts_verbatim():
+    system, user = prompts.build_messages("Q?", [], None, "fallback", "numeric", "gsm8k")
+    assert (system["content"], user["content"]) == (GSM8K_DIRECT, "Q?")
+    system, user = teacher_prompt.messages("Q?", [], "grade school math", "brackets", "gsm8k")
+    assert (system["content"], user["content"]) == (GSM8K_COT, "Q?")
+    options = ["Liver", "Lung", "Heart", "Kidney"]
+    expected_user = "Question: Q?\nOptions:\nA. Liver\nB. Lung\nC. Heart\nD. Kidney\n"
+    system, user = prompts.build_messages("Q?", options, "Anatomy", "fallback", "numeric", "medmcqa")
+    assert (system["content"], user["content"]) == (MEDMCQA_DIRECT, expected_user)  # letters whatever the params
+    system, user = teacher_prompt.messages("Q?", options, "Anatomy", "brackets", "medmcqa")
+    assert (system["content"], user["content"]) == (MEDMCQA_COT, expected_user)
+
+
+def test_auto_picks_the_sources_prompts_and_a_contradicting_marker_is_refused():
+    assert _params("gsm8k").prompt.dataset == "gsm8k" and _params("medmcqa").prompt.dataset == "medmcqa"
+    assert (
+        parse_params(
+            {"students": ["t"], "models": {"t": {"ref": "tiny"}}, "prompt": {"dataset": "auto"}}
+        ).prompt.dataset
+        == "generic"
+    )
+    with pytest.raises(CaftError, match=r"prompt.dataset=medmcqa: its CoT prompt asks for the brackets marker; set "):
+        parse_params(
+            {
+                "students": ["t"],
+                "models": {"t": {"ref": "tiny"}},
+                "data": {"source": "medmcqa"},
+                "prompt": {"dataset": "auto"},
+                "teacher": {"marker": "answer_is"},
+            }
+        )
+    with pytest.raises(CaftError, match=r"unknown data source 'gsm9k' \(known: synthetic, hf, gsm8k, medmcqa, file\)"):
+        parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "data": {"source": "gsm9k"}})
+
+
+def test_targets_traces_and_letter_markers_follow_the_dataset():
+    p = _params("medmcqa")
+    questions, _ = load_source(p.data, p.seed)
+    row = next(questions.itertuples(index=False))
+    messages, target = sets.answer_example(row, p)
+    assert messages[0]["content"] == MEDMCQA_DIRECT and target == "ABCD"[row.answer_index]
+    requests = run.build_requests(questions, {row.question_id}, p.teacher, p.prompt.dataset)
+    got = {}
+    backends.dataset_rationale(requests, p.teacher, lambda req, resp: got.update({req.question_id: resp["text"]}))
+    trace = got[row.question_id]
+    assert trace == f"{row.rationale}\nSo [[{'ABCD'[row.answer_index]}]]."
+    assert answers.cot_answer(trace, 4, "brackets") == row.answer_index  # the teacher's own check reads letters
+    assert answers.last_bracket("[[E]]", 4) is None and answers.last_bracket("[[ c ]] [[C]]", 4) == 2
+    g = _params("gsm8k")
+    gq, _ = load_source(g.data, g.seed)
+    first = next(gq.itertuples(index=False))
+    assert sets.answer_example(first, g)[1] == "[[72]]"  # what the GSM8K single-token prompt asks for
+    assert answers.FORMATS["number"].direct("[[72]]", 0, "letter") == "72"
+    assert sets.reading("sft", g)["dataset"] == "gsm8k" and sets.reading("distill", p)["dataset"] == "medmcqa"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "continuation", "expected"),
+    [
+        ("", "So [[42]] is it", (5, "42")),
+        ("", "[[ -3 ]]", (3, "-3")),
+        ("[[", "7]] then [[8]]", (0, "7")),  # the prefix opens the marker: the first generated token is inside
+        ("", "no marker here", None),
+        ("", "[[unclosed", None),
+        ("", "[[ ]] empty", None),
+        ("[[7", "]]", None),  # the answer starts inside the prefix: no generated token wrote it
+    ],
+)
+def test_marker_answer_cases(prefix, continuation, expected):
+    assert entropy.marker_answer(prefix, continuation) == expected
+
+
+def test_token_at_char_finds_the_token_that_writes_a_character(tiny_model):
+    _, tok = tiny_model
+    ids = tok.encode("Total: [[42]] done", add_special_tokens=False)
+    text = tok.decode(ids)
+    for char in range(len(text)):
+        index = entropy.token_at_char(tok, ids, char)
+        assert len(tok.decode(ids[:index])) <= char < len(tok.decode(ids[: index + 1]))
+
+
+def test_score_marker_reads_the_step_that_writes_the_answer(tiny_model):
+    """A marker in the middle of a continuation: the record takes that step's numbers, for both formats."""
+    _, tok = tiny_model
+    ids = tok.encode("So [[42]] done", add_special_tokens=False)
+    generated = Generated(ids, tok.decode(ids))
+    n = len(ids)
+    stats = {"entropy": [0.1 * i for i in range(n)], "top": ids, "p_top": [0.5] * n}
+    step = entropy.token_at_char(tok, ids, generated.text.index("42"))
+    assert step > 0
+    row = pd.Series({"options": [], "answer": "42", "answer_index": -1})
+    record = entropy.score_marker(stats, generated, "", row, "letter", tok)
+    assert (record["entropy"], record["pred_answer"], record["validity"], record["correct"]) == (
+        pytest.approx(0.1 * step),
+        "42",
+        "number",
+        True,
+    )
+    ids = tok.encode("I pick [[B]].", add_special_tokens=False)
+    generated = Generated(ids, tok.decode(ids))
+    n = len(ids)
+    stats |= {"entropy": [0.1 * i for i in range(n)], "top": ids, "p_top": [0.5] * n}
+    stats |= {"entropy_options": [0.2 * i for i in range(n)], "p_options": [0.9] * n}
+    row = pd.Series({"options": ["w", "x", "y", "z"], "answer": "", "answer_index": 1})
+    record = entropy.score_marker(stats, generated, "", row, "letter", tok)
+    step = entropy.token_at_char(tok, ids, generated.text.index("B"))
+    assert (record["pred_index"], record["validity"], record["correct"]) == (1, "option", True)
+    assert record["entropy_options"] == pytest.approx(0.2 * step)
+    no_marker = entropy.score_marker(stats, Generated(ids, "B"), "", row, "letter", tok)
+    assert math.isnan(no_marker["entropy"]) and no_marker["validity"] == "other"
+
+
+SMOLLM2 = ModelSpec(ref="packaged:smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from caft.models import load_model, load_tokenizer
+
+    return load_model(SMOLLM2, torch.device("cpu"), torch.float32), load_tokenizer(SMOLLM2)
+
+
+def _unbatched_marker(model, tok, prompt: str, prefix: str, max_new: int) -> tuple[str, float]:
+    """The authors' procedure one question at a time, written out: greedy steps with full forward passes (no
+    padding, no cache), the raw logits of each, the first `[[...]]`, the step that writes its first character."""
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    new, steps = [], []
+    with torch.inference_mode():
+        for _ in range(max_new):
+            logits = model(input_ids=ids).logits[0, -1].float()
+            token = int(logits.argmax())
+            if token == tok.eos_token_id:
+                break
+            new.append(token)
+            steps.append(logits)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    text = tok.decode(new, skip_special_tokens=True)
+    found = entropy.marker_answer(prefix, text)
+    if found is None:
+        return text, math.nan
+    decoded = [len(tok.decode(new[: i + 1], skip_special_tokens=True)) for i in range(len(new))]
+    step = next(i for i, n in enumerate(decoded) if n > found[0])
+    return text, float(entropy.entropy_nats(steps[step]))
+
+
+def test_marker_entropy_equals_an_unbatched_reference(smollm2, tmp_path):
+    """Left-padded batches of different prompt lengths: the entropy inside the marker, the continuation and the
+    answer equal the one-at-a-time reference, to 1e-5."""
+    model, tok = smollm2
+    texts = [
+        "What is 3 + 4?",
+        "Tom has 5 apples and eats 2. How many apples are left?",
+        "What is 10 - 7?",
+        "A box holds 12 eggs. How many eggs are in 3 boxes of eggs, if one box is missing two eggs?",
+        "2 + 2?",
+    ]
+    questions = pd.DataFrame(
+        {
+            "question_id": [f"q{i}" for i in range(len(texts))],
+            "question": texts,
+            "options": [[]] * len(texts),
+            "answer_index": -1,
+            "category": "grade school math",
+            "answer": ["7", "3", "3", "34", "4"],
+            "expression": "",
+        }
+    )
+    for prefix in ("", "[[", "The correct answer is [["):
+        cfg = PromptParams(dataset="gsm8k", answer_prefix=prefix)
+        out = entropy.compute(
+            questions,
+            model,
+            tok,
+            cfg,
+            batch_size=3,
+            max_length=512,
+            id_collision="error",
+            store=entropy.PartialStore(tmp_path / f"p{len(prefix)}.jsonl"),
+            max_new_tokens=10,
+            locate="marker",
+            progress=False,
+        )
+        for row in out.itertuples(index=False):
+            text, ent = _unbatched_marker(model, tok, row.prompt, prefix, 10)
+            assert row.continuation == text
+            assert (math.isnan(row.entropy) and math.isnan(ent)) or row.entropy == pytest.approx(ent, abs=1e-5)
+            found = entropy.marker_answer(prefix, text)
+            assert row.validity == (
+                "other" if found is None or answers.normalize_number(found[1]) is None else "number"
+            )
+        if prefix:
+            assert out["entropy"].notna().all()  # "[[" opened every marker: SmolLM2 closes it within 10 tokens
+    assert (out["validity"] == "number").any()  # and with the last prefix it writes a number inside (measured)
+
+
+@pytest.mark.parametrize("dataset", ["gsm8k", "medmcqa"])
+def test_eacl_recipes_name_three_students_and_the_datasets_prompts(dataset):
+    _, p = resolve([REPO / "recipes/eacl2026.yaml", REPO / f"recipes/eacl2026-{dataset}.yaml"], REPO / "params.yaml")
+    assert p.students == ["qwen2_5_3b", "phi4_mini", "llama3_2_3b"]
+    assert p.models["llama3_2_3b"].ref == "meta-llama/Llama-3.2-3B-Instruct"
+    assert (p.data.source, p.prompt.dataset, p.teacher.marker) == (dataset, dataset, "brackets")
+    options = ["a", "b", "c", "d"] if dataset == "medmcqa" else []
+    system, _ = prompts.build_messages("Q", options, "x", p.prompt.variant, p.prompt.option_ids, p.prompt.dataset)
+    cot, _ = teacher_prompt.messages("Q", options, "x", p.teacher.marker, p.prompt.dataset)
+    assert (system["content"], cot["content"]) == (
+        (GSM8K_DIRECT, GSM8K_COT) if dataset == "gsm8k" else (MEDMCQA_DIRECT, MEDMCQA_COT)
+    )
+    t = p.train
+    assert (t.lora.enabled, t.lora.r, t.lora.alpha, t.learning_rate, t.batch_size * t.grad_accum) == (
+        True,
+        64,
+        128,
+        1e-4,
+        256,
+    )
+    if dataset == "gsm8k":
+        assert p.entropy.locate == "marker" and (p.split.easy_threshold, p.split.threshold) == pytest.approx(
+            (1 / 3, 2 / 3)
+        )
+        assert p.data.gsm8k.revision == "cc7b047b6e5bb11b4f1af84efc572db110a51b3c"
+    else:
+        assert p.entropy.locate == "next" and p.data.medmcqa.test_split == "validation"
+
+
+@pytest.mark.parametrize("dataset", ["", "gsm8k", "medmcqa"])
+def test_make_plan_eacl_runs_for_every_dataset(dataset):
+    """`make plan-eacl DATASET=...` as a user types it: stages, teacher calls, tokens and GPU-hours per student."""
+    out = subprocess.run(
+        ["make", "-s", "-o", "setup", "plan-eacl", f"DATASET={dataset}"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    for student in ("qwen2_5_3b", "phi4_mini", "llama3_2_3b"):
+        assert f"H100-hours for {student}: train ≈ " in out.stdout
+    assert "teacher calls: " in out.stdout and "eval@llama3_2_3b-caft" in out.stdout
