@@ -401,9 +401,12 @@ def score_marker(stats: dict, generated: Generated, prefix: str, row, ids: str, 
         return record
     offset, answer = located
     step = token_at_char(tokenizer, generated.token_ids, offset)
+    if step >= len(stats["entropy"]):  # decoded prefixes that do not add up to the full text: no step to read
+        return record
     n_options = len(row.options)
     if n_options:
-        index = prompts.option_ids(ids, n_options).index(answer) if answer in prompts.option_ids(ids, n_options) else -1
+        labels = prompts.option_ids(ids, n_options)
+        index = labels.index(answer) if answer in labels else -1
         validity, correct, parsed = ("option" if index >= 0 else "other"), index == row.answer_index, ""
     else:
         parsed = answers.normalize_number(answer)
