@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: lock setup demo tiny compare report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: lock setup demo tiny compare sweep report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ tiny: setup
 compare: setup
 	$(BIN)/caft compare
 
+## The threshold frontier: queue THRESHOLDS as experiments on 2 workers (commit the base run first), then
+## accuracy against teacher CoT tokens with sft and distill as end points (reports/frontier/).
+THRESHOLDS ?= 0.5,0.6,0.9
+sweep: setup
+	$(OFFLINE) $(BIN)/caft sweep --thresholds $(THRESHOLDS)
+
 ## Paper recipes (recipes/*.yaml), each applied as a DVC experiment. Full mode needs GPUs and the teacher's
 ## API key (OPENROUTER_API_KEY); plan mode needs neither and prints stages, teacher calls, tokens, GPU-hours.
 ## DATASET=gsm8k | medmcqa overlays recipes/eacl2026-$(DATASET).yaml on the MMLU-Pro recipe (default: MMLU-Pro).
@@ -64,12 +70,13 @@ reproduce-eacl: setup
 	caft profile $(EACL) $(RECIPE_EXTRA)
 	cat reports/summary.md
 
-## Share artifacts through the default DVC remote (see README: `dvc remote add -d ...`), run-cache included.
+## Share artifacts through the default DVC remote (see README: `dvc remote add -d ...`): the run-cache records
+## and the outputs they name (caft push), so a collaborator restores runs nobody committed (`dvc exp run --pull`).
 push: setup
-	dvc push --run-cache
+	$(BIN)/caft push
 
 pull: setup
-	dvc pull --run-cache
+	$(BIN)/caft pull
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q

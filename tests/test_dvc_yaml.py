@@ -87,7 +87,7 @@ EDGE_OWNERS = {"params.py": "check_params", "prepare.py": "prepare"}
 def _stage_code(name: str, body: dict) -> tuple[str, set[str], list[str]]:
     """(the stage's script, the caft modules it can reach, the src/caft deps it lists)."""
     script = re.search(r"stages/\w+\.py", body["cmd"]).group(0)
-    named = [_module_file(m) for m in re.findall(r"--module (\S+)", body["cmd"])]
+    named = [_module_file(m) for m in re.findall(r"(?:--module|-m) (caft\.\S+)", body["cmd"])]
     deps = [d if isinstance(d, str) else next(iter(d)) for d in body["deps"]]
     assert script in deps
     edges = {edge: why for edge, why in UNUSED_EDGES.items() if EDGE_OWNERS[edge[0]] != name}

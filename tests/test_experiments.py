@@ -1,9 +1,12 @@
-"""`caft compare` (caft.experiments): the experiments table from `dvc exp show --json`."""
+"""`caft compare` (caft.experiments): the experiments table from `dvc exp show --json`; `caft push` / `pull`."""
+
+import subprocess
 
 import pytest
 
 from caft import experiments
 from caft.errors import CaftError
+from tests.dvc_project import env
 
 
 def _entry(rev, name, threshold, caft_acc):
@@ -48,3 +51,77 @@ def test_the_table_keeps_changed_params_and_the_headline_metrics():
 def test_no_report_is_one_line():
     with pytest.raises(CaftError, match=r"^no experiment has metrics/report.json"):
         experiments.markdown([{"name": "x", "params": {}, "metrics": {}}])
+
+
+def test_push_and_pull_without_a_remote_are_one_line(tmp_path):
+    """`make push` / `make pull` (caft push / pull) in a project with no DVC remote: one line, exit status 2."""
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env(), check=True)
+    for verb in ("push", "pull"):
+        proc = subprocess.run(["caft", verb], cwd=tmp_path, env=env(), capture_output=True, text=True)
+        assert (proc.returncode, proc.stderr) == (
+            2,
+            "error: no DVC remote: `dvc remote add -d NAME URL`, then commit .dvc/config (or pass -r NAME)\n",
+        )
+
+
+def _sweep_row(name, threshold, caft):
+    """A `dvc exp show` row of a sweep point: its threshold and report (sft / distill do not move with it)."""
+    strategies = {
+        "sft": (0.40, 0, 0),
+        "distill": (0.55, 80, 3000),
+        "caft": caft,
+    }
+    report = {
+        "s": {
+            k: {
+                "balanced_accuracy": acc,
+                "balanced_accuracy_ci_low": acc - 0.05,
+                "balanced_accuracy_ci_high": acc + 0.05,
+                "teacher_calls": calls,
+                "cot_target_tokens": tokens,
+            }
+            for k, (acc, calls, tokens) in strategies.items()
+        }
+    }
+    return {"name": name, "params": {"split.threshold": threshold}, "metrics": {experiments.REPORT: report}}
+
+
+def test_frontier_points_and_pareto_by_hand():
+    rows = [
+        _sweep_row("workspace", 0.75, (0.50, 20, 750)),
+        _sweep_row("t05", 0.5, (0.52, 40, 1500)),
+        _sweep_row("t09", 0.9, (0.38, 8, 300)),  # fewer tokens than 0.75 but worse than sft (0 tokens): dominated
+        _sweep_row("t075-again", 0.75, (0.99, 20, 750)),  # the same point twice: the first row counts
+    ]
+    points = experiments.frontier(rows)
+    got = [(p["strategy"], p["threshold"], p["cot_target_tokens"], p["balanced_accuracy"], p["pareto"]) for p in points]
+    assert got == [
+        ("sft", None, 0, 0.40, True),
+        ("caft", 0.9, 300, 0.38, False),
+        ("caft", 0.75, 750, 0.50, True),
+        ("caft", 0.5, 1500, 0.52, True),
+        ("distill", None, 3000, 0.55, True),
+    ]
+    table = experiments.frontier_markdown(points)
+    assert table.splitlines()[3] == "| s | caft | 0.9 | 300 | 8 | 0.380 | 0.330 | 0.430 |  |"
+    chart = experiments.frontier_chart(points)
+    assert [v["label"] for v in chart["data"]["values"]] == ["", "t=0.9", "t=0.75", "t=0.5", ""]
+    with pytest.raises(CaftError, match="no experiment has sft / caft / distill results"):
+        experiments.frontier([{"name": "w", "params": {}, "metrics": {}}])
+
+
+def test_a_sweep_from_an_uncommitted_base_is_one_line(tmp_path):
+    """Queued points run copies of the last commit: a sweep over uncommitted params would silently sweep the
+    commit instead, so `caft sweep` refuses first (one line, exit 2)."""
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env(), check=True)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, env=env(), check=True)
+    subprocess.run(["git", "commit", "-qm", "base"], cwd=tmp_path, env=env(), check=True)
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    proc = subprocess.run(
+        ["caft", "sweep", "--thresholds", "0.5"], cwd=tmp_path, env=env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: params.yaml / dvc.lock differ from the last commit")
+    assert proc.stderr.count("\n") == 1

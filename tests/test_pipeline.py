@@ -15,6 +15,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from caft import experiments
 from tests.conftest import REPO
 from tests.dvc_project import HANG_GUARD_S, env, lock, make_project, ran_stages, run
 
@@ -111,6 +112,7 @@ def test_threshold_experiment_reruns_only_split(project):
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
     # a normal run is quiet: no library deprecation noise, no DVC warnings about missing outputs
     assert "FutureWarning" not in out and "No file hash info found" not in out and "WARNING" not in out, out
+    assert "num_cpu_threads_per_process" not in out and "train@tiny-caft" in ran_stages(out), out
     ran = ran_stages(out)
     assert ran == {
         "check_params",
@@ -270,6 +272,61 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
         "data/eval/tiny/caft/predictions.parquet",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+
+
+def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
+    """`make push` (caft push) uploads the run records *and* the outputs they name: a clone that pulls restores a
+    threshold the other side ran as a workspace experiment and never committed, instead of recomputing it.
+    Plain `dvc push --run-cache` uploads the records only (shown first: the clone then recomputes)."""
+    # the project's Makefile targets as typed, with this test environment's tools (the copy has no .venv)
+    make = ["make", "-s", "-f", str(REPO / "Makefile"), f"BIN={Path(sys.executable).parent}", "-o", "setup"]
+    run(["dvc", "remote", "add", "-d", "-f", "shared", str(tmp_path / "remote")], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny results, shared remote"], project)
+    run(["dvc", "exp", "run", "-S", "split.threshold=0.55"], project)  # an experiment, never committed
+    ran_here = json.loads((project / "metrics/eval/tiny/caft.json").read_text())
+    run(["caft", "reset"], project)  # the workspace back at the commit: 0.55 is only an experiment now
+
+    def collaborator(name: str) -> str:
+        clone = tmp_path / name
+        run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+        run([*make, "pull"], clone)  # dvc pull --run-cache
+        out = run(["dvc", "exp", "run", "--pull", "-S", "split.threshold=0.55"], clone)
+        assert json.loads((clone / "metrics/eval/tiny/caft.json").read_text()) == ran_here
+        return out
+
+    run(["dvc", "push", "--run-cache"], project)
+    assert "train@tiny-caft" in ran_stages(collaborator("records-only"))  # records without outputs: recomputed
+    pushed = run([*make, "push"], project)
+    assert "caft push: " in pushed and "output files uploaded now" in pushed
+    out = collaborator("clone")
+    assert ran_stages(out) <= {"check_params", "teacher", "report"}, out
+    assert "Stage 'train@tiny-caft' is cached - skipping run, checking out outputs" in out
+
+
+def test_a_threshold_sweep_draws_the_frontier(project):
+    """`make sweep THRESHOLDS=...` (caft sweep): the thresholds queued as experiments on two workers, then the
+    frontier — each caft point equal to its experiment's report, sft and distill as the end points."""
+    make = ["make", "-s", "-f", str(REPO / "Makefile"), f"BIN={Path(sys.executable).parent}", "-o", "setup"]
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "base of the sweep", "--allow-empty"], project)
+    out = run([*make, "sweep", "THRESHOLDS=0.45,0.85"], project)
+    assert out.count("dvc exp run --queue") == 2 and "| student | strategy | threshold |" in out
+    points = json.loads((project / "reports/frontier/frontier.json").read_text())
+    by_threshold = {p["threshold"]: p for p in points if p["strategy"] == "caft"}
+    assert {0.45, 0.85} <= set(by_threshold) and {"sft", "distill"} <= {p["strategy"] for p in points}
+    shown = experiments.rows(json.loads(run(["dvc", "exp", "show", "--json"], project)))
+    swept = [row for row in shown if row["name"] in ("sweep-t045", "sweep-t085")]
+    assert len(swept) == 2
+    for row in swept:
+        report = row["metrics"][experiments.REPORT]["tiny"]["caft"]
+        point = by_threshold[row["params"]["split.threshold"]]
+        assert (point["balanced_accuracy"], point["cot_target_tokens"], point["teacher_calls"]) == (
+            report["balanced_accuracy"],
+            report["cot_target_tokens"],
+            report["teacher_calls"],
+        )
+    assert json.loads((project / "reports/frontier/frontier.vl.json").read_text())["data"]["values"]
 
 
 def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project):

@@ -322,3 +322,22 @@ def test_public_names_of_base_models():
         "r1",
     )
     assert public_name(ModelSpec(ref="tiny")) == ("caft:tiny", None)
+
+
+def test_the_launcher_drops_only_accelerates_threads_notice():
+    """caft.launch: the per-launch CPU-threads notice alone is dropped; a message that reports any other default
+    the launcher filled in is kept whole."""
+    import logging
+
+    from caft.launch import OnlyThreadsNotice
+
+    head = "The following values were not passed to `accelerate launch` and had defaults used instead:\n"
+    threads = "\t`--num_cpu_threads_per_process` was set to `2` to improve out-of-box performance when training on CPUs"
+    other = "\t`--dynamo_backend` was set to a value of `'no'`"
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("accelerate.commands.launch", logging.WARNING, __file__, 1, message, None, None)
+
+    keep = OnlyThreadsNotice().filter
+    assert not keep(record(head + threads + "\nTo avoid this warning pass in values ..."))
+    assert keep(record(head + other + "\n" + threads)) and keep(record("some other launcher warning"))

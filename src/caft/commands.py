@@ -3,7 +3,11 @@
     caft profile PROFILE.yaml [MORE.yaml ...] [dvc exp run args]   apply profiles as one DVC experiment
     caft plan RECIPE.yaml [MORE.yaml ...] [--n-questions N] [--json OUT]   what a recipe will run and cost
     caft compare [--out FILE] [dvc exp show args]   one table of the experiments
+    caft sweep [--thresholds 0.5,0.6,0.9] [--jobs 2]   a queued threshold sweep, then its frontier
+    caft frontier [--out-dir DIR] [dvc exp show args]   accuracy against teacher tokens over the experiments
     caft reset   back to the committed params, their outputs checked out from the DVC cache
+    caft push [-r REMOTE]   dvc push --run-cache, plus the outputs of every run record
+    caft pull [-r REMOTE]   dvc pull --run-cache (run records included)
 
 Both validate the merged params first, so a bad profile fails with one line before DVC touches anything.
 """
@@ -11,7 +15,9 @@ Both validate the merged params first, so a bad profile fails with one line befo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -92,6 +98,126 @@ def reset() -> None:
         typer.echo("+ " + " ".join(cmd))
         if subprocess.call(cmd) != 0:
             raise CaftError(f"{' '.join(cmd)} failed (is this a caft project with its outputs in the DVC cache?)")
+
+
+def _remote_args(remote: str | None) -> list[str]:
+    """`-r REMOTE` for dvc, after checking there is a remote to talk to (one line if not)."""
+    if remote is None and subprocess.run(["dvc", "remote", "default"], capture_output=True).returncode != 0:
+        raise CaftError("no DVC remote: `dvc remote add -d NAME URL`, then commit .dvc/config (or pass -r NAME)")
+    return ["-r", remote] if remote else []
+
+
+def _dvc(cmd: list[str]) -> None:
+    typer.echo("+ " + " ".join(cmd))
+    if subprocess.call(cmd) != 0:
+        raise CaftError(f"{' '.join(cmd)} failed")
+
+
+RemoteOption = Annotated[str | None, typer.Option("-r", "--remote", help="DVC remote (default: the project's)")]
+
+
+@app.command()
+@stage
+def push(remote: RemoteOption = None) -> None:
+    """`dvc push --run-cache`, then the outputs every run record names, which DVC's push leaves out unless a
+    commit references them: a collaborator's `dvc exp run --pull` (or `dvc repro --pull`) then restores any
+    parameter combination run here, committed or not, instead of recomputing it."""
+    from caft.remote import push_run_outputs
+
+    _dvc(["dvc", "push", "--run-cache", *_remote_args(remote)])
+    records, sent, failed = push_run_outputs(remote)
+    typer.echo(f"caft push: {records} run records; {sent} of their output files uploaded now (the rest were there)")
+    if failed:
+        raise CaftError(f"{failed} output files of run records are not in the local cache (removed by dvc gc?)")
+
+
+@app.command()
+@stage
+def pull(remote: RemoteOption = None) -> None:
+    """`dvc pull --run-cache`: the committed outputs and every run record; `dvc exp run --pull` then restores the
+    runs others pushed with `caft push` (their outputs are fetched as each stage is restored)."""
+    _dvc(["dvc", "pull", "--run-cache", *_remote_args(remote)])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@stage
+def frontier(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option(help="frontier.md, frontier.json, frontier.vl.json (+ .svg)")] = Path(
+        "reports/frontier"
+    ),
+) -> None:
+    """The threshold frontier of the experiments `dvc exp show` lists (extra arguments go to it): balanced
+    accuracy against teacher CoT tokens, caft at each `split.threshold`, sft and distill as the end points."""
+    typer.echo(_write_frontier(ctx.args, out_dir), nl=False)
+
+
+def _write_frontier(show_args: list[str], out_dir: Path) -> str:
+    """frontier.md (the table it returns), frontier.json (the points), frontier.vl.json (the chart's Vega-Lite
+    spec) and, where the docs extra is installed, frontier.svg."""
+    from caft import experiments
+
+    points = experiments.frontier(experiments.rows(experiments.show(show_args)))
+    chart = experiments.frontier_chart(points)
+    table = experiments.frontier_markdown(points)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "frontier.md").write_text(table)
+    (out_dir / "frontier.json").write_text(json.dumps(points, indent=2) + "\n")
+    (out_dir / "frontier.vl.json").write_text(json.dumps(chart, indent=2) + "\n")
+    try:
+        import vl_convert  # the docs extra
+    except ImportError:
+        return table
+    (out_dir / "frontier.svg").write_text(vl_convert.vegalite_to_svg(chart))
+    return table
+
+
+@app.command()
+@stage
+def sweep(
+    thresholds: Annotated[str, typer.Option(help="comma-separated split.threshold values")] = "0.5,0.6,0.9",
+    jobs: Annotated[int, typer.Option(help="queue workers (`dvc queue start -j`)")] = 2,
+    out_dir: Annotated[Path, typer.Option(help="where `caft frontier` writes")] = Path("reports/frontier"),
+) -> None:
+    """Queue one experiment per threshold (`dvc exp run --queue -S split.threshold=t`), run them on `jobs`
+    workers, wait, then write the frontier (`caft frontier`). Queued points run in copies of the last commit:
+    commit the base run first (anything not committed is not in the sweep)."""
+    values = [v.strip() for v in thresholds.split(",") if v.strip()]
+    if not values:
+        raise CaftError("caft sweep needs --thresholds, e.g. 0.5,0.6,0.9")
+    dirty = subprocess.run(["git", "status", "--porcelain", "params.yaml", "dvc.lock"], capture_output=True, text=True)
+    if dirty.stdout.strip():
+        raise CaftError(
+            "params.yaml / dvc.lock differ from the last commit: queued points run copies of the last "
+            "commit, so commit the base run first (`git add -A && git commit`)"
+        )
+    names = [f"sweep-t{v.replace('.', '')}" for v in values]
+    for name, value in zip(names, values, strict=True):
+        _dvc(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", name])
+    typer.echo(f"+ dvc queue start -j {jobs}")
+    # the workers are daemons: they must not hold this command's output open (a caller reading it would wait
+    # for them); they are stopped below once the queue has nothing left to do
+    started = subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if started.returncode != 0:
+        raise CaftError("dvc queue start failed")
+    busy = re.compile(r"\b(Queued|Running)\b")
+    while True:
+        status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
+        mine = [line for line in status.splitlines() if any(f" {n} " in f" {line} " for n in names)]
+        if not any(busy.search(line) for line in mine):
+            break
+        time.sleep(2)
+    if not busy.search(status):
+        subprocess.run(["dvc", "queue", "stop"], capture_output=True)
+    failed = [line.split()[1] for line in mine if re.search(r"\bFailed\b", line)]
+    if failed:
+        raise CaftError(f"sweep points failed: {', '.join(failed)} (`dvc queue logs NAME` shows why)")
+    typer.echo(_write_frontier([], out_dir), nl=False)
 
 
 def _uncached_outputs(dvc_yaml: Path) -> list[str]:

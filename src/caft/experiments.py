@@ -1,5 +1,6 @@
 """One compact table of DVC experiments (`caft compare`): per experiment, what its params change and, per
 student x strategy, the numbers the paper compares — from `dvc exp show --json`, not from the workspace.
+`frontier` reads the same rows as a threshold sweep (`caft sweep`): accuracy against teacher CoT tokens.
 
 `dvc exp show` lists every param and metric (hundreds of columns); this keeps the params that differ between
 the rows and the report's headline metrics: balanced accuracy with its 95 % interval, hard-band accuracy,
@@ -111,3 +112,103 @@ def show(extra_args: list[str]) -> list[dict]:
     if proc.returncode != 0:
         raise CaftError(f"dvc exp show failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(proc.stdout)
+
+
+FRONTIER_STRATEGIES = ("sft", "caft", "distill")  # answer-only (no CoT tokens), the paper, CoT on everything
+FRONTIER_COLUMNS = (
+    "student",
+    "strategy",
+    "threshold",
+    "cot_target_tokens",
+    "teacher_calls",
+    "balanced_accuracy",
+    "ci_low",
+    "ci_high",
+    "pareto",
+)
+
+
+def frontier(rows: list[dict]) -> list[dict]:
+    """The accuracy-per-teacher-token frontier of a threshold sweep: one point per caft run at each
+    `split.threshold`, and sft and distill (threshold-free) as the end points, each point once per student.
+    `pareto`: no other point of the student has at least its balanced accuracy with at most its CoT target
+    tokens (and is better in one)."""
+    points, seen = [], set()
+    for row in rows:
+        threshold = row["params"].get("split.threshold")
+        for student, by_strategy in row["metrics"].get(REPORT, {}).items():
+            for strategy in FRONTIER_STRATEGIES:
+                m = by_strategy.get(strategy)
+                key = (student, strategy, threshold if strategy == "caft" else None)
+                if m is None or m.get("balanced_accuracy") is None or key in seen:
+                    continue
+                seen.add(key)
+                points.append(
+                    {
+                        "student": student,
+                        "strategy": strategy,
+                        "threshold": key[2],
+                        "cot_target_tokens": m.get("cot_target_tokens") or 0,
+                        "teacher_calls": m.get("teacher_calls") or 0,
+                        "balanced_accuracy": m["balanced_accuracy"],
+                        "ci_low": m.get("balanced_accuracy_ci_low"),
+                        "ci_high": m.get("balanced_accuracy_ci_high"),
+                    }
+                )
+    for p in points:
+        rivals = [q for q in points if q["student"] == p["student"] and q is not p]
+        p["pareto"] = not any(
+            q["balanced_accuracy"] >= p["balanced_accuracy"]
+            and q["cot_target_tokens"] <= p["cot_target_tokens"]
+            and (q["balanced_accuracy"] > p["balanced_accuracy"] or q["cot_target_tokens"] < p["cot_target_tokens"])
+            for q in rivals
+        )
+    if not points:
+        raise CaftError(f"no experiment has sft / caft / distill results in {REPORT} (run the sweep first)")
+    return sorted(points, key=lambda p: (p["student"], p["cot_target_tokens"], p["balanced_accuracy"]))
+
+
+def frontier_markdown(points: list[dict]) -> str:
+    def cell(point: dict, column: str) -> str:
+        if column == "pareto":
+            return "yes" if point[column] else ""
+        if column == "threshold":
+            return "–" if point[column] is None else f"{point[column]:g}"
+        return _num(point[column])
+
+    table = [FRONTIER_COLUMNS, tuple("---" for _ in FRONTIER_COLUMNS)]
+    table += [tuple(cell(point, c) for c in FRONTIER_COLUMNS) for point in points]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in table) + "\n"
+
+
+def frontier_chart(points: list[dict]) -> dict:
+    """A Vega-Lite chart: balanced accuracy (with its 95 % interval) against CoT target tokens, one colour per
+    strategy, caft's points labelled by threshold, the Pareto points joined; one panel per student."""
+    labelled = [{**p, "label": "" if p["threshold"] is None else f"t={p['threshold']}"} for p in points]
+    x = {"field": "cot_target_tokens", "type": "quantitative", "title": "teacher CoT target tokens"}
+    y = {"field": "balanced_accuracy", "type": "quantitative", "title": "balanced test accuracy"}
+    color = {"field": "strategy", "type": "nominal"}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Accuracy against teacher tokens: the threshold frontier",
+        "data": {"values": labelled},
+        "facet": {"field": "student", "type": "nominal"},
+        "spec": {
+            "layer": [
+                {
+                    "mark": "rule",
+                    "encoding": {"x": x, "y": {**y, "field": "ci_low"}, "y2": {"field": "ci_high"}, "color": color},
+                },
+                {"mark": {"type": "point", "filled": True, "size": 80}, "encoding": {"x": x, "y": y, "color": color}},
+                {
+                    "mark": {"type": "text", "dx": 8, "align": "left"},
+                    "encoding": {"x": x, "y": y, "text": {"field": "label"}},
+                },
+                {
+                    "transform": [{"filter": "datum.pareto"}],
+                    "mark": {"type": "line", "strokeDash": [4, 3], "color": "gray"},
+                    "encoding": {"x": x, "y": y},
+                },
+            ]
+        },
+    }

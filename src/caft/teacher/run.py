@@ -32,7 +32,6 @@ TRACE_COLUMNS = [
     "latency_s",
     "attempts",
     "error",
-    "from_cache",
 ]
 
 
@@ -139,7 +138,6 @@ def assemble(
                     "kept": False,
                     "correct": False,
                     "truncated": False,
-                    "from_cache": False,
                 }
             )
             continue
@@ -165,7 +163,6 @@ def assemble(
                 "latency_s": rec["latency_s"],
                 "attempts": rec["attempts"],
                 "error": "",
-                "from_cache": req.key not in fresh,
             }
         )
     table = pd.DataFrame(rows, columns=TRACE_COLUMNS)
@@ -176,12 +173,14 @@ def assemble(
 
 def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], cfg: TeacherParams) -> dict:
     answered = table[table["error"] == ""]
-    new = answered[~answered["from_cache"]]
+    # which traces came from the cache is what this run did, not what the traces are: it is counted here (and
+    # goes to the run log), never stored in the table, so the same inputs give the same table whatever ran before
+    new = answered[answered["key"].isin(fresh)]
     failures = Counter(table.loc[table["error"] != "", "error"])
     out = {
         "teacher": teacher_label(cfg),
         "requested": len(table),
-        "cache_hits": int(answered["from_cache"].sum()),
+        "cache_hits": len(answered) - len(new),
         "new_calls": len(fresh) + sum(failures.values()),
         "new_traces": len(fresh),
         "api_attempts": outcome.attempts,
