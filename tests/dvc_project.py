@@ -19,6 +19,11 @@ from tests.conftest import REPO
 HANG_GUARD_S = 2400
 
 
+# The project's Makefile targets as a user types them, run in a test project (which has no .venv of its own):
+# this environment's tools, and the venv set-up target taken as done.
+MAKE = ["make", "-s", "-f", str(REPO / "Makefile"), f"BIN={Path(sys.executable).parent}", "-o", "setup"]
+
+
 def env(**extra: str) -> dict[str, str]:
     out = dict(os.environ)
     out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out['PATH']}"

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from caft import experiments
 from tests.conftest import REPO
-from tests.dvc_project import HANG_GUARD_S, env, lock, make_project, ran_stages, run
+from tests.dvc_project import HANG_GUARD_S, MAKE, env, lock, make_project, ran_stages, run
 
 pytestmark = pytest.mark.integration
 
@@ -277,8 +277,6 @@ def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
     """`make push` (caft push) uploads the run records *and* the outputs they name: a clone that pulls restores a
     threshold the other side ran as a workspace experiment and never committed, instead of recomputing it
     (DVC's own `dvc push --run-cache` uploads the records only, treeverse/dvc#10472)."""
-    # the project's Makefile targets as typed, with this test environment's tools (the copy has no .venv)
-    make = ["make", "-s", "-f", str(REPO / "Makefile"), f"BIN={Path(sys.executable).parent}", "-o", "setup"]
     run(["dvc", "remote", "add", "-d", "-f", "shared", str(tmp_path / "remote")], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny results, shared remote"], project)
@@ -286,11 +284,11 @@ def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
     ran_here = json.loads((project / "metrics/eval/tiny/caft.json").read_text())
     run(["caft", "reset"], project)  # the workspace back at the commit: 0.7 is only an experiment now
 
-    pushed = run([*make, "push"], project)
+    pushed = run([*MAKE, "push"], project)
     assert "caft push: " in pushed and "output files uploaded now" in pushed
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    run([*make, "pull"], clone)  # dvc pull --run-cache
+    run([*MAKE, "pull"], clone)  # dvc pull --run-cache
     out = run(["dvc", "exp", "run", "--pull", "-S", "split.threshold=0.7"], clone)
     assert json.loads((clone / "metrics/eval/tiny/caft.json").read_text()) == ran_here
     assert ran_stages(out) <= {"check_params", "teacher", "report"}, out
@@ -342,10 +340,9 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project):
     the last commit, restoring prepare, entropy, the estimators and the sft / distill trainings from the
     run-cache and running only what the threshold changes; then `caft compare` lists both and the frontier's
     caft points equal their experiments' reports, with sft and distill as the end points."""
-    make = ["make", "-s", "-f", str(REPO / "Makefile"), f"BIN={Path(sys.executable).parent}", "-o", "setup"]
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny state", "--allow-empty"], project)
-    out = run([*make, "sweep", "THRESHOLDS=0.55,0.65"], project)
+    out = run([*MAKE, "sweep", "THRESHOLDS=0.55,0.65"], project)
     assert out.count("dvc exp run --queue") == 2 and "| student | strategy | threshold |" in out
     status = run(["dvc", "queue", "status"], project)
     assert all(re.search(rf"\b{name}\b.*\bSuccess\b", status) for name in ("sweep-t055", "sweep-t065")), status
