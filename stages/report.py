@@ -15,20 +15,36 @@ from caft.metrics import score
 from caft.params import load_params
 
 
+def _predictions(eval_dir: Path, student: str, strategy: str) -> pd.DataFrame:
+    preds_file = eval_dir / student / strategy / "predictions.parquet"
+    if not preds_file.exists():
+        raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
+    return pd.read_parquet(preds_file)
+
+
+def _student_rows(student: str, strategies: list[str], dirs: dict[str, Path], traces, difficulty, p) -> list[dict]:
+    """The report's rows of one student: each strategy's own numbers, and its paired differences."""
+    preds = {x: _predictions(dirs["eval"], student, x) for x in strategies}
+    assignments = pd.read_parquet(dirs["split"] / student / "assignments.parquet")
+    differences = report.paired(preds, assignments, p.eval.seed, p.eval.n_boot)
+    return [
+        _row(student, x, preds[x], assignments, dirs, traces, difficulty, p.eval.seed, p.eval.compat_parsed_only)
+        | differences[x]
+        for x in strategies
+    ]
+
+
 def _row(
     student: str,
     strategy: str,
+    preds: pd.DataFrame,
+    assignments: pd.DataFrame,
     dirs: dict[str, Path],
     traces: pd.DataFrame,
     difficulty: pd.Series,
     seed: int,
     compat: bool,
 ) -> dict:
-    preds_file = dirs["eval"] / student / strategy / "predictions.parquet"
-    if not preds_file.exists():
-        raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
-    preds = pd.read_parquet(preds_file)
-    assignments = pd.read_parquet(dirs["split"] / student / "assignments.parquet")
     trained = json.loads((dirs["train"] / student / f"{strategy}.json").read_text())
     sets = pd.read_parquet(dirs["sets"] / student / f"{strategy}.parquet")
     usage = report.teacher_usage(sets[sets["subset"] == "train"], traces)
@@ -36,6 +52,7 @@ def _row(
         k: trained[k]
         for k in ("n_items", "cot_target_tokens", "target_tokens_one_pass", "target_tokens_epoch_weighted")
     }
+    selection = {k: trained.get(k) for k in report.SELECTION}
     return {
         "student": student,
         "strategy": strategy,
@@ -44,6 +61,7 @@ def _row(
         **report.step_accuracy(preds, difficulty),
         **usage,
         **tokens,
+        **selection,
     }
 
 
@@ -62,6 +80,7 @@ def main(
     ),
     entropy_metrics: Annotated[Path, typer.Option(help="the entropy stage's metrics folder")] = Path("metrics/entropy"),
     train_plots: Annotated[Path, typer.Option(help="the train stages' dvclive folders")] = Path("plots/train"),
+    epochs_dir: Annotated[Path, typer.Option(help="the train stages' per-epoch answers")] = Path("data/epochs"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     p = load_params(params)
@@ -69,16 +88,14 @@ def main(
     trace_table = pd.read_parquet(traces)
     difficulty = pd.read_parquet(test, columns=["question_id", "difficulty"]).set_index("question_id")["difficulty"]
     rows = pd.DataFrame(
-        [
-            _row(s, x, dirs, trace_table, difficulty, p.eval.seed, p.eval.compat_parsed_only)
-            for s in p.students
-            for x in p.strategies
-        ]
+        [row for s in p.students for row in _student_rows(s, p.strategies, dirs, trace_table, difficulty, p)]
     )
     rows = report.savings(rows)
     write_json(report.to_metrics(rows), metrics)
     control = [report.control_line(s, json.loads((entropy_metrics / f"{s}.json").read_text())) for s in p.students]
     text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(rows)
+    for extra in (report.paired_markdown(rows), report.epoch_markdown(rows)):
+        text += "\n" + extra if extra else ""
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     with atomic_path(plots, directory=True) as tmp:
@@ -96,6 +113,17 @@ def main(
         report.band_table(rows).to_csv(tmp / "bands.csv", index=False)
         curves = [report.loss_curve(train_plots / s / x, s, x) for s in p.students for x in p.strategies]
         pd.concat(curves, ignore_index=True).to_csv(tmp / "loss.csv", index=False)
+        epochs = [
+            report.epoch_curve(
+                pd.read_parquet(epochs_dir / s / f"{x}.parquet"),
+                pd.read_parquet(split_dir / s / "assignments.parquet"),
+                s,
+                x,
+            )
+            for s in p.students
+            for x in p.strategies
+        ]
+        pd.concat(epochs, ignore_index=True).to_csv(tmp / "epochs.csv", index=False)
     typer.echo(text)
 
 

@@ -17,7 +17,10 @@ from caft.params import load_params
 def main(
     student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     split: Annotated[Path, typer.Option(help="the split stage's assignments.parquet")],
-    out: Annotated[Path, typer.Option(help="output folder: <strategy>.parquet and <strategy>.json per strategy")],
+    out: Annotated[
+        Path,
+        typer.Option(help="output folder: <strategy>.parquet and <strategy>.json per strategy, validation.parquet"),
+    ],
     metrics: Annotated[Path, typer.Option(help="metrics JSON (rows per phase, CoT items without a trace)")],
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
     traces: Annotated[Path, typer.Option(help="the teacher stage's traces")] = Path("data/teacher/traces.parquet"),
@@ -33,6 +36,7 @@ def main(
             table.to_parquet(tmp / f"{name}.parquet", index=False)
             (tmp / f"{name}.json").write_text(json.dumps(sets.reading(name, p), indent=2, sort_keys=True) + "\n")
             counts.update(c)
+        sets.validation_questions(assignments, questions).to_parquet(tmp / "validation.parquet", index=False)
     write_json(counts, metrics)
     typer.echo(f"sets[{student}]: {json.dumps(counts)}")
 

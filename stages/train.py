@@ -9,14 +9,26 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from caft import train
+from caft import epochs, train
 from caft.cli import stage
-from caft.io import atomic_path, write_json
+from caft.epochs import EpochEval
+from caft.io import atomic_path, write_json, write_table
+from caft.models import load_tokenizer
 from caft.params import load_params
 
 
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _end(live, folder: Path) -> dict:
+    """Close a dvclive run and return its summary: the summary would sit among the curve files of the plots
+    folder, and belongs with the metrics."""
+    live.end()
+    summary_file = folder / "metrics.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    summary_file.unlink(missing_ok=True)
+    return summary
 
 
 @stage
@@ -29,6 +41,9 @@ def main(
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     live_dir: Annotated[Path, typer.Option(help="dvclive folder for training curves")],
     run_log: Annotated[Path, typer.Option(help="what this run did: runtimes, the checkpoint it resumed from")],
+    validation: Annotated[Path, typer.Option(help="the validation carve's questions (sets stage)")],
+    epochs_out: Annotated[Path, typer.Option(help="per-epoch validation answers (eval.every_epoch)")],
+    epochs_live: Annotated[Path, typer.Option(help="dvclive folder for the accuracy-per-epoch curve")],
     checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (not cached)")] = Path(".caft/checkpoints"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
@@ -38,17 +53,32 @@ def main(
     table = pd.read_parquet(sets)
     setup = train.Setup(p.model(student), strategy, p, hashlib.sha256(sets.read_bytes()).hexdigest())
     ckpt_root = checkpoints / student / strategy / setup.fingerprint()
-    live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False) if _is_main() else None
-    model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live)
-    if not _is_main():
+    main_process = _is_main()
+    live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False) if main_process else None
+    card_reading = json.loads(reading.read_text())
+    epoch_eval = None
+    if main_process and p.eval.every_epoch:
+        epoch_eval = EpochEval(
+            pd.read_parquet(validation),
+            card_reading,
+            p.eval,
+            load_tokenizer(setup.spec),
+            ckpt_root,
+            keep_best=p.eval.select == "best",
+            live=Live(str(epochs_live), resume=True, dvcyaml=None, save_dvc_exp=False),
+        )
+    model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live, epoch_eval=epoch_eval)
+    if not main_process:
         return
-    live.end()
-    # dvclive's summary would sit among the curve files of the plots folder; it belongs with the metrics.
-    summary_file = live_dir / "metrics.json"
-    live_summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    summary_file.unlink(missing_ok=True)
+    live_summary = _end(live, live_dir)
+    if epoch_eval is not None:
+        _end(epoch_eval.live, epochs_live)
+    else:
+        epochs_live.mkdir(parents=True, exist_ok=True)  # a declared output, empty when not measured
+    write_table(epoch_eval.records if epoch_eval is not None else epochs.empty(), epochs_out)
+    chosen = train.selection(p, epoch_eval, p.train.epochs[strategy])
     with atomic_path(out, directory=True) as tmp:
-        train.save(model, tokenizer, setup, tmp, json.loads(reading.read_text()), phases)
+        train.save(model, tokenizer, setup, tmp, card_reading, phases, chosen)
     summary = {
         "n_items": int(table.loc[table["subset"] == "train", "question_id"].nunique()),
         "n_answer_items": int(((table["kind"] == "answer") & (table["subset"] == "train")).sum()),
@@ -58,6 +88,7 @@ def main(
         "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
         "final_train_loss": live_summary.get("train", {}).get("loss"),
         "final_eval_loss": live_summary.get("eval", {}).get("loss"),
+        **chosen,
     }
     write_json(summary, metrics)
     # not metrics: they differ between two runs of the same params

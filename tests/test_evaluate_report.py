@@ -146,3 +146,76 @@ def test_vllm_backend_without_vllm_is_one_clear_error(tmp_path):
 
     with pytest.raises(CaftError, match=r"^eval.backend=vllm needs vLLM installed"):
         evaluate.generate_vllm(tmp_path, {"base": {"ref": "tiny"}, "lora": True}, ["x"], 4)
+
+
+def test_epoch_curve_per_band_and_the_phase_boundary():
+    """Hand-computed: 4 validation questions (2 easy, 1 medium, 1 hard), 3 epochs, phase 1 from epoch 3."""
+    from caft import epochs
+
+    records = pd.DataFrame(
+        {
+            "epoch": [1] * 4 + [2] * 4 + [3] * 4,
+            "phase": [0] * 8 + [1] * 4,
+            "question_id": ["a", "b", "c", "d"] * 3,
+            "correct": [True, False, False, False, True, True, False, False, True, True, True, False],
+        }
+    )
+    assignments = pd.DataFrame({"question_id": list("abcd"), "band": ["easy", "easy", "medium", "hard"]})
+    curve = report.epoch_curve(records, assignments, "s", "caft").set_index(["epoch", "band"])
+    assert curve.loc[(1, "all"), "accuracy"] == 0.25 and curve.loc[(2, "easy"), "accuracy"] == 1.0
+    assert curve.loc[(3, "all"), "accuracy"] == 0.75 and curve.loc[(3, "medium"), "accuracy"] == 1.0
+    assert curve.loc[(3, "hard"), ["accuracy", "n"]].tolist() == [0.0, 1]
+    low, high = metrics.wilson(3, 4)
+    assert curve.loc[(3, "all"), ["ci_low", "ci_high"]].tolist() == [round(low, 6), round(high, 6)]
+    assert curve.xs("all", level="band")["phase_start"].tolist() == [0, 0, 1]
+    assert epochs.best_epoch(records) == 3
+    tied = records.assign(correct=records["epoch"] != 3)  # epochs 1 and 2 tie at 1.0: the earlier one
+    assert epochs.best_epoch(tied) == 1
+
+
+def test_paired_difference_against_hand_computations():
+    """Two questions, differences 0 and 1: the bootstrap means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4,
+    so the 2.5 % and 97.5 % percentiles are exactly 0 and 1. Identical answers: a zero-width interval at 0."""
+    two = metrics.paired_difference(pd.Series([True, True]), pd.Series([True, False]), seed=0, n_boot=4000)
+    assert two == {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0, "n": 2}
+    same = metrics.paired_difference(pd.Series([True, False, True]), pd.Series([True, False, True]), 0, 500)
+    assert same == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 3}
+    # 100 questions, a wins 20, b wins 5: mean 0.15; the interval agrees with the normal approximation of the
+    # difference's own spread (sd of the 0/±1 differences / sqrt(n)) to within the bootstrap's noise
+    a = pd.Series([True] * 20 + [False] * 5 + [True] * 40 + [False] * 35)
+    b = pd.Series([False] * 20 + [True] * 5 + [True] * 40 + [False] * 35)
+    d = metrics.paired_difference(a, b, seed=0, n_boot=4000)
+    diff = a.astype(float) - b.astype(float)
+    half = 1.96 * diff.std(ddof=0) / math.sqrt(100)
+    assert d["mean"] == 0.15 and d["n"] == 100
+    assert d["ci_low"] == pytest.approx(0.15 - half, abs=0.02) and d["ci_high"] == pytest.approx(0.15 + half, abs=0.02)
+
+
+def test_paired_uses_the_balanced_test_questions_of_each_baseline():
+    assignments = pd.DataFrame(
+        {
+            "question_id": list("abcde"),
+            "subset": ["test", "test", "test", "test", "train"],
+            "balanced": [True, True, True, False, False],
+        }
+    )
+
+    def preds(correct):
+        return pd.DataFrame({"question_id": list("abcde"), "correct": correct})
+
+    out = report.paired(
+        {
+            "sft": preds([False, False, True, True, True]),
+            "distill": preds([True, True, True, False, False]),
+            "caft": preds([True, False, True, False, False]),
+        },
+        assignments,
+        seed=0,
+        n_boot=1000,
+    )
+    assert out["sft"] == {
+        "minus_distill_mean": round(-2 / 3, 6),
+        **{k: v for k, v in out["sft"].items() if k.startswith("minus_distill_ci")},
+    }
+    assert out["caft"]["minus_sft_mean"] == round(1 / 3, 6) and out["caft"]["minus_distill_mean"] == round(-1 / 3, 6)
+    assert set(out["distill"]) == {"minus_sft_mean", "minus_sft_ci_low", "minus_sft_ci_high"}

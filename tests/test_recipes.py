@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -121,6 +122,21 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     trained = json.loads((root / "metrics/train/tiny/caft.json").read_text())
     assert (trained["phase0_epochs"], trained["phase1_epochs"]) == (5, 5) and trained["n_items"] == 24
     assert (root / "models/tiny/caft/model.safetensors").exists()  # full fine-tuning, not an adapter
+    # the recipe's per-epoch curve (eval.every_epoch): 5 + 5 epochs on the 6 validation questions, logged with
+    # dvclive per epoch, charted by the report; the last epoch's weights kept (eval.select: final)
+    records = pd.read_parquet(root / "data/epochs/tiny/caft.parquet")
+    assert records.groupby("epoch").size().to_dict() == dict.fromkeys(range(1, 11), 6)
+    assert records.groupby("epoch")["phase"].first().tolist() == [0] * 5 + [1] * 5
+    live = pd.read_csv(root / "plots/epochs/tiny/caft/plots/metrics/validation/accuracy.tsv", sep="\t")
+    assert live["step"].tolist() == list(range(1, 11))
+    assert live["accuracy"].round(6).tolist() == records.groupby("epoch")["correct"].mean().round(6).tolist()
+    assert (trained["select"], trained["selected_epoch"]) == ("final", 10)
+    assert trained["val_accuracy_final"] == round(float(records.loc[records["epoch"] == 10, "correct"].mean()), 6)
+    chart = pd.read_csv(root / "plots/report/epochs.csv")
+    caft = chart[(chart["strategy"] == "caft") & (chart["band"] == "all")]
+    assert caft["epoch"].tolist() == list(range(1, 11)) and caft["phase_start"].tolist() == [0] * 5 + [1] + [0] * 4
+    assert set(chart["strategy"]) == set(report["tiny"]) and set(chart["band"]) == {"all", "easy", "medium", "hard"}
+    assert "| tiny | caft | " in (root / "reports/summary.md").read_text().split("Validation accuracy per epoch")[1]
 
 
 def test_the_caft_command_has_help_and_one_line_errors(tmp_path):

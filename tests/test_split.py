@@ -185,3 +185,33 @@ def test_compat_medium_overlap_reproduces_the_authors_band():
     assert out["question_id"].is_unique
     with pytest.raises(ValueError, match="compat_medium_overlap reproduces the authors' capped bands"):
         SplitParams(compat_medium_overlap=True)
+
+
+def test_val_size_carve_does_not_move_with_the_threshold():
+    """The seeded validation carve comes off the pool before banding: the same questions at any threshold,
+    every band represented as the pool has it, and none of them in train."""
+    a, ma = make_split(_table(), SplitParams(max_train=12, val_size=4), seed=0)
+    b, _ = make_split(_table(), SplitParams(max_train=12, val_size=4, threshold=0.5, easy_threshold=0.1), seed=0)
+    val_a = set(a.query("subset == 'validation'")["question_id"])
+    assert len(val_a) == 4 and val_a == set(b.query("subset == 'validation'")["question_id"])
+    assert set(a.query("subset == 'train'")["question_id"]).isdisjoint(val_a)
+    assert sum(ma[f"train_{band}_n"] for band in ("easy", "medium", "hard")) == 8
+    assert sum(ma[f"validation_{band}_n"] for band in ("easy", "medium", "hard")) == 4
+    # the pool itself is the one max_train draws without a carve
+    pool, _ = make_split(_table(), SplitParams(max_train=12), seed=0)
+    train_a = set(a.query("subset == 'train'")["question_id"])
+    assert set(pool.query("subset == 'train'")["question_id"]) == val_a | train_a
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"split": {"val_size": 4, "val_per_band": 2}}, "split.val_size and split.val_per_band are two validation"),
+        ({"eval": {"every_epoch": True}}, "eval.every_epoch needs a validation carve: set split.val_size or"),
+        ({"eval": {"select": "best"}, "split": {"val_size": 4}}, "eval.select=best picks an epoch by validation"),
+    ],
+)
+def test_validation_and_epoch_settings_that_contradict_are_one_line(raw, message):
+    with pytest.raises(CaftError) as exc:
+        parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, **raw})
+    assert message in str(exc.value)

@@ -341,3 +341,68 @@ def test_the_launcher_drops_only_accelerates_threads_notice():
     keep = OnlyThreadsNotice().filter
     assert not keep(record(head + threads + "\nTo avoid this warning pass in values ..."))
     assert keep(record(head + other + "\n" + threads)) and keep(record("some other launcher warning"))
+
+
+class _SnapshotPerEpoch(TrainerCallback):
+    """Saves every epoch's weights as a full model folder (what the eval stage reads)."""
+
+    def __init__(self, setup, tokenizer, reading, root):
+        self.setup, self.tokenizer, self.reading, self.root, self.saved = setup, tokenizer, reading, root, []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        out = self.root / f"epoch{len(self.saved) + 1}"
+        train.save(model, self.tokenizer, self.setup, out, self.reading, [])
+        self.saved.append(out)
+
+
+def test_accuracy_per_epoch_equals_an_eval_of_that_epochs_weights(tmp_path):
+    """The validation answers recorded after each epoch (both phases of caft) are the answers the eval stage's
+    `predict` gives for that epoch's saved weights; with eval.select=best the weights returned are the best
+    epoch's (earliest on a tie)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from caft import epochs, evaluate
+    from caft.models import load_tokenizer
+
+    p = _params(epochs={**_params().train.epochs, "caft": [2, 1]})
+    p.eval.every_epoch, p.eval.select, p.eval.max_new_tokens_cot = True, "best", 6
+    q, a, traces = _data(16)
+    table, _ = sets.build("caft", a, q, traces, p)
+    setup = _setup(p, "caft", table)
+    reading = sets.reading("caft", p)
+    validation = q.tail(5).reset_index(drop=True)
+    tokenizer = load_tokenizer(setup.spec)
+    watcher = epochs.EpochEval(validation, reading, p.eval, tokenizer, tmp_path / "ckpt", keep_best=True)
+    snapshots = _SnapshotPerEpoch(setup, tokenizer, reading, tmp_path / "snapshots")
+    model, _, _ = train.run(setup, table, tmp_path / "ckpt", callbacks=[snapshots], epoch_eval=watcher)
+    records = watcher.records
+    assert sorted(set(zip(records["epoch"], records["phase"], strict=True))) == [(1, 0), (2, 0), (3, 1)]
+    assert pd.read_parquet(tmp_path / "ckpt" / epochs.RECORDS).equals(records)  # kept for a resume
+    for epoch, folder in enumerate(snapshots.saved, start=1):
+        again = evaluate.predict(folder, validation, p.eval)
+        seen = records[records["epoch"] == epoch].set_index("question_id")
+        assert seen.loc[again["question_id"], "output"].tolist() == again["output"].tolist()
+        assert seen.loc[again["question_id"], "correct"].tolist() == again["correct"].tolist()
+    accuracy = epochs.curve(records).set_index("epoch")["accuracy"]
+    best = epochs.best_epoch(records)
+    assert best == int(accuracy[accuracy == accuracy.max()].index.min())
+    kept = load_file(snapshots.saved[best - 1] / "adapter_model.safetensors")
+    returned = get_peft_model_state_dict(model)
+    assert kept.keys() == returned.keys() and all(torch.equal(kept[k], returned[k].cpu()) for k in kept)
+    chosen = train.selection(p, watcher, p.train.epochs["caft"])
+    assert chosen == {
+        "select": "best",
+        "selected_epoch": best,
+        "best_epoch": best,
+        "val_accuracy_final": round(float(accuracy[3]), 6),
+        "val_accuracy_best": round(float(accuracy[best]), 6),
+    }
+
+
+def test_epoch_numbers_across_phases():
+    from caft import epochs
+
+    assert [epochs.epoch_number(0, e) for e in (1.0, 2.0)] == [1, 2]
+    assert [epochs.epoch_number(2, e) for e in (1.0, 1.5)] == [3, 4]  # a fractional last epoch counts as one
+    assert epochs.epoch_number(3, 0.9999999) == 4

@@ -95,27 +95,44 @@ def generate_vllm(model_dir: Path, card: dict, texts: list[str], max_new_tokens:
     return [r.outputs[0].text for r in results]
 
 
+def prompt_texts(questions: pd.DataFrame, reading: dict, tokenizer) -> list[str]:
+    """The chat-templated prompts a model with this `reading` is evaluated on (its assistant turn opened)."""
+    chat = [messages_for(row, reading) for row in questions.itertuples(index=False)]
+    prefixes = [prefix_for(e, reading) for e in questions["expression"]]
+    return [prompts.apply_chat_template(tokenizer, m, x) for m, x in zip(chat, prefixes, strict=True)]
+
+
 def predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.DataFrame:
     """Per question: the prompt mode, the generated text, the parsed answer and correctness. How to prompt the
     model and read its answers comes from its card (`caft_model.json`), not from the params."""
     device = pick_device(cfg.device)
-    model, tokenizer, card = (None, None, read_card(model_dir))
     if cfg.backend == "hf":
         model, tokenizer, card = load_trained(model_dir, device)
-    reading = card["reading"]
-    mode = reading["mode"]
-    max_new = cfg.max_new_tokens_cot if mode == "cot" else cfg.max_new_tokens_direct
-    chat = [messages_for(row, reading) for row in questions.itertuples(index=False)]
-    prefixes = [prefix_for(e, reading) for e in questions["expression"]]
-    if cfg.backend == "hf":
-        texts = [prompts.apply_chat_template(tokenizer, m, x) for m, x in zip(chat, prefixes, strict=True)]
-        outputs = [g.text for g in greedy(model, tokenizer, texts, max_new, cfg.batch_size, desc="eval")]
-    else:
-        from transformers import AutoTokenizer
+        return generate_and_read(model, tokenizer, questions, card["reading"], cfg)
+    from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        texts = [prompts.apply_chat_template(tok, m, x) for m, x in zip(chat, prefixes, strict=True)]
-        outputs = generate_vllm(model_dir, card, texts, max_new)
+    card = read_card(model_dir)
+    texts = prompt_texts(questions, card["reading"], AutoTokenizer.from_pretrained(model_dir))
+    outputs = generate_vllm(model_dir, card, texts, max_new_tokens(card["reading"], cfg))
+    return read_outputs(questions, outputs, card["reading"])
+
+
+def max_new_tokens(reading: dict, cfg: EvalParams) -> int:
+    return cfg.max_new_tokens_cot if reading["mode"] == "cot" else cfg.max_new_tokens_direct
+
+
+def generate_and_read(model, tokenizer, questions: pd.DataFrame, reading: dict, cfg: EvalParams) -> pd.DataFrame:
+    """Batched greedy generation with a model in memory, read as `reading` says: the eval stage on a loaded
+    model, and the per-epoch validation eval on the model being trained (the same function, so the two agree)."""
+    texts = prompt_texts(questions, reading, tokenizer)
+    generated = greedy(model, tokenizer, texts, max_new_tokens(reading, cfg), cfg.batch_size, desc="eval")
+    outputs = [g.text for g in generated]
+    return read_outputs(questions, outputs, reading)
+
+
+def read_outputs(questions: pd.DataFrame, outputs: list[str], reading: dict) -> pd.DataFrame:
+    """Per question: the generated text, the parsed answer and whether it is the gold one."""
+    mode = reading["mode"]
     preds = questions[["question_id", "category", "answer_index", "answer"]].copy()
     preds["n_options"] = questions["options"].map(len).to_numpy()
     preds["mode"] = mode

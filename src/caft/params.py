@@ -210,6 +210,9 @@ class SplitParams(_Strict):
     max_train: int | None = Field(None, ge=1)
     train_per_band: int | None = Field(None, ge=1)
     val_per_band: int = Field(0, ge=0)
+    # A validation carve drawn from the training pool before banding (seeded): it does not move with the
+    # thresholds, so a threshold sweep does not retrain sft / distill for it. The paper's carve is per band.
+    val_size: int = Field(0, ge=0)
     balanced_test: bool = True
     random_control: bool = True
     # The authors' released medium band had no upper bound (~34 % of its rows lie above the hard cut).
@@ -226,6 +229,8 @@ class SplitParams(_Strict):
                 raise ValueError(f"{name}={value} is out of range for units={self.units} ([0.0, {high}])")
         if self.easy_threshold > self.threshold:
             raise ValueError(f"easy_threshold={self.easy_threshold} is above threshold={self.threshold}")
+        if self.val_size and self.val_per_band:
+            raise ValueError("split.val_size and split.val_per_band are two validation carves: set one of them")
         if self.compat_medium_overlap and self.train_per_band is None:
             raise ValueError("split.compat_medium_overlap reproduces the authors' capped bands: set train_per_band")
         return self
@@ -369,6 +374,12 @@ class EvalParams(_Strict):
     seed: int = 0  # for accuracy_tiger's random guesses
     # The authors divided by *parsed* answers only. On: the report adds that number (clearly labelled).
     compat_parsed_only: bool = False
+    # Accuracy on the validation carve after every epoch of every phase (the paper's curves), during training.
+    every_epoch: bool = False
+    # Which weights the train stage keeps (and the test set sees): the last epoch's (the paper), or the epoch
+    # with the best validation accuracy (earliest on a tie; needs every_epoch).
+    select: Literal["final", "best"] = "final"
+    n_boot: int = Field(2000, ge=100)  # bootstrap resamples of the report's paired differences
 
 
 class EstimatorImport(TableSource):
@@ -469,7 +480,15 @@ class Params(_Strict):
         if missing:
             raise ValueError(f"strategies {missing} have no train.epochs entry")
         self._estimators_known()
+        self._epoch_eval()
         return self
+
+    def _epoch_eval(self) -> None:
+        """Per-epoch accuracy needs questions to measure it on, and picking the best epoch needs the curve."""
+        if self.eval.every_epoch and not (self.split.val_size or self.split.val_per_band):
+            raise ValueError("eval.every_epoch needs a validation carve: set split.val_size or split.val_per_band")
+        if self.eval.select == "best" and not self.eval.every_epoch:
+            raise ValueError("eval.select=best picks an epoch by validation accuracy: set eval.every_epoch=true")
 
     def _estimators_known(self) -> None:
         """Every estimator family scores known students, and the split's estimator is written for each

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from caft.errors import CaftError
-from caft.metrics import score, wilson
+from caft.metrics import paired_difference, score, wilson
 from caft.split import BANDS
 
 
@@ -31,6 +31,52 @@ def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, pars
         out[f"band_{band}_accuracy"] = round(k / n, 6) if n else None
         out[f"band_{band}_ci_low"], out[f"band_{band}_ci_high"] = round(low, 6), round(high, 6)
     return out
+
+
+BASELINES = ("sft", "distill")
+
+
+def paired(preds: dict[str, pd.DataFrame], assignments: pd.DataFrame, seed: int, n_boot: int) -> dict[str, dict]:
+    """Per strategy, its balanced-test accuracy minus each baseline's (sft, distill) question by question, with
+    a paired bootstrap 95 % interval (`minus_<baseline>_{mean,ci_low,ci_high}`): whether caft beats sft, or
+    loses to distill, by more than the test set's noise."""
+    balanced = set(assignments.loc[assignments["subset"].eq("test") & assignments["balanced"], "question_id"])
+    correct = {
+        name: p.loc[p["question_id"].isin(balanced)].set_index("question_id")["correct"].sort_index()
+        for name, p in preds.items()
+    }
+    out: dict[str, dict] = {name: {} for name in preds}
+    for name in preds:
+        for base in BASELINES:
+            if base == name or base not in correct:
+                continue
+            a, b = correct[name].align(correct[base], join="inner")
+            diff = paired_difference(a, b, seed, n_boot)
+            out[name] |= {f"minus_{base}_{k}": v for k, v in diff.items() if k != "n"}
+    return out
+
+
+def paired_markdown(rows: pd.DataFrame) -> str:
+    """The paired differences as a table: one row per strategy, one column per baseline."""
+    bases = [b for b in BASELINES if f"minus_{b}_mean" in rows.columns]
+    if not bases:
+        return ""
+    lines = [
+        "Paired differences on the balanced test set (this strategy's accuracy minus the baseline's, question by "
+        "question; percentile bootstrap 95 % CI over questions):",
+        "",
+        "| student | strategy | " + " | ".join(f"− {b} [95 % CI]" for b in bases) + " |",
+        "|---|---|" + "---|" * len(bases),
+    ]
+    for r in rows.to_dict(orient="records"):
+        cells = [
+            "–"
+            if pd.isna(r.get(f"minus_{b}_mean"))
+            else f"{r[f'minus_{b}_mean']:+.3f} [{r[f'minus_{b}_ci_low']:+.3f}, {r[f'minus_{b}_ci_high']:+.3f}]"
+            for b in bases
+        ]
+        lines.append(f"| {r['student']} | {r['strategy']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def step_accuracy(preds: pd.DataFrame, difficulty: pd.Series) -> dict:
@@ -159,3 +205,65 @@ def loss_curve(live_dir: Path, student: str, strategy: str) -> pd.DataFrame:
         raise CaftError(f"no training curve for {student}/{strategy}: {path} (run `dvc repro`)")
     curve = pd.read_csv(path, sep="\t")[["step", "loss"]]
     return curve.assign(student=student, strategy=strategy)[["student", "strategy", "step", "loss"]]
+
+
+# What the train stage's metrics say about its epochs (eval.every_epoch): carried into the report's rows.
+SELECTION = ("select", "selected_epoch", "best_epoch", "val_accuracy_final", "val_accuracy_best")
+
+
+def epoch_curve(records: pd.DataFrame, assignments: pd.DataFrame, student: str, strategy: str) -> pd.DataFrame:
+    """One training's validation accuracy per epoch, overall (`band` = all) and per band (the split's bands of
+    the validation questions), with 95 % Wilson intervals; `phase_start` marks a later phase's first epoch
+    (caft's switch to the CoT targets), where the chart draws the boundary."""
+    bands = assignments.set_index("question_id")["band"]
+    records = records.assign(band=records["question_id"].map(bands))
+    first = records.groupby("phase")["epoch"].min()
+    out = []
+    for (epoch, phase), part in records.groupby(["epoch", "phase"], sort=True):
+        for band, rows in [("all", part), *((b, part[part["band"] == b]) for b in BANDS)]:
+            k, n = int(rows["correct"].sum()), len(rows)
+            low, high = wilson(k, n)
+            out.append(
+                {
+                    "student": student,
+                    "strategy": strategy,
+                    "epoch": int(epoch),
+                    "phase": int(phase),
+                    "band": band,
+                    "accuracy": round(k / n, 6) if n else None,
+                    "ci_low": round(low, 6),
+                    "ci_high": round(high, 6),
+                    "n": n,
+                    "phase_start": int(phase > 0 and epoch == first[phase]),
+                }
+            )
+    return pd.DataFrame(out, columns=EPOCH_CURVE_COLUMNS)
+
+
+EPOCH_CURVE_COLUMNS = [
+    "student", "strategy", "epoch", "phase", "band", "accuracy", "ci_low", "ci_high", "n", "phase_start"
+]  # fmt: skip
+
+
+def epoch_markdown(rows: pd.DataFrame) -> str:
+    """The paper's number (the last epoch) beside the best-by-validation one, and the epoch whose weights were
+    kept and tested (eval.select); empty when no training measured its epochs."""
+    if "best_epoch" not in rows.columns or rows["best_epoch"].isna().all():
+        return ""
+    lines = [
+        "Validation accuracy per epoch (`eval.every_epoch`; the curves: `plots/report/epochs.csv`). The test set "
+        "saw only the kept epoch's weights:",
+        "",
+        "| student | strategy | val. acc. last epoch | best val. acc. (epoch) | kept (eval.select) | "
+        "balanced test acc. of the kept weights |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows.to_dict(orient="records"):
+        if pd.isna(r.get("best_epoch")):
+            continue
+        lines.append(
+            f"| {r['student']} | {r['strategy']} | {_fmt(r['val_accuracy_final'])} | "
+            f"{_fmt(r['val_accuracy_best'])} ({int(r['best_epoch'])}) | epoch {int(r['selected_epoch'])} "
+            f"({r['select']}) | {_fmt(r['balanced_accuracy'])} |"
+        )
+    return "\n".join(lines) + "\n"

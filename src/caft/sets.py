@@ -60,6 +60,15 @@ def reading(strategy: str, p: Params) -> dict:
     }
 
 
+def validation_questions(assignments: pd.DataFrame, questions: pd.DataFrame) -> pd.DataFrame:
+    """The validation carve's questions, as prepare wrote them: what the train stage's per-epoch eval asks
+    (every strategy the same questions, whatever its phases train on). No band labels, for the reason above;
+    the report joins them from the split."""
+    ids = set(assignments.loc[assignments["subset"] == "validation", "question_id"])
+    rows = questions[questions["question_id"].isin(ids)]
+    return rows.sort_values("question_id").reset_index(drop=True)
+
+
 def build(
     name: str, assignments: pd.DataFrame, questions: pd.DataFrame, traces: pd.DataFrame, p: Params
 ) -> tuple[pd.DataFrame, dict]:

@@ -60,7 +60,8 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = E
     """Assign bands and roles to the valid rows of an entropy table.
 
     Cut points come from all valid train rows; `max_train` then keeps a seeded, threshold-independent subset
-    of them as the training pool, and the optional per-band caps draw train / validation rows from it.
+    of them as the training pool, `val_size` carves a seeded, threshold-independent validation set off it, and
+    the optional per-band caps draw train / validation rows from the rest.
 
     A categorical estimator (its `kind` declares ordinal levels 0..levels-1) bands by level instead of
     thresholds: the lowest level is easy, the highest hard, the rest medium.
@@ -90,6 +91,9 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = E
 
     valid["role"] = np.where(valid["subset"] == "train", "pool", "test")
     valid = valid.drop(columns="subset")
+    if cfg.val_size:  # before banding decides anything, with its own generator: threshold-independent
+        pool = valid.index[valid["role"] == "pool"]
+        valid.loc[_sample(pool, cfg.val_size, np.random.default_rng([seed, 2])), "role"] = "validation"
     for band in BANDS:
         members = ("medium", "hard") if band == "medium" and cfg.compat_medium_overlap else (band,)
         pool = valid.index[(valid["role"] == "pool") & valid["band"].isin(members)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from caft import epochs as epochs_mod
 from caft import strategies
+from caft.epochs import EpochEval
 from caft.errors import CaftError
 from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name
 from caft.params import ModelSpec, Params
@@ -112,6 +115,7 @@ class Setup:
             "strategy": self.strategy,
             "seed": self.params.seed,
             "train": self.params.train.model_dump(),
+            "eval": self.params.eval.model_dump(include={"every_epoch", "select"}),
             "sets": self.sets_digest,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -227,8 +231,17 @@ def run_loss(log_history: list[dict]) -> float | None:
     return sum(losses) / len(losses) if losses else None
 
 
-def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks: list | None = None) -> tuple:
-    """Train every phase in order; returns (model, tokenizer, per-phase results)."""
+def run(
+    setup: Setup,
+    sets: pd.DataFrame,
+    ckpt_root: Path,
+    live=None,
+    callbacks: list | None = None,
+    epoch_eval: EpochEval | None = None,
+) -> tuple:
+    """Train every phase in order; returns (model, tokenizer, per-phase results). With `epoch_eval`, the
+    validation carve is answered after every epoch, and under `eval.select: best` the weights returned are
+    the best epoch's."""
     from trl import SFTTrainer
 
     p, strategy = setup.params, strategies.get(setup.strategy)
@@ -251,6 +264,8 @@ def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks:
         if train_rows.empty:
             raise CaftError(f"strategy {setup.strategy!r} phase {k} ({phase.items}) has no training rows")
         cbs = list(callbacks or []) + ([LiveLogger(live, k, step_offset)] if live is not None else [])
+        if epoch_eval is not None:
+            cbs.append(epoch_eval.callback(k, sum(math.ceil(e) for e in epochs[:k])))
         trainer = SFTTrainer(
             model=model,
             args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu),
@@ -279,14 +294,36 @@ def run(setup: Setup, sets: pd.DataFrame, ckpt_root: Path, live=None, callbacks:
             (folder / "final" / DONE).write_text(json.dumps(result))
         results.append(result)
         step_offset += trainer.state.global_step
+    if epoch_eval is not None and p.eval.select == "best":
+        best, last = epochs_mod.best_epoch(epoch_eval.records), sum(math.ceil(e) for e in epochs)
+        if best != last:
+            model = _restore(model, ckpt_root / epochs_mod.BEST, p.train.lora.enabled)
     return model, tokenizer, results
+
+
+def selection(p: Params, epoch_eval: EpochEval | None, epochs: list[float]) -> dict:
+    """Which epoch's weights the stage keeps, and the validation accuracy of the last and the best epoch."""
+    last = sum(math.ceil(e) for e in epochs)
+    if epoch_eval is None:
+        return {"select": p.eval.select, "selected_epoch": last}
+    c = epochs_mod.curve(epoch_eval.records).set_index("epoch")["accuracy"]
+    best = epochs_mod.best_epoch(epoch_eval.records)
+    return {
+        "select": p.eval.select,
+        "selected_epoch": best if p.eval.select == "best" else last,
+        "best_epoch": best,
+        "val_accuracy_final": round(float(c[last]), 6),
+        "val_accuracy_best": round(float(c[best]), 6),
+    }
 
 
 CARD_PHASE_KEYS = ("phase", "kind", "items", "n", "epochs", "steps", "train_loss")  # no runtimes: same run, same card
 PAPER = "https://arxiv.org/abs/2506.21220"
 
 
-def save(model, tokenizer, setup: Setup, out: Path, reading: dict, phases: list[dict]) -> None:
+def save(
+    model, tokenizer, setup: Setup, out: Path, reading: dict, phases: list[dict], selection: dict | None = None
+) -> None:
     """The final adapter (LoRA) or model with its tokenizer, and two cards: `caft_model.json`, everything eval
     needs (how to load the base, how to prompt the model and read its answers), and a Hugging Face model card
     (README.md) in place of PEFT's placeholder. Both name the base model by its hub id, never by this machine's
@@ -303,6 +340,7 @@ def save(model, tokenizer, setup: Setup, out: Path, reading: dict, phases: list[
         "lora": lora,
         "reading": reading,
         "phases": [{k: r[k] for k in CARD_PHASE_KEYS} | {"train_loss": _rounded(r["train_loss"])} for r in phases],
+        "selection": selection,  # which epoch's weights these are (eval.select), with the validation evidence
     }
     (out / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     if lora:
