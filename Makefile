@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: lock setup demo tiny compare sweep report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,12 @@ compare: setup
 THRESHOLDS ?= 0.5,0.6,0.9
 sweep: setup
 	$(OFFLINE) $(BIN)/caft sweep --thresholds $(THRESHOLDS)
+
+## Training seeds: SEEDS as a workspace experiment (`seeds` param): only the new seeds' trainings and evals run;
+## the report averages over the seeds and pairs each seed's runs (mean +- sd, bootstrap over questions and seeds).
+SEEDS ?= 42,43,44
+seeds: setup
+	$(OFFLINE) $(BIN)/dvc exp run -S 'seeds=[$(SEEDS)]'
 
 ## Paper recipes (recipes/*.yaml), each applied as a DVC experiment. Full mode needs GPUs and the teacher's
 ## API key (OPENROUTER_API_KEY); plan mode needs neither and prints stages, teacher calls, tokens, GPU-hours.

@@ -1,4 +1,5 @@
-"""Stage `report`: the students × strategies table (markdown + JSON metrics) and its plots."""
+"""Stage `report`: the students × strategies table (markdown + JSON metrics, averaged over training seeds) and
+its plots."""
 
 import json
 from pathlib import Path
@@ -15,38 +16,39 @@ from caft.metrics import score
 from caft.params import load_params
 
 
-def _predictions(eval_dir: Path, student: str, strategy: str) -> pd.DataFrame:
-    preds_file = eval_dir / student / strategy / "predictions.parquet"
+def _predictions(eval_dir: Path, student: str, strategy: str, seed: int) -> pd.DataFrame:
+    preds_file = eval_dir / student / strategy / str(seed) / "predictions.parquet"
     if not preds_file.exists():
-        raise CaftError(f"no predictions for {student}/{strategy}: {preds_file} (run `dvc repro`)")
+        raise CaftError(f"no predictions for {student}/{strategy}/{seed}: {preds_file} (run `dvc repro`)")
     return pd.read_parquet(preds_file)
 
 
-def _student_rows(student: str, strategies: list[str], dirs: dict[str, Path], traces, difficulty, p) -> list[dict]:
-    """The report's rows of one student: each strategy's own numbers, and its paired differences."""
-    preds = {x: _predictions(dirs["eval"], student, x) for x in strategies}
+def _student_rows(student: str, dirs: dict[str, Path], traces, difficulty, p) -> tuple[list[dict], dict]:
+    """One student's runs (strategy x seed: each one's own numbers) and, per strategy, its paired differences
+    against the baselines over questions and seeds."""
+    preds = {(x, seed): _predictions(dirs["eval"], student, x, seed) for x in p.strategies for seed in p.seeds}
     assignments = pd.read_parquet(dirs["split"] / student / "assignments.parquet")
-    differences = report.paired(preds, assignments, p.eval.seed, p.eval.n_boot)
-    return [
-        _row(student, x, preds[x], assignments, dirs, traces, difficulty, p.eval.seed, p.eval.compat_parsed_only)
-        | differences[x]
-        for x in strategies
+    runs = [
+        _row(student, x, seed, preds[x, seed], assignments, dirs, traces, difficulty, p)
+        for x in p.strategies
+        for seed in p.seeds
     ]
+    return runs, report.paired(preds, assignments, p.eval.seed, p.eval.n_boot)
 
 
 def _row(
     student: str,
     strategy: str,
+    seed: int,
     preds: pd.DataFrame,
     assignments: pd.DataFrame,
     dirs: dict[str, Path],
     traces: pd.DataFrame,
     difficulty: pd.Series,
-    seed: int,
-    compat: bool,
+    p,
 ) -> dict:
-    trained = json.loads((dirs["train"] / student / f"{strategy}.json").read_text())
-    sets = pd.read_parquet(dirs["sets"] / student / f"{strategy}.parquet")
+    trained = json.loads((dirs["train"] / student / strategy / f"{seed}.json").read_text())
+    sets = pd.read_parquet(dirs["sets"] / student / strategy / f"{seed}.parquet")
     usage = report.teacher_usage(sets[sets["subset"] == "train"], traces)
     tokens = {
         k: trained[k]
@@ -56,8 +58,9 @@ def _row(
     return {
         "student": student,
         "strategy": strategy,
-        **score(preds, seed),
-        **report.band_metrics(preds, assignments, seed, parsed_only=compat),
+        "seed": seed,
+        **score(preds, p.eval.seed),
+        **report.band_metrics(preds, assignments, p.eval.seed, parsed_only=p.eval.compat_parsed_only),
         **report.step_accuracy(preds, difficulty),
         **usage,
         **tokens,
@@ -87,14 +90,16 @@ def main(
     dirs = {"eval": eval_dir, "split": split_dir, "train": train_metrics, "sets": sets_dir}
     trace_table = pd.read_parquet(traces)
     difficulty = pd.read_parquet(test, columns=["question_id", "difficulty"]).set_index("question_id")["difficulty"]
-    rows = pd.DataFrame(
-        [row for s in p.students for row in _student_rows(s, p.strategies, dirs, trace_table, difficulty, p)]
-    )
-    rows = report.savings(rows)
+    runs, differences = [], {}
+    for s in p.students:
+        student_runs, differences[s] = _student_rows(s, dirs, trace_table, difficulty, p)
+        runs += student_runs
+    runs = report.savings(pd.DataFrame(runs))
+    rows = report.over_seeds(runs, differences)
     write_json(report.to_metrics(rows), metrics)
     control = [report.control_line(s, json.loads((entropy_metrics / f"{s}.json").read_text())) for s in p.students]
-    text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(rows)
-    for extra in (report.paired_markdown(rows), report.epoch_markdown(rows)):
+    text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(runs)
+    for extra in (report.seeds_markdown(rows), report.paired_markdown(rows), report.epoch_markdown(runs)):
         text += "\n" + extra if extra else ""
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
@@ -111,11 +116,16 @@ def main(
         ]
         rows[cols].assign(run=rows["student"] + "/" + rows["strategy"]).to_csv(tmp / "accuracy.csv", index=False)
         report.band_table(rows).to_csv(tmp / "bands.csv", index=False)
-        curves = [report.loss_curve(train_plots / s / x, s, x) for s in p.students for x in p.strategies]
+        curves = [
+            report.loss_curve(train_plots / s / x / str(seed), s, x).assign(seed=seed)
+            for s in p.students
+            for x in p.strategies
+            for seed in p.seeds
+        ]
         pd.concat(curves, ignore_index=True).to_csv(tmp / "loss.csv", index=False)
-        epochs = [
+        epochs = [  # pooled over seeds: the same validation questions, once per seed
             report.epoch_curve(
-                pd.read_parquet(epochs_dir / s / f"{x}.parquet"),
+                pd.concat([pd.read_parquet(epochs_dir / s / x / f"{seed}.parquet") for seed in p.seeds]),
                 pd.read_parquet(split_dir / s / "assignments.parquet"),
                 s,
                 x,

@@ -31,7 +31,7 @@ def main(
 ) -> None:
     p = load_params(params)
     questions = load_prepared(data)
-    ids = run.needed_ids(run.load_assignments(splits, p.students), p.strategies)
+    ids = run.needed_ids(run.load_assignments(splits, p.students), p.strategies, p.seeds, p.split.random_control)
     requests = run.build_requests(questions, ids, p.teacher, p.prompt.dataset)
     store = TraceCache(cache)
     if dry_run:

@@ -35,6 +35,7 @@ def _end(live, folder: Path) -> dict:
 def main(
     student: Annotated[str, typer.Option(help="student key under params.yaml `models`")],
     strategy: Annotated[str, typer.Option(help="strategy name (see caft.strategies)")],
+    seed: Annotated[int, typer.Option(help="the training seed (one of params.yaml `seeds`)")],
     sets: Annotated[Path, typer.Option(help="this strategy's training set (sets stage)")],
     reading: Annotated[Path, typer.Option(help="how its model is prompted and read at eval (sets stage, .json)")],
     out: Annotated[Path, typer.Option(help="final adapter / model folder (the only cached output)")],
@@ -51,8 +52,8 @@ def main(
 
     p = load_params(params)
     table = pd.read_parquet(sets)
-    setup = train.Setup(p.model(student), strategy, p, hashlib.sha256(sets.read_bytes()).hexdigest())
-    ckpt_root = checkpoints / student / strategy / setup.fingerprint()
+    setup = train.Setup(p.model(student), strategy, p, hashlib.sha256(sets.read_bytes()).hexdigest(), seed)
+    ckpt_root = checkpoints / student / strategy / str(seed) / setup.fingerprint()
     main_process = _is_main()
     live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False) if main_process else None
     card_reading = json.loads(reading.read_text())
@@ -94,7 +95,7 @@ def main(
     # not metrics: they differ between two runs of the same params
     write_json({f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("runtime_s", "resumed_from")}, run_log)
     train.clear_checkpoints(ckpt_root)
-    typer.echo(f"train[{student}/{strategy}]: {json.dumps({k: summary[k] for k in list(summary)[:6]})}")
+    typer.echo(f"train[{student}/{strategy}/{seed}]: {json.dumps({k: summary[k] for k in list(summary)[:6]})}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def test_the_demo_params_validate_and_its_dag_holds_the_strategies():
     assert p.prompt.answer_prefix == "{expression} = " and p.teacher.backend == "oracle"
     out = run(["dvc", "stage", "list", "--all"], REPO)
     stages = {line.split()[0] for line in out.splitlines() if line.strip()}
-    expected = {f"{s}@smollm2-{x}" for s in ("train", "eval") for x in DEMO_STRATEGIES}
+    expected = {f"{s}@smollm2-{x}-42" for s in ("train", "eval") for x in DEMO_STRATEGIES}
     assert expected <= stages and {"entropy@smollm2", "split@smollm2", "teacher", "report"} <= stages
     assert not any(s.startswith("estimate_") for s in stages)  # the demo compares no other estimators
 
@@ -47,7 +47,7 @@ def test_tiny_number_format_run_end_to_end(chain):
     prepared = pd.read_parquet(root / "data/prepared/train.parquet").set_index("question_id")
     assert traces["kept"].all() and (traces["teacher"] == "oracle:synthetic-rationale").all()
     assert (traces["parsed_answer"] == traces["question_id"].map(prepared["answer"])).all()
-    sft = pd.read_parquet(root / "data/sets/tiny/sft.parquet")
+    sft = pd.read_parquet(root / "data/sets/tiny/sft/42.parquet")
     expr = sft["question_id"].map(prepared["expression"])
     assert (sft["completion"] == expr + " = " + sft["question_id"].map(prepared["answer"])).all()
 
@@ -59,7 +59,7 @@ def test_the_report_per_band_numbers_equal_a_recount_of_the_predictions(chain):
     split = pd.read_parquet(root / "data/split/tiny/assignments.parquet")
     test = pd.read_parquet(root / "data/prepared/test.parquet").set_index("question_id")
     for strategy in DEMO_STRATEGIES:
-        preds = pd.read_parquet(root / f"data/eval/tiny/{strategy}/predictions.parquet").set_index("question_id")
+        preds = pd.read_parquet(root / f"data/eval/tiny/{strategy}/42/predictions.parquet").set_index("question_id")
         # correctness recounted from the raw outputs and the gold numbers
         mode = preds["mode"].iloc[0]
         recount = {}
@@ -143,7 +143,7 @@ def test_a_gsm8k_run_through_dvc_exp_run(chain):
     prepared = pd.read_parquet(chain / "data/prepared/train.parquet").set_index("question_id")
     expected = traces["question_id"].map(prepared["rationale"]) + "\nThe answer is [[" + traces["parsed_answer"] + "]]."
     assert (traces["trace"] == expected).all() and traces["kept"].all() and "<<" not in "".join(traces["trace"])
-    sft = pd.read_parquet(chain / "data/sets/tiny/sft.parquet")
+    sft = pd.read_parquet(chain / "data/sets/tiny/sft/42.parquet")
     assert (sft["completion"] == "[[" + sft["question_id"].map(prepared["answer"]) + "]]").all()
     report = json.loads((chain / "metrics/report.json").read_text())["tiny"]
     assert set(DEMO_STRATEGIES) <= set(report) and 0 <= report["caft"]["balanced_accuracy"] <= 1

@@ -23,6 +23,10 @@ from tests.dvc_project import run
 STEP_TOLERANCE = 0.01
 
 
+def questions_of(table: Path) -> list[str]:
+    return pd.read_parquet(table)["question_id"].tolist()
+
+
 def _losses(live: Path) -> list[float]:
     with (live / "plots/metrics/train/loss.tsv").open() as f:
         return [float(row["loss"]) for row in csv.DictReader(f, delimiter="\t")]
@@ -34,8 +38,12 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
     raw["students"] = ["tiny"]
     raw["train"].update(batch_size=4, learning_rate=1e-3, save_steps=1000)
     raw["train"]["epochs"]["sft"] = [2]
+    raw["eval"].update(every_epoch=True, max_new_tokens_direct=2)  # rank 0 evaluates while rank 1 waits
+    raw["split"].update(val_size=4, val_per_band=0)
     p = parse_params(raw)
-    questions = generate(p.data.synthetic.model_copy(update={"n_questions": 32}), 0)
+    questions = generate(p.data.synthetic.model_copy(update={"n_questions": 36}), 0)
+    questions.tail(4).to_parquet(tmp_path / "validation.parquet")
+    questions = questions.head(32)
     rows = []
     for row in questions.itertuples(index=False):
         messages, target = sets.answer_example(row, p)
@@ -68,6 +76,8 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
                 "tiny",
                 "--strategy",
                 "sft",
+                "--seed",
+                "42",
                 "--sets",
                 str(tmp_path / "sft.parquet"),
                 "--reading",
@@ -80,6 +90,12 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
                 str(out / "live"),
                 "--run-log",
                 str(out / "log.json"),
+                "--validation",
+                str(tmp_path / "validation.parquet"),
+                "--epochs-out",
+                str(out / "epochs.parquet"),
+                "--epochs-live",
+                str(out / "epochs"),
                 "--checkpoints",
                 str(out / "ckpt"),
                 "--params",
@@ -94,3 +110,8 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
     assert len(ddp) == len(single) == 8 and ddp[0] == pytest.approx(single[0], abs=1e-5)
     assert all(abs(a - b) <= STEP_TOLERANCE * b for a, b in zip(ddp, single, strict=True)), (ddp, single)
     assert (tmp_path / "ddp/model/caft_model.json").exists()  # written once, by the main process
+    for name in ("ddp", "single"):  # the per-epoch eval ran on the main process only, once an epoch
+        records = pd.read_parquet(tmp_path / name / "epochs.parquet")
+        assert records.groupby("epoch")["question_id"].apply(sorted).to_dict() == {
+            e: sorted(questions_of(tmp_path / "validation.parquet")) for e in (1, 2)
+        }

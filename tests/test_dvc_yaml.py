@@ -24,6 +24,7 @@ UNUSED_EDGES = {
     ("params.py", "prepare.py"): "the schema only checks data source names (the registry's keys)",
     ("params.py", "prompts.py"): "the schema only resolves and checks prompt set names (the registry's keys)",
     ("prepare.py", "schema.py"): "other stages use prepare.load_prepared, which reads prepare's files",
+    ("teacher/run.py", "split.py"): "only needed_ids draws the random control: the teacher stage lists split.py",
     ("prepare.py", "sources/__init__.py"): "as above",
     ("prepare.py", "sources/mmlu_pro.py"): "as above",
     ("prepare.py", "sources/synthetic.py"): "as above",
@@ -80,8 +81,8 @@ def _stages() -> list[tuple[str, dict]]:
 
 
 # The stage each unused edge's importer belongs to: there the edge is used (check_params's output is the schema's
-# verdict, prepare's output is what the sources and the schema make).
-EDGE_OWNERS = {"params.py": "check_params", "prepare.py": "prepare"}
+# verdict, prepare's output is what the sources and the schema make, the teacher's needs the random control).
+EDGE_OWNERS = {"params.py": "check_params", "prepare.py": "prepare", "teacher/run.py": "teacher"}
 
 
 def _stage_code(name: str, body: dict) -> tuple[str, set[str], list[str]]:

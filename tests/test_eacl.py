@@ -340,4 +340,4 @@ def test_make_plan_eacl_runs_for_every_dataset(dataset):
     assert out.returncode == 0, out.stderr
     for student in ("qwen2_5_3b", "phi4_mini", "llama3_2_3b"):
         assert f"H100-hours for {student}: train ≈ " in out.stdout
-    assert "teacher calls: " in out.stdout and "eval@llama3_2_3b-caft" in out.stdout
+    assert "teacher calls: " in out.stdout and "eval@llama3_2_3b-caft-42" in out.stdout

@@ -174,24 +174,26 @@ def test_epoch_curve_per_band_and_the_phase_boundary():
 
 
 def test_paired_difference_against_hand_computations():
-    """Two questions, differences 0 and 1: the bootstrap means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4,
-    so the 2.5 % and 97.5 % percentiles are exactly 0 and 1. Identical answers: a zero-width interval at 0."""
-    two = metrics.paired_difference(pd.Series([True, True]), pd.Series([True, False]), seed=0, n_boot=4000)
+    """One seed, two questions, differences 0 and 1: the bootstrap means are 0, 0.5, 1 with probabilities 1/4,
+    1/2, 1/4, so the 2.5 % and 97.5 % percentiles are exactly 0 and 1. Two seeds, one question, differences 1
+    and 0: the same by resampling seeds. Identical answers: a zero-width interval at 0."""
+    two = metrics.paired_difference(np.array([[1, 1]]), np.array([[1, 0]]), seed=0, n_boot=4000)
     assert two == {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0, "n": 2}
-    same = metrics.paired_difference(pd.Series([True, False, True]), pd.Series([True, False, True]), 0, 500)
+    seeds = metrics.paired_difference(np.array([[1], [0]]), np.array([[0], [0]]), seed=0, n_boot=4000)
+    assert seeds == {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0, "n": 2}
+    same = metrics.paired_difference(np.array([[1, 0, 1]]), np.array([[1, 0, 1]]), 0, 500)
     assert same == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 3}
     # 100 questions, a wins 20, b wins 5: mean 0.15; the interval agrees with the normal approximation of the
-    # difference's own spread (sd of the 0/±1 differences / sqrt(n)) to within the bootstrap's noise
-    a = pd.Series([True] * 20 + [False] * 5 + [True] * 40 + [False] * 35)
-    b = pd.Series([False] * 20 + [True] * 5 + [True] * 40 + [False] * 35)
+    # difference's own spread (sd of the 0/+-1 differences / sqrt(n)) to within the bootstrap's noise
+    a = np.array([[1] * 20 + [0] * 5 + [1] * 40 + [0] * 35])
+    b = np.array([[0] * 20 + [1] * 5 + [1] * 40 + [0] * 35])
     d = metrics.paired_difference(a, b, seed=0, n_boot=4000)
-    diff = a.astype(float) - b.astype(float)
-    half = 1.96 * diff.std(ddof=0) / math.sqrt(100)
+    half = 1.96 * (a - b).std() / math.sqrt(100)
     assert d["mean"] == 0.15 and d["n"] == 100
     assert d["ci_low"] == pytest.approx(0.15 - half, abs=0.02) and d["ci_high"] == pytest.approx(0.15 + half, abs=0.02)
 
 
-def test_paired_uses_the_balanced_test_questions_of_each_baseline():
+def test_paired_pairs_runs_of_the_same_seed_on_the_balanced_test_questions():
     assignments = pd.DataFrame(
         {
             "question_id": list("abcde"),
@@ -203,19 +205,46 @@ def test_paired_uses_the_balanced_test_questions_of_each_baseline():
     def preds(correct):
         return pd.DataFrame({"question_id": list("abcde"), "correct": correct})
 
-    out = report.paired(
-        {
-            "sft": preds([False, False, True, True, True]),
-            "distill": preds([True, True, True, False, False]),
-            "caft": preds([True, False, True, False, False]),
-        },
-        assignments,
-        seed=0,
-        n_boot=1000,
-    )
-    assert out["sft"] == {
-        "minus_distill_mean": round(-2 / 3, 6),
-        **{k: v for k, v in out["sft"].items() if k.startswith("minus_distill_ci")},
+    one = {
+        ("sft", 1): preds([False, False, True, True, True]),
+        ("distill", 1): preds([True, True, True, False, False]),
+        ("caft", 1): preds([True, False, True, False, False]),
     }
+    out = report.paired(one, assignments, seed=0, n_boot=1000)
     assert out["caft"]["minus_sft_mean"] == round(1 / 3, 6) and out["caft"]["minus_distill_mean"] == round(-1 / 3, 6)
+    assert out["sft"]["minus_distill_mean"] == round(-2 / 3, 6) and "minus_sft_mean" not in out["sft"]
     assert set(out["distill"]) == {"minus_sft_mean", "minus_sft_ci_low", "minus_sft_ci_high"}
+    # a second seed: caft - sft is +1/3 on seed 1 and -1/3 on seed 2 (seed 2's sft got a and b right)
+    two = one | {
+        ("sft", 2): preds([True, True, True, False, False]),
+        ("distill", 2): preds([True, True, True, False, False]),
+        ("caft", 2): preds([True, False, True, True, True]),
+    }
+    out = report.paired(two, assignments, seed=0, n_boot=1000)
+    assert out["caft"]["minus_sft_mean"] == 0.0 and out["caft"]["minus_distill_mean"] == round(-1 / 3, 6)
+    direct = metrics.paired_difference(
+        np.array([[1, 0, 1], [1, 0, 1]]), np.array([[0, 0, 1], [1, 1, 1]]), seed=0, n_boot=1000
+    )
+    assert [out["caft"][f"minus_sft_{k}"] for k in ("mean", "ci_low", "ci_high")] == [
+        direct[k] for k in ("mean", "ci_low", "ci_high")
+    ]
+
+
+def test_over_seeds_averages_runs_and_gives_the_seed_spread():
+    runs = pd.DataFrame(
+        {
+            "student": "s",
+            "strategy": ["sft", "sft", "caft", "caft"],
+            "seed": [1, 2, 1, 2],
+            "balanced_accuracy": [0.2, 0.4, 0.5, 0.5],
+            "balanced_accuracy_ci_low": [0.1, 0.3, 0.4, 0.4],
+            "select": "final",
+        }
+    )
+    rows = report.over_seeds(runs, {"s": {"sft": {}, "caft": {"minus_sft_mean": 0.2}}}).set_index("strategy")
+    assert rows.loc["sft", "balanced_accuracy"] == pytest.approx(0.3) and rows.loc["caft", "n_seeds"] == 2
+    assert rows.loc["sft", "balanced_accuracy_sd"] == round(float(np.std([0.2, 0.4], ddof=1)), 6)
+    assert rows.loc["caft", "balanced_accuracy_sd"] == 0.0 and rows.loc["caft", "minus_sft_mean"] == 0.2
+    assert "balanced_accuracy_ci_low" not in rows.columns and rows.loc["caft", "select"] == "final"
+    single = report.over_seeds(runs[runs["seed"] == 1], {"s": {"sft": {}, "caft": {}}}).set_index("strategy")
+    assert single.loc["sft", "balanced_accuracy_ci_low"] == 0.1 and single["n_seeds"].tolist() == [1, 1]

@@ -42,7 +42,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
         "compare_estimators@tiny",
         "estimate_cot@tiny",
         "estimate_judge@tiny-reasoning_steps",
-    } | {f"{stage}@tiny-{s}" for stage in ("train", "eval") for s in strategies}
+    } | {f"{stage}@tiny-{s}-42" for stage in ("train", "eval") for s in strategies}
     compared = json.loads((project / "metrics/estimators/tiny.json").read_text())
     assert {"single_token_entropy", "cot_mean_entropy", "masj_reasoning_steps"} <= set(compared)
     # single-token entropy's AUC, recomputed with sklearn on the rows every compared estimator scored
@@ -87,7 +87,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     auc = json.loads((project / "metrics/entropy/tiny.json").read_text())["roc_auc"]
     assert summary.startswith(f"# caft: students × strategies\n\n- **tiny**: entropy → wrong answer ROC AUC {auc:.3f};")
     assert "\n\n| student | strategy | balanced acc. [95 % CI] |" in summary
-    assert (project / "models/tiny/caft/adapter_model.safetensors").exists()
+    assert (project / "models/tiny/caft/42/adapter_model.safetensors").exists()
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
 
 
@@ -111,17 +111,17 @@ def test_threshold_experiment_reruns_only_split(project):
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.5"], project)
     # a normal run is quiet: no library deprecation noise, no DVC warnings about missing outputs
     assert "FutureWarning" not in out and "No file hash info found" not in out and "WARNING" not in out, out
-    assert "num_cpu_threads_per_process" not in out and "train@tiny-caft" in ran_stages(out), out
+    assert "num_cpu_threads_per_process" not in out and "train@tiny-caft-42" in ran_stages(out), out
     ran = ran_stages(out)
     assert ran == {
         "check_params",
         "split@tiny",
         "teacher",
         "sets@tiny",
-        "train@tiny-caft",
-        "train@tiny-random",
-        "eval@tiny-caft",
-        "eval@tiny-random",
+        "train@tiny-caft-42",
+        "train@tiny-random-42",
+        "eval@tiny-caft-42",
+        "eval@tiny-random-42",
         "report",
     }
     after = lock(project)
@@ -142,7 +142,7 @@ def test_compat_parsed_only_reaches_the_report(project):
     assignments = pd.read_parquet(project / "data/split/tiny/assignments.parquet")
     balanced = set(assignments.loc[(assignments["subset"] == "test") & assignments["balanced"], "question_id"])
     for strategy, metrics in report.items():
-        preds = pd.read_parquet(project / f"data/eval/tiny/{strategy}/predictions.parquet")
+        preds = pd.read_parquet(project / f"data/eval/tiny/{strategy}/42/predictions.parquet")
         parsed = preds[preds["question_id"].isin(balanced) & preds["parsed"]]
         expected = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
         assert metrics["balanced_accuracy_parsed_only"] == expected, strategy
@@ -266,9 +266,9 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
     assert "Running stage" not in out and "didn't change, skipping" in out
     for path in (
         "data/teacher/cache/traces.jsonl",
-        "models/tiny/caft/adapter_model.safetensors",
+        "models/tiny/caft/42/adapter_model.safetensors",
         "data/split/tiny/assignments.parquet",
-        "data/eval/tiny/caft/predictions.parquet",
+        "data/eval/tiny/caft/42/predictions.parquet",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
 
@@ -281,7 +281,7 @@ def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny results, shared remote"], project)
     run(["dvc", "exp", "run", "-S", "split.threshold=0.7"], project)  # an experiment, never committed
-    ran_here = json.loads((project / "metrics/eval/tiny/caft.json").read_text())
+    ran_here = json.loads((project / "metrics/eval/tiny/caft/42.json").read_text())
     run(["caft", "reset"], project)  # the workspace back at the commit: 0.7 is only an experiment now
 
     pushed = run([*MAKE, "push"], project)
@@ -290,9 +290,9 @@ def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     run([*MAKE, "pull"], clone)  # dvc pull --run-cache
     out = run(["dvc", "exp", "run", "--pull", "-S", "split.threshold=0.7"], clone)
-    assert json.loads((clone / "metrics/eval/tiny/caft.json").read_text()) == ran_here
+    assert json.loads((clone / "metrics/eval/tiny/caft/42.json").read_text()) == ran_here
     assert ran_stages(out) <= {"check_params", "teacher", "report"}, out
-    assert "Stage 'train@tiny-caft' is cached - skipping run, checking out outputs" in out
+    assert "Stage 'train@tiny-caft-42' is cached - skipping run, checking out outputs" in out
 
 
 def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project):
@@ -303,12 +303,12 @@ def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     start = params["split"]["threshold"]
     run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
-    before = json.loads((project / "metrics/eval/tiny/caft.json").read_text())
+    before = json.loads((project / "metrics/eval/tiny/caft/42.json").read_text())
     run(["dvc", "exp", "run", "-S", "split.threshold=0.4"], project)
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
     assert ran_stages(out) <= {"teacher", "report"}, out
-    assert "Stage 'train@tiny-caft' is cached - skipping run, checking out outputs" in out
-    assert json.loads((project / "metrics/eval/tiny/caft.json").read_text()) == before
+    assert "Stage 'train@tiny-caft-42' is cached - skipping run, checking out outputs" in out
+    assert json.loads((project / "metrics/eval/tiny/caft/42.json").read_text()) == before
     assert (project / ".dvc/cache/runs").is_dir()
     run(["dvc", "exp", "run", "-S", f"split.threshold={start}"], project)
 
@@ -319,7 +319,7 @@ def test_an_experiment_holds_exactly_the_metrics_of_what_it_ran(project):
     run(["dvc", "exp", "run", "-S", "strategies=[sft,caft]"], project)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project))
     files = set(next(iter(shown.values()))["data"])
-    assert "metrics/eval/tiny/caft.json" in files and "metrics/train/tiny/sft.json" in files
+    assert "metrics/eval/tiny/caft/42.json" in files and "metrics/train/tiny/sft/42.json" in files
     assert not {f for f in files if f.endswith(("distill.json", "random.json"))}, files
     assert set(json.loads((project / "metrics/report.json").read_text())["tiny"]) == {"sft", "caft"}
     data = next(iter(shown.values()))["data"]
@@ -346,10 +346,10 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project):
     assert out.count("dvc exp run --queue") == 2 and "| student | strategy | threshold |" in out
     status = run(["dvc", "queue", "status"], project)
     assert all(re.search(rf"\b{name}\b.*\bSuccess\b", status) for name in ("sweep-t055", "sweep-t065")), status
-    upstream = {"prepare", "entropy@tiny", "estimate_cot@tiny", "train@tiny-sft", "train@tiny-distill"}
+    upstream = {"prepare", "entropy@tiny", "estimate_cot@tiny", "train@tiny-sft-42", "train@tiny-distill-42"}
     for name in ("sweep-t055", "sweep-t065"):
         ran = ran_stages(run(["dvc", "queue", "logs", name], project))
-        assert "split@tiny" in ran and "train@tiny-caft" in ran and not ran & upstream, (name, ran)
+        assert "split@tiny" in ran and "train@tiny-caft-42" in ran and not ran & upstream, (name, ran)
     table = run(["caft", "compare"], project)
     assert re.search(r"^\| sweep-t055 \| split\.threshold=0\.55 \| tiny \| caft \| 0\.\d{3} \[", table, re.M), table
     assert re.search(r"^\| sweep-t065 \| split\.threshold=0\.65 \| tiny \| sft \|", table, re.M), table
@@ -370,6 +370,41 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project):
             report["cot_target_tokens"],
             report["teacher_calls"],
         )
+
+
+def test_a_second_seed_trains_only_its_own_runs(project):
+    """`make seeds SEEDS=42,7` as a user types it: the seed axis adds seed 7's trainings and evals (seed 42's
+    stay), seed 7's random control is its own draw, and the report's mean over seeds and paired differences
+    equal what the two seeds' predictions give, recomputed here."""
+    out = run([*MAKE, "seeds", "SEEDS=42,7"], project)
+    strategies = ("sft", "distill", "caft", "random")
+    assert ran_stages(out) == {"check_params", "teacher", "sets@tiny", "report"} | {
+        f"{stage}@tiny-{x}-7" for stage in ("train", "eval") for x in strategies
+    }
+    sets = project / "data/sets/tiny"
+    pd.testing.assert_frame_equal(pd.read_parquet(sets / "sft/7.parquet"), pd.read_parquet(sets / "sft/42.parquet"))
+    cot = {s: set(pd.read_parquet(sets / f"random/{s}.parquet").query("kind == 'cot'")["question_id"]) for s in (42, 7)}
+    assert len(cot[42]) == len(cot[7]) > 0 and cot[42] != cot[7]
+    assert json.loads((project / "models/tiny/caft/7/caft_model.json").read_text())["seed"] == 7
+    assignments = pd.read_parquet(project / "data/split/tiny/assignments.parquet")
+    balanced = sorted(assignments.loc[(assignments["subset"] == "test") & assignments["balanced"], "question_id"])
+
+    def correct(x, seed):
+        preds = pd.read_parquet(project / f"data/eval/tiny/{x}/{seed}/predictions.parquet")
+        return preds.set_index("question_id").loc[balanced, "correct"].to_numpy(float)
+
+    report = json.loads((project / "metrics/report.json").read_text())["tiny"]
+    for x in strategies:
+        per_seed = [correct(x, s).mean() for s in (42, 7)]
+        assert report[x]["n_seeds"] == 2
+        assert report[x]["balanced_accuracy"] == pytest.approx(np.mean(per_seed), abs=1e-6)
+        assert report[x]["balanced_accuracy_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-6)
+    diff = np.mean([correct("caft", s) - correct("sft", s) for s in (42, 7)])
+    assert report["caft"]["minus_sft_mean"] == pytest.approx(diff, abs=1e-6)
+    assert report["caft"]["minus_sft_ci_low"] <= diff <= report["caft"]["minus_sft_ci_high"]
+    summary = (project / "reports/summary.md").read_text()
+    assert "Over training seeds" in summary and "| tiny | caft · seed 7 |" in summary
+    run(["caft", "reset"], project)
 
 
 def test_reset_returns_to_the_committed_params_and_their_outputs(project):

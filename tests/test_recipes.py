@@ -119,15 +119,15 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     split = json.loads((root / "metrics/split/tiny.json").read_text())
     assert [split[f"train_{b}_n"] for b in ("easy", "medium", "hard")] == [8, 8, 8]
     assert [split[f"validation_{b}_n"] for b in ("easy", "medium", "hard")] == [2, 2, 2]
-    trained = json.loads((root / "metrics/train/tiny/caft.json").read_text())
+    trained = json.loads((root / "metrics/train/tiny/caft/42.json").read_text())
     assert (trained["phase0_epochs"], trained["phase1_epochs"]) == (5, 5) and trained["n_items"] == 24
-    assert (root / "models/tiny/caft/model.safetensors").exists()  # full fine-tuning, not an adapter
+    assert (root / "models/tiny/caft/42/model.safetensors").exists()  # full fine-tuning, not an adapter
     # the recipe's per-epoch curve (eval.every_epoch): 5 + 5 epochs on the 6 validation questions, logged with
     # dvclive per epoch, charted by the report; the last epoch's weights kept (eval.select: final)
-    records = pd.read_parquet(root / "data/epochs/tiny/caft.parquet")
+    records = pd.read_parquet(root / "data/epochs/tiny/caft/42.parquet")
     assert records.groupby("epoch").size().to_dict() == dict.fromkeys(range(1, 11), 6)
     assert records.groupby("epoch")["phase"].first().tolist() == [0] * 5 + [1] * 5
-    live = pd.read_csv(root / "plots/epochs/tiny/caft/plots/metrics/validation/accuracy.tsv", sep="\t")
+    live = pd.read_csv(root / "plots/epochs/tiny/caft/42/plots/metrics/validation/accuracy.tsv", sep="\t")
     assert live["step"].tolist() == list(range(1, 11))
     assert live["accuracy"].round(6).tolist() == records.groupby("epoch")["correct"].mean().round(6).tolist()
     assert (trained["select"], trained["selected_epoch"]) == ("final", 10)

@@ -64,8 +64,8 @@ def test_a_new_strategy_is_one_entry(monkeypatch, tmp_path):
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=env(), check=True)
     listed = subprocess.run(["dvc", "stage", "list", "--all"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     stages = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
-    assert {"train@smollm2-hard_only", "eval@smollm2-hard_only", "train@smollm2-sft"} <= stages
-    assert not any(s.endswith(("-caft", "-distill")) for s in stages)
+    assert {"train@smollm2-hard_only-42", "eval@smollm2-hard_only-42", "train@smollm2-sft-42"} <= stages
+    assert not any(s.endswith(("-caft-42", "-distill-42")) for s in stages)
 
 
 def test_a_new_teacher_backend_is_one_entry(monkeypatch, tmp_path):
@@ -201,3 +201,23 @@ def test_an_unknown_estimator_module_is_one_line_and_writes_nothing(tmp_path, ca
             )
         assert exit_.value.code == 2 and capsys.readouterr().err == message
     assert not (tmp_path / "est").exists()
+
+
+def test_the_seed_axis_expands_the_dag_exactly(tmp_path):
+    """`seeds: [1, 2]`: train and eval once per student x strategy x seed, every other stage once, and each
+    training reads its seed's set and writes its seed's folders."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["seeds"] = [1, 2]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=env(), check=True)
+    listed = subprocess.run(["dvc", "stage", "list", "--all"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    stages = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    seeded = {s for s in stages if s.startswith(("train@", "eval@"))}
+    assert seeded == {
+        f"{stage}@smollm2-{x}-{seed}" for stage in ("train", "eval") for x in params["strategies"] for seed in (1, 2)
+    }
+    assert {s for s in stages if s.startswith(("sets@", "teacher", "report"))} == {"sets@smollm2", "teacher", "report"}
+    rendered = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    assert "--sets data/sets/${item.student}/${item.strategy}/${item.seed}.parquet" in " ".join(rendered.split())

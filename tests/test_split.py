@@ -5,7 +5,7 @@ import pytest
 from caft.errors import CaftError
 from caft.params import SplitParams, parse_params
 from caft.scores import Kind, read
-from caft.split import assign_bands, cut_points, make_split, select_score
+from caft.split import assign_bands, cut_points, make_split, random_control, select_score
 
 
 def _table() -> pd.DataFrame:
@@ -75,9 +75,15 @@ def test_split_exact_sizes_disjoint_and_covering():
     assert (m["cut_easy"], m["cut_hard"]) == (0.575, 1.525)
     assert m["n_excluded_invalid"] == 3
     assert m["train_easy_accuracy"] == 1.0 and m["train_hard_accuracy"] == 0.0 and m["train_medium_accuracy"] == 0.4
-    # balanced test: 2 per band; random control: as many train rows as hard ones
+    # balanced test: 2 per band; random control (per training seed): as many train rows as hard ones
     assert test[test["balanced"]].groupby("band").size().to_dict() == {"easy": 2, "hard": 2, "medium": 2}
-    assert out["random_cot"].sum() == 5 and set(out.loc[out["random_cot"], "subset"]) == {"train"}
+    drawn = random_control(out, seed=42)
+    assert drawn["random_cot"].sum() == 5 == m["n_random_cot"] and set(drawn.loc[drawn["random_cot"], "subset"]) == {
+        "train"
+    }
+    other = random_control(out, seed=43)
+    assert set(other.loc[other["random_cot"], "question_id"]) != set(drawn.loc[drawn["random_cot"], "question_id"])
+    assert random_control(out, seed=42).equals(drawn) and not random_control(out, 42, enabled=False)["random_cot"].any()
 
 
 def test_threshold_change_moves_only_the_hard_cut():

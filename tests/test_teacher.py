@@ -143,8 +143,8 @@ def test_threshold_change_requests_exactly_the_newly_hard_uncached_items(tmp_pat
     questions = make_questions(40).assign(question=[f"Q{i}?" for i in range(40)])
     old, _ = make_split(scores, SplitParams(threshold=0.75), seed=0)
     new, _ = make_split(scores, SplitParams(threshold=0.5), seed=0)
-    hard_old = run.needed_ids({"tiny": old}, ["caft"])
-    hard_new = run.needed_ids({"tiny": new}, ["caft"])
+    hard_old = run.needed_ids({"tiny": old}, ["caft"], [42])
+    hard_new = run.needed_ids({"tiny": new}, ["caft"], [42])
     with FakeOpenAI({}) as api:
         p = _params(api.base_url)
         for ids in (hard_old, hard_new):

@@ -83,7 +83,7 @@ def test_only_completion_tokens_carry_labels(tiny_model):
     table, _ = sets.build("sft", a, q, traces, p)
     trainer = SFTTrainer(
         model=train._base_model(_setup(p, "sft", table), False),
-        args=train._sft_config(p, REPO / ".caft" / "unused", 1, False, False),
+        args=train._sft_config(p, REPO / ".caft" / "unused", 1, False, False, 42),
         train_dataset=train.to_dataset(table),
         processing_class=tok,
     )

@@ -428,7 +428,10 @@ class EstimatorParams(_Strict):
 
 
 class Params(_Strict):
-    seed: int = 42
+    seed: int = 42  # data: the carve, the training pool, the validation and balanced test draws
+    # Training seeds: every (student, strategy) is trained and evaluated once per seed (LoRA init, data order,
+    # dropout, and the random control's draw), on the same data; the report averages over them.
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
     students: list[str] = Field(min_length=1)
     models: dict[str, ModelSpec]
     data: DataParams = Field(default_factory=DataParams)
@@ -449,6 +452,13 @@ class Params(_Strict):
         unknown = [name for name in value if name not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown} (known: {', '.join(STRATEGIES)})")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds {value} repeat a seed (each one names a training run)")
         return value
 
     @model_validator(mode="after")

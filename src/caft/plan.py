@@ -16,9 +16,9 @@ from caft.estimators.registry import available
 from caft.io import read_table
 from caft.params import Params
 from caft.prompts import build_messages
-from caft.split import make_split
+from caft.split import make_split, random_control
 from caft.teacher.prompt import messages as cot_messages
-from caft.teacher.run import cost
+from caft.teacher.run import cost, needed_ids
 
 MMLU_PRO_TEST_QUESTIONS = 12_032
 # (train, test) rows of the sources that ship their own splits (dataset cards; MedMCQA's test = validation,
@@ -75,8 +75,11 @@ def _instruction_tokens(p: Params) -> tuple[int, int]:
 
 def plan(p: Params, n_questions: int) -> dict:
     assignments, split_metrics = make_split(standin_scores(*sides(p, n_questions), p.seed), p.split, p.seed)
-    per_strategy = {name: len(strategies.cot_question_ids(assignments, [name])) for name in p.strategies}
-    per_student = len(strategies.cot_question_ids(assignments, p.strategies))
+    per_strategy = {
+        name: len(needed_ids({"s": assignments}, [name], p.seeds, p.split.random_control)) for name in p.strategies
+    }
+    per_student = len(needed_ids({"s": assignments}, p.strategies, p.seeds, p.split.random_control))
+    assignments = random_control(assignments, p.seeds[0], p.split.random_control)  # training tokens: one seed's
     answer_extra, cot_extra = _instruction_tokens(p)
     prompt_tokens = QUESTION_TOKENS + cot_extra
     calls = {"per_student": per_student, "lower": per_student, "upper": per_student * len(p.students)}
@@ -99,13 +102,13 @@ def plan(p: Params, n_questions: int) -> dict:
         if n_params is None:
             gpu_hours[student] = None
             continue
-        train_h = 6 * n_params * sum(training.values()) / (H100_FLOPS * TRAIN_MFU) / 3600
+        train_h = 6 * n_params * sum(training.values()) * len(p.seeds) / (H100_FLOPS * TRAIN_MFU) / 3600
         generated = sum(
             n_eval
             * (p.eval.max_new_tokens_cot if strategies.get(s).eval_mode == "cot" else p.eval.max_new_tokens_direct)
             for s in p.strategies
         )
-        eval_h = 2 * n_params * generated / (H100_FLOPS * GENERATE_MFU) / 3600
+        eval_h = 2 * n_params * generated * len(p.seeds) / (H100_FLOPS * GENERATE_MFU) / 3600
         gpu_hours[student] = {"train": round(train_h, 2), "eval": round(eval_h, 2)}
     return {
         "stages": stage_names(p),
@@ -132,7 +135,13 @@ def stage_names(p: Params) -> list[str]:
     )
     names += [f"{stage}@{s}" for stage in ("compare_estimators", "split") for s in p.students]
     names += ["teacher"] + [f"sets@{s}" for s in p.students]
-    names += [f"{stage}@{s}-{x}" for stage in ("train", "eval") for s in p.students for x in p.strategies]
+    names += [
+        f"{stage}@{s}-{x}-{seed}"
+        for stage in ("train", "eval")
+        for s in p.students
+        for x in p.strategies
+        for seed in p.seeds
+    ]
     return names + ["report"]
 
 

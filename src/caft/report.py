@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from caft.errors import CaftError
 from caft.metrics import paired_difference, score, wilson
@@ -36,24 +38,66 @@ def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, pars
 BASELINES = ("sft", "distill")
 
 
-def paired(preds: dict[str, pd.DataFrame], assignments: pd.DataFrame, seed: int, n_boot: int) -> dict[str, dict]:
-    """Per strategy, its balanced-test accuracy minus each baseline's (sft, distill) question by question, with
-    a paired bootstrap 95 % interval (`minus_<baseline>_{mean,ci_low,ci_high}`): whether caft beats sft, or
-    loses to distill, by more than the test set's noise."""
-    balanced = set(assignments.loc[assignments["subset"].eq("test") & assignments["balanced"], "question_id"])
-    correct = {
-        name: p.loc[p["question_id"].isin(balanced)].set_index("question_id")["correct"].sort_index()
-        for name, p in preds.items()
-    }
-    out: dict[str, dict] = {name: {} for name in preds}
-    for name in preds:
+def paired(
+    preds: dict[tuple[str, int], pd.DataFrame], assignments: pd.DataFrame, seed: int, n_boot: int
+) -> dict[str, dict]:
+    """Per strategy, its balanced-test accuracy minus each baseline's (sft, distill), question by question and
+    seed by seed (the same seed's runs paired), with a bootstrap 95 % interval over questions and seeds
+    (`minus_<baseline>_{mean,ci_low,ci_high}`): whether caft beats sft, or loses to distill, by more than the
+    test set's and the seeds' noise."""
+    balanced = sorted(assignments.loc[assignments["subset"].eq("test") & assignments["balanced"], "question_id"])
+    strategies = list(dict.fromkeys(x for x, _ in preds))
+    seeds = list(dict.fromkeys(s for _, s in preds))
+
+    def matrix(strategy: str) -> np.ndarray:  # seeds x balanced questions, 0/1
+        return np.stack(
+            [preds[strategy, s].set_index("question_id")["correct"].reindex(balanced).to_numpy(float) for s in seeds]
+        )
+
+    out: dict[str, dict] = {name: {} for name in strategies}
+    for name in strategies:
         for base in BASELINES:
-            if base == name or base not in correct:
+            if base == name or base not in strategies:
                 continue
-            a, b = correct[name].align(correct[base], join="inner")
-            diff = paired_difference(a, b, seed, n_boot)
+            diff = paired_difference(matrix(name), matrix(base), seed, n_boot)
             out[name] |= {f"minus_{base}_{k}": v for k, v in diff.items() if k != "n"}
     return out
+
+
+def over_seeds(runs: pd.DataFrame, differences: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """One row per student x strategy: the mean over training seeds of every number of its runs, the seeds'
+    standard deviation of the balanced accuracy, and the paired differences. With one seed the row is that
+    run's; with several, the per-run Wilson intervals are dropped (they describe one run, not the mean)."""
+    numeric = [c for c in runs.columns if c not in ("student", "strategy", "seed") and is_numeric_dtype(runs[c])]
+    grouped = runs.groupby(["student", "strategy"], sort=False)
+    rows = grouped[numeric].mean().reset_index()
+    rows["n_seeds"] = grouped.size().to_numpy()
+    rows["balanced_accuracy_sd"] = grouped["balanced_accuracy"].std(ddof=1).round(6).to_numpy()
+    for c in [c for c in runs.columns if c not in numeric and c not in ("student", "strategy", "seed")]:
+        rows[c] = grouped[c].first().to_numpy()
+    if (rows["n_seeds"] > 1).any():
+        rows = rows.drop(columns=[c for c in rows.columns if "_ci_" in c])
+    extra = [differences[r.student][r.strategy] for r in rows.itertuples(index=False)]
+    return pd.concat([rows, pd.DataFrame(extra, index=rows.index)], axis=1)
+
+
+def seeds_markdown(rows: pd.DataFrame) -> str:
+    """Mean ± sd over the training seeds (only when there are several)."""
+    if (rows["n_seeds"] <= 1).all():
+        return ""
+    lines = [
+        "Over training seeds (`seeds`; mean ± sd of the runs above):",
+        "",
+        "| student | strategy | seeds | balanced acc. mean ± sd | easy / medium / hard (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows.to_dict(orient="records"):
+        bands = " / ".join(_fmt(r[f"band_{b}_accuracy"]) for b in BANDS)
+        lines.append(
+            f"| {r['student']} | {r['strategy']} | {r['n_seeds']} | {_fmt(r['balanced_accuracy'])} ± "
+            f"{_fmt(r['balanced_accuracy_sd'])} | {bands} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def paired_markdown(rows: pd.DataFrame) -> str:
@@ -63,7 +107,7 @@ def paired_markdown(rows: pd.DataFrame) -> str:
         return ""
     lines = [
         "Paired differences on the balanced test set (this strategy's accuracy minus the baseline's, question by "
-        "question; percentile bootstrap 95 % CI over questions):",
+        "question and seed by seed; percentile bootstrap 95 % CI over questions and seeds):",
         "",
         "| student | strategy | " + " | ".join(f"− {b} [95 % CI]" for b in bases) + " |",
         "|---|---|" + "---|" * len(bases),
@@ -129,11 +173,13 @@ def teacher_usage(sets: pd.DataFrame, traces: pd.DataFrame) -> dict:
 
 
 def savings(rows: pd.DataFrame) -> pd.DataFrame:
-    """Share of training-target tokens saved relative to `distill` of the same student (None without it)."""
+    """Share of training-target tokens saved relative to `distill` of the same student (and training seed)
+    (None without it)."""
     rows = rows.copy()
+    keys = ["student", "seed"] if "seed" in rows.columns else ["student"]
     for kind in ("one_pass", "epoch_weighted"):
-        ref = rows[rows["strategy"] == "distill"].set_index("student")[f"target_tokens_{kind}"]
-        base = rows["student"].map(ref)
+        ref = rows[rows["strategy"] == "distill"].set_index(keys)[f"target_tokens_{kind}"]
+        base = pd.Series(ref.reindex(pd.MultiIndex.from_frame(rows[keys])).to_numpy(), index=rows.index)
         rows[f"data_saving_{kind}"] = (1 - rows[f"target_tokens_{kind}"] / base).round(4).where(base.notna())
     return rows
 
@@ -157,7 +203,15 @@ def _band(r: dict, band: str) -> str:
     return f"{r[f'band_{band}_accuracy']:.3f} [{r[f'band_{band}_ci_low']:.2f}, {r[f'band_{band}_ci_high']:.2f}]"
 
 
+def _labeller(rows: pd.DataFrame):
+    """A run's strategy cell: its name, and its training seed when the runs have several."""
+    several = "seed" in rows.columns and rows["seed"].nunique() > 1
+    return lambda r: f"{r['strategy']} · seed {r['seed']}" if several else r["strategy"]
+
+
 def to_markdown(rows: pd.DataFrame) -> str:
+    """The runs' table (one row per strategy, or per strategy x seed), and accuracy by true steps."""
+    label = _labeller(rows)
     head = (
         "| student | strategy | balanced acc. [95 % CI] | n | full acc. | parse fail | "
         "easy / medium / hard [95 % CI] | teacher calls | CoT target tokens | "
@@ -175,7 +229,7 @@ def to_markdown(rows: pd.DataFrame) -> str:
             else f"{r['data_saving_one_pass']:.1%} / {r['data_saving_epoch_weighted']:.1%}"
         )
         lines.append(
-            f"| {r['student']} | {r['strategy']} | {r['balanced_accuracy']:.3f} [{r['balanced_accuracy_ci_low']:.3f}, "
+            f"| {r['student']} | {label(r)} | {r['balanced_accuracy']:.3f} [{r['balanced_accuracy_ci_low']:.3f}, "
             f"{r['balanced_accuracy_ci_high']:.3f}] | {r['balanced_n']} | {r['accuracy']:.3f} | "
             f"{r['parse_fail_rate']:.3f} | {bands} | {r['teacher_calls']} | {r['cot_target_tokens']} | "
             f"{r['target_tokens_one_pass']} / {r['target_tokens_epoch_weighted']:.0f} | {saved} |"
@@ -191,7 +245,7 @@ def to_markdown(rows: pd.DataFrame) -> str:
             "|---|---|" + "---|" * len(steps),
         ]
         lines += [
-            f"| {r['student']} | {r['strategy']} | " + " | ".join(_fmt(r.get(c)) for c in steps) + " |"
+            f"| {r['student']} | {label(r)} | " + " | ".join(_fmt(r.get(c)) for c in steps) + " |"
             for r in rows.to_dict(orient="records")
         ]
     return "\n".join(lines) + "\n"
@@ -258,11 +312,12 @@ def epoch_markdown(rows: pd.DataFrame) -> str:
         "balanced test acc. of the kept weights |",
         "|---|---|---|---|---|---|",
     ]
+    label = _labeller(rows)
     for r in rows.to_dict(orient="records"):
         if pd.isna(r.get("best_epoch")):
             continue
         lines.append(
-            f"| {r['student']} | {r['strategy']} | {_fmt(r['val_accuracy_final'])} | "
+            f"| {r['student']} | {label(r)} | {_fmt(r['val_accuracy_final'])} | "
             f"{_fmt(r['val_accuracy_best'])} ({int(r['best_epoch'])}) | epoch {int(r['selected_epoch'])} "
             f"({r['select']}) | {_fmt(r['balanced_accuracy'])} |"
         )

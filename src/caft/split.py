@@ -67,8 +67,8 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = E
     thresholds: the lowest level is easy, the highest hard, the rest medium.
 
     Returns one row per used question: question_id, subset (train / validation / test), band, score,
-    correct (the student's single-token answer), balanced (test rows of the equal-per-band test set) and
-    random_cot (the random control: as many train rows as the hard band, drawn from all train rows).
+    correct (the student's single-token answer) and balanced (test rows of the equal-per-band test set). The
+    random control is drawn per training seed, from these rows (`random_control`).
     """
     if "score" not in scores.columns:
         scores = select_score(scores, cfg.estimator)
@@ -112,15 +112,21 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = E
             picked = _sample(test.index[test["band"] == band], int(per_band), rng)
             valid.loc[picked, "balanced"] = True
 
-    valid["random_cot"] = False
-    train_idx = valid.index[valid["subset"] == "train"]
-    if cfg.random_control:
-        n_hard = int((valid.loc[train_idx, "band"] == "hard").sum())
-        valid.loc[_sample(train_idx, n_hard, rng), "random_cot"] = True
-
-    out = valid[["question_id", "subset", "band", "score", "correct", "balanced", "random_cot"]]
+    out = valid[["question_id", "subset", "band", "score", "correct", "balanced"]]
     out = out.sort_values(["subset", "question_id"]).reset_index(drop=True)
     return out, _metrics(out, scores, cfg, (easy_cut, hard_cut), kind)
+
+
+def random_control(assignments: pd.DataFrame, seed: int, enabled: bool = True) -> pd.DataFrame:
+    """The assignments with `random_cot` for one training seed: the random control's CoT items, as many train
+    rows as the hard band, drawn from all train rows with that seed's own generator. Each seed is a fresh draw,
+    and adding a seed leaves the other seeds' draws (and their trainings) alone."""
+    out = assignments.assign(random_cot=False)
+    if enabled:
+        train_idx = out.index[out["subset"] == "train"]
+        n_hard = int((out.loc[train_idx, "band"] == "hard").sum())
+        out.loc[_sample(train_idx, n_hard, np.random.default_rng([seed, 3])), "random_cot"] = True
+    return out
 
 
 def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, cuts: tuple[float, float], kind: Kind) -> dict:
@@ -135,7 +141,7 @@ def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, cuts: tu
         "n_excluded_unscored": int((scores["validity"].isin(VALID) & scores["score"].isna()).sum()),
         "medium_above_hard_cut_n": int(((trained["band"] == "medium") & (trained["score"] >= hard_cut)).sum()),
         "n_balanced_test": int(out["balanced"].sum()),
-        "n_random_cot": int(out["random_cot"].sum()),
+        "n_random_cot": int(((out["subset"] == "train") & (out["band"] == "hard")).sum()) if cfg.random_control else 0,
     }
     for subset in ("train", "validation", "test"):
         part = out[out["subset"] == subset]

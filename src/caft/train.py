@@ -108,12 +108,13 @@ class Setup:
     strategy: str
     params: Params
     sets_digest: str
+    seed: int = 42  # the training seed (one of `seeds`): LoRA init, data order, dropout
 
     def fingerprint(self) -> str:
         payload = {
             "spec": self.spec.model_dump(),
             "strategy": self.strategy,
-            "seed": self.params.seed,
+            "seed": self.seed,
             "train": self.params.train.model_dump(),
             "eval": self.params.eval.model_dump(include={"every_epoch", "select"}),
             "sets": self.sets_digest,
@@ -121,7 +122,7 @@ class Setup:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: bool):
+def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: bool, seed: int):
     from trl import SFTConfig
 
     t = p.train
@@ -142,8 +143,8 @@ def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: boo
         use_cpu=not on_gpu,
         activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         completion_only_loss=True,
-        seed=p.seed,
-        data_seed=p.seed,
+        seed=seed,
+        data_seed=seed,
         logging_steps=1,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -249,7 +250,7 @@ def run(
     on_gpu = pick_device("auto").type == "cuda"
     tokenizer = load_tokenizer(setup.spec)
     check_lengths(tokenizer, sets, p.train.max_length)
-    set_seed(p.seed)
+    set_seed(setup.seed)
     model = _base_model(setup, on_gpu)
     results, step_offset = [], 0
     for k, phase in enumerate(strategy.phases):
@@ -268,7 +269,7 @@ def run(
             cbs.append(epoch_eval.callback(k, sum(math.ceil(e) for e in epochs[:k])))
         trainer = SFTTrainer(
             model=model,
-            args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu),
+            args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu, setup.seed),
             train_dataset=to_dataset(train_rows),
             eval_dataset=to_dataset(eval_rows) if len(eval_rows) else None,
             processing_class=tokenizer,
@@ -337,6 +338,7 @@ def save(
         "base_model": base,
         "base_revision": revision,
         "strategy": setup.strategy,
+        "seed": setup.seed,
         "lora": lora,
         "reading": reading,
         "phases": [{k: r[k] for k in CARD_PHASE_KEYS} | {"train_loss": _rounded(r["train_loss"])} for r in phases],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from caft import answers, strategies
+from caft import answers, split, strategies
 from caft.errors import CaftError
 from caft.params import TeacherParams
 from caft.prompts import GENERIC
@@ -40,11 +40,15 @@ def teacher_label(cfg: TeacherParams) -> str:
     return backends.BACKENDS[cfg.backend].label(cfg)
 
 
-def needed_ids(assignments: dict[str, pd.DataFrame], strategy_names: list[str]) -> set[str]:
-    """Union over students of the questions any configured strategy trains on with CoT."""
+def needed_ids(
+    assignments: dict[str, pd.DataFrame], strategy_names: list[str], seeds: list[int], random_control: bool = True
+) -> set[str]:
+    """Union over students and training seeds (each seed's random control is its own draw) of the questions
+    any configured strategy trains on with CoT."""
     out: set[str] = set()
     for table in assignments.values():
-        out |= strategies.cot_question_ids(table, strategy_names)
+        for seed in seeds:
+            out |= strategies.cot_question_ids(split.random_control(table, seed, random_control), strategy_names)
     return out
 
 
