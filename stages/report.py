@@ -114,7 +114,9 @@ def main(
             "cot_target_tokens",
             "teacher_calls",
         ]
-        rows[cols].assign(run=rows["student"] + "/" + rows["strategy"]).to_csv(tmp / "accuracy.csv", index=False)
+        # (several seeds: no per-run intervals, so the interval columns are empty)
+        accuracy = rows.reindex(columns=cols).assign(run=rows["student"] + "/" + rows["strategy"])
+        accuracy.to_csv(tmp / "accuracy.csv", index=False)
         report.band_table(rows).to_csv(tmp / "bands.csv", index=False)
         curves = [
             report.loss_curve(train_plots / s / x / str(seed), s, x).assign(seed=seed)

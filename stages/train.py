@@ -44,7 +44,6 @@ def main(
     run_log: Annotated[Path, typer.Option(help="what this run did: runtimes, the checkpoint it resumed from")],
     validation: Annotated[Path, typer.Option(help="the validation carve's questions (sets stage)")],
     epochs_out: Annotated[Path, typer.Option(help="per-epoch validation answers (eval.every_epoch)")],
-    epochs_live: Annotated[Path, typer.Option(help="dvclive folder for the accuracy-per-epoch curve")],
     checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (not cached)")] = Path(".caft/checkpoints"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
@@ -66,16 +65,12 @@ def main(
             load_tokenizer(setup.spec),
             ckpt_root,
             keep_best=p.eval.select == "best",
-            live=Live(str(epochs_live), resume=True, dvcyaml=None, save_dvc_exp=False),
+            live=live,
         )
     model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live, epoch_eval=epoch_eval)
     if not main_process:
         return
     live_summary = _end(live, live_dir)
-    if epoch_eval is not None:
-        _end(epoch_eval.live, epochs_live)
-    else:
-        epochs_live.mkdir(parents=True, exist_ok=True)  # a declared output, empty when not measured
     write_table(epoch_eval.records if epoch_eval is not None else epochs.empty(), epochs_out)
     chosen = train.selection(p, epoch_eval, p.train.epochs[strategy])
     with atomic_path(out, directory=True) as tmp:

@@ -135,7 +135,7 @@ def test_a_gsm8k_run_through_dvc_exp_run(chain):
     )
     ran = ran_stages(out)
     assert {"prepare", "entropy@tiny", "split@tiny", "teacher", "report"} <= ran
-    assert {f"{s}@tiny-{x}" for s in ("train", "eval") for x in DEMO_STRATEGIES} <= ran
+    assert {f"{s}@tiny-{x}-42" for s in ("train", "eval") for x in DEMO_STRATEGIES} <= ran
     scores = pd.read_parquet(chain / "data/entropy/tiny/scores.parquet")
     assert scores["question_id"].str.startswith("gsm8k-").all() and (scores["options"].map(len) == 0).all()
     assert scores["prompt"].str.contains("grade school math word problems. Write down only the correct answer").all()

@@ -94,8 +94,6 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
                 str(tmp_path / "validation.parquet"),
                 "--epochs-out",
                 str(out / "epochs.parquet"),
-                "--epochs-live",
-                str(out / "epochs"),
                 "--checkpoints",
                 str(out / "ckpt"),
                 "--params",

@@ -231,6 +231,7 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
             f"teacher.openai.base_url={api.base_url}",
             "teacher.openai.api_key_env=CAFT_TEST_KEY",
             "teacher.openai.backoff_base_s=0.01",
+            "teacher.keep=all",  # the fake server's answers are mostly wrong: keep them, so every CoT phase has rows
         ]
         cmd = ["dvc", "exp", "run", *[arg for s in sets for arg in ("-S", s)]]
         proc = subprocess.run(cmd, cwd=project, env=key_env, capture_output=True, text=True, timeout=HANG_GUARD_S)
@@ -245,7 +246,7 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
     # back to the oracle: its traces are those of the earlier runs, so everything after the teacher is restored
     # from the run-cache (the teacher itself, a `persist` stage, runs; it pays nothing)
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["teacher"]
-    back = ["teacher.backend=oracle"] + [
+    back = ["teacher.backend=oracle", f"teacher.keep={defaults['keep']}"] + [
         f"teacher.openai.{k}={defaults['openai'][k]}" for k in ("base_url", "api_key_env", "backoff_base_s")
     ]
     out = run(["dvc", "exp", "run", *[arg for s in back for arg in ("-S", s)]], project)
@@ -404,7 +405,9 @@ def test_a_second_seed_trains_only_its_own_runs(project):
     assert report["caft"]["minus_sft_ci_low"] <= diff <= report["caft"]["minus_sft_ci_high"]
     summary = (project / "reports/summary.md").read_text()
     assert "Over training seeds" in summary and "| tiny | caft · seed 7 |" in summary
-    run(["caft", "reset"], project)
+    out = run(["caft", "reset"], project)  # back to one seed: seed 7's files leave the report's folders
+    assert "- data/eval/tiny/caft/7/predictions.parquet" in out and not (project / "data/eval/tiny/caft/7").exists()
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
 
 
 def test_reset_returns_to_the_committed_params_and_their_outputs(project):

@@ -127,8 +127,10 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     records = pd.read_parquet(root / "data/epochs/tiny/caft/42.parquet")
     assert records.groupby("epoch").size().to_dict() == dict.fromkeys(range(1, 11), 6)
     assert records.groupby("epoch")["phase"].first().tolist() == [0] * 5 + [1] * 5
-    live = pd.read_csv(root / "plots/epochs/tiny/caft/42/plots/metrics/validation/accuracy.tsv", sep="\t")
-    assert live["step"].tolist() == list(range(1, 11))
+    curves = root / "plots/train/tiny/caft/42/plots/metrics/validation"
+    live = pd.read_csv(curves / "accuracy.tsv", sep="\t").merge(pd.read_csv(curves / "epoch.tsv", sep="\t"), on="step")
+    assert live["epoch"].tolist() == list(range(1, 11))
+    assert live["step"].tolist() == records.groupby("epoch")["step"].first().tolist()
     assert live["accuracy"].round(6).tolist() == records.groupby("epoch")["correct"].mean().round(6).tolist()
     assert (trained["select"], trained["selected_epoch"]) == ("final", 10)
     assert trained["val_accuracy_final"] == round(float(records.loc[records["epoch"] == 10, "correct"].mean()), 6)

@@ -375,9 +375,12 @@ def test_accuracy_per_epoch_equals_an_eval_of_that_epochs_weights(tmp_path):
     tokenizer = load_tokenizer(setup.spec)
     watcher = epochs.EpochEval(validation, reading, p.eval, tokenizer, tmp_path / "ckpt", keep_best=True)
     snapshots = _SnapshotPerEpoch(setup, tokenizer, reading, tmp_path / "snapshots")
-    model, _, _ = train.run(setup, table, tmp_path / "ckpt", callbacks=[snapshots], epoch_eval=watcher)
+    model, _, results = train.run(setup, table, tmp_path / "ckpt", callbacks=[snapshots], epoch_eval=watcher)
     records = watcher.records
     assert sorted(set(zip(records["epoch"], records["phase"], strict=True))) == [(1, 0), (2, 0), (3, 1)]
+    # each epoch at the run-wide step it ended: phase 0's two epochs split its steps, phase 1 ends the run
+    ends = records.groupby("epoch")["step"].first().tolist()
+    assert ends == [results[0]["steps"] // 2, results[0]["steps"], results[0]["steps"] + results[1]["steps"]]
     assert pd.read_parquet(tmp_path / "ckpt" / epochs.RECORDS).equals(records)  # kept for a resume
     for epoch, folder in enumerate(snapshots.saved, start=1):
         again = evaluate.predict(folder, validation, p.eval)

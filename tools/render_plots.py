@@ -18,7 +18,7 @@ import typer
 
 def main(
     out: Annotated[Path, typer.Option(help="folder for the PNG files")] = Path("docs/img"),
-    match: Annotated[str, typer.Option(help="regex on plot names to render")] = r"^(?!plots/(train|epochs)/)",
+    match: Annotated[str, typer.Option(help="regex on plot names to render")] = r"^(?!plots/train/)",
     page: Annotated[Path | None, typer.Option("--html", help="also one self-contained HTML page of every plot")] = None,
     summary: Annotated[Path, typer.Option(help="the report's markdown, shown at the top of the page")] = Path(
         "reports/summary.md"

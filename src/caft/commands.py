@@ -91,13 +91,38 @@ def compare(
 def reset() -> None:
     """Return the workspace to the committed params: `params.yaml` and `dvc.lock` from the last commit, and
     every output checked out from the DVC cache to match them, so a profile's files and results never mix with
-    the default's. Outputs the committed lock does not know (another profile's students) are left on disk but
-    belong to no stage, so `dvc metrics show` and `dvc exp show` do not list them."""
+    the default's. Outputs of runs the committed pipeline does not have (another seed's, another student's or
+    strategy's) are removed from the folders the report reads, so its dependencies match the lock again; they
+    stay in the DVC cache and come back from the run-cache when those params return."""
     in_git = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
     for cmd in (["git", "checkout", "HEAD", "--", *in_git], ["dvc", "checkout", "--quiet"]):
         typer.echo("+ " + " ".join(cmd))
         if subprocess.call(cmd) != 0:
             raise CaftError(f"{' '.join(cmd)} failed (is this a caft project with its outputs in the DVC cache?)")
+    for path in stale_outputs(Path.cwd()):
+        typer.echo(f"- {path.relative_to(Path.cwd())}")
+        path.unlink()
+        for parent in path.parents:  # the run's now-empty folders too
+            if parent == Path.cwd() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
+def stale_outputs(root: Path) -> list[Path]:
+    """Files in the report stage's dependency folders that no stage of the current pipeline writes."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        outs = [Path(out.fs_path) for out in repo.index.outs]
+        report = next(s for s in repo.index.stages if s.addressing == "report")
+        folders = [Path(d.fs_path) for d in report.deps if Path(d.fs_path).is_dir()]
+    owned = set(outs)
+    return sorted(
+        f
+        for folder in folders
+        for f in folder.rglob("*")
+        if f.is_file() and f.name != ".gitignore" and not any(parent in owned for parent in (f, *f.parents))
+    )
 
 
 def _remote_args(remote: str | None) -> list[str]:

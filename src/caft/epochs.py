@@ -22,7 +22,15 @@ from caft.evaluate import generate_and_read
 from caft.io import atomic_path, write_table
 from caft.params import EvalParams
 
-DTYPES = {"epoch": "int64", "phase": "int64", "question_id": str, "correct": bool, "parsed": bool, "output": str}
+DTYPES = {
+    "epoch": "int64",
+    "phase": "int64",
+    "step": "int64",  # the run-wide optimiser step the epoch ended at (the training curves' x axis)
+    "question_id": str,
+    "correct": bool,
+    "parsed": bool,
+    "output": str,
+}
 COLUMNS = list(DTYPES)
 RECORDS = "epochs.parquet"
 BEST = "best"
@@ -34,10 +42,15 @@ def empty() -> pd.DataFrame:
 
 
 def curve(records: pd.DataFrame) -> pd.DataFrame:
-    """Per epoch: its phase, validation accuracy and the number of questions."""
+    """Per epoch: its phase, its last step, validation accuracy and the number of questions."""
     grouped = records.groupby("epoch", sort=True)
     return pd.DataFrame(
-        {"phase": grouped["phase"].first(), "accuracy": grouped["correct"].mean(), "n": grouped.size()}
+        {
+            "phase": grouped["phase"].first(),
+            "step": grouped["step"].first(),
+            "accuracy": grouped["correct"].mean(),
+            "n": grouped.size(),
+        }
     ).reset_index()
 
 
@@ -63,19 +76,19 @@ class EpochEval:
     tokenizer: Any
     root: Path
     keep_best: bool
-    live: Any = None  # dvclive: step = epoch
+    live: Any = None  # the training curves' dvclive run: validation accuracy beside the loss, per step
     records: pd.DataFrame = field(init=False)
 
     def __post_init__(self) -> None:
         stored = self.root / RECORDS
         self.records = pd.read_parquet(stored) if stored.exists() else empty()
         for row in curve(self.records).itertuples(index=False):  # a resumed run's curve starts complete
-            self._log(int(row.epoch), int(row.phase), float(row.accuracy))
+            self._log(int(row.step), int(row.epoch), float(row.accuracy))
 
-    def callback(self, phase: int, epoch_offset: int) -> TrainerCallback:
-        return _EpochEnd(self, phase, epoch_offset)
+    def callback(self, phase: int, epoch_offset: int, step_offset: int) -> TrainerCallback:
+        return _EpochEnd(self, phase, epoch_offset, step_offset)
 
-    def measure(self, model, epoch: int, phase: int) -> float:
+    def measure(self, model, epoch: int, phase: int, step: int) -> float:
         """Answer the validation carve with `model` as it is now; record it (and keep its weights if best)."""
         was_training = model.training
         model.eval()
@@ -86,26 +99,30 @@ class EpochEval:
         if self.keep_best and (before.empty or accuracy > before["accuracy"].max()):
             with atomic_path(self.root / BEST, directory=True) as tmp:
                 model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: what train._restore loads
-        rows = preds[["question_id", "correct", "parsed", "output"]].assign(epoch=epoch, phase=phase)[COLUMNS]
+        rows = preds[["question_id", "correct", "parsed", "output"]].assign(epoch=epoch, phase=phase, step=step)
+        rows = rows[COLUMNS]
         kept = self.records[self.records["epoch"] != epoch]  # an epoch re-run after a kill replaces its record
         self.records = pd.concat([kept, rows], ignore_index=True) if len(kept) else rows.reset_index(drop=True)
         write_table(self.records, self.root / RECORDS)
-        self._log(epoch, phase, accuracy)
+        self._log(step, epoch, accuracy)
         return accuracy
 
-    def _log(self, epoch: int, phase: int, accuracy: float) -> None:
+    def _log(self, step: int, epoch: int, accuracy: float) -> None:
+        """dvclive has one step axis per run: the curve sits at the step each epoch ended, with the epoch
+        number beside it (the report's chart puts epochs on the x axis)."""
         if self.live is None:
             return
-        self.live.step = epoch
+        self.live.step = step
         self.live.log_metric("validation/accuracy", accuracy)
-        self.live.log_metric("validation/phase", phase)
+        self.live.log_metric("validation/epoch", epoch)
         self.live.make_summary()
 
 
 class _EpochEnd(TrainerCallback):
-    def __init__(self, owner: EpochEval, phase: int, epoch_offset: int):
-        self.owner, self.phase, self.offset = owner, phase, epoch_offset
+    def __init__(self, owner: EpochEval, phase: int, epoch_offset: int, step_offset: int):
+        self.owner, self.phase, self.offset, self.step_offset = owner, phase, epoch_offset, step_offset
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
-            self.owner.measure(model, epoch_number(self.offset, state.epoch), self.phase)
+            epoch = epoch_number(self.offset, state.epoch)
+            self.owner.measure(model, epoch, self.phase, self.step_offset + state.global_step)

@@ -156,8 +156,8 @@ def band_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "strategy": r["strategy"],
                 "band": band,
                 "accuracy": r[f"band_{band}_accuracy"],
-                "ci_low": r[f"band_{band}_ci_low"],
-                "ci_high": r[f"band_{band}_ci_high"],
+                "ci_low": r.get(f"band_{band}_ci_low"),  # none over several seeds
+                "ci_high": r.get(f"band_{band}_ci_high"),
             }
             for r in rows.to_dict(orient="records")
             for band in BANDS

@@ -27,6 +27,9 @@ from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, pub
 from caft.params import ModelSpec, Params
 
 DONE = "PHASE_DONE"
+# What a checkpoint folder holds (trainer checkpoints, finished phases, per-epoch records): bumped when that
+# changes, so a run resumed after an upgrade starts afresh instead of reading a folder of the old layout.
+CHECKPOINT_FORMAT = 2
 
 
 def to_dataset(rows: pd.DataFrame) -> Dataset:
@@ -112,6 +115,7 @@ class Setup:
 
     def fingerprint(self) -> str:
         payload = {
+            "checkpoint_format": CHECKPOINT_FORMAT,
             "spec": self.spec.model_dump(),
             "strategy": self.strategy,
             "seed": self.seed,
@@ -266,7 +270,7 @@ def run(
             raise CaftError(f"strategy {setup.strategy!r} phase {k} ({phase.items}) has no training rows")
         cbs = list(callbacks or []) + ([LiveLogger(live, k, step_offset)] if live is not None else [])
         if epoch_eval is not None:
-            cbs.append(epoch_eval.callback(k, sum(math.ceil(e) for e in epochs[:k])))
+            cbs.append(epoch_eval.callback(k, sum(math.ceil(e) for e in epochs[:k]), step_offset))
         trainer = SFTTrainer(
             model=model,
             args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu, setup.seed),
