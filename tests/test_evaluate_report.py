@@ -156,6 +156,7 @@ def test_epoch_curve_per_band_and_the_phase_boundary():
         {
             "epoch": [1] * 4 + [2] * 4 + [3] * 4,
             "phase": [0] * 8 + [1] * 4,
+            "step": [5] * 4 + [10] * 4 + [12] * 4,
             "question_id": ["a", "b", "c", "d"] * 3,
             "correct": [True, False, False, False, True, True, False, False, True, True, True, False],
         }
