@@ -84,8 +84,11 @@ push: setup
 pull: setup
 	$(BIN)/caft pull
 
+## The README's test command. Test files are spread over TEST_JOBS processes (pytest-xdist), a file per process
+## at a time, so a file's DVC project is built once; tests/conftest.py starts the slowest files first.
+TEST_JOBS ?= 2
 test: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q
+	$(OFFLINE) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=15
 
 ## The developers' fast loop: unit tests only (no DVC end-to-end runs), about 50 s on 2 cores.
 test-fast: setup

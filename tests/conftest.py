@@ -64,3 +64,9 @@ def make_questions(n: int = 6) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The DVC end-to-end files first (a stable sort, so order inside a file is kept): `make test` hands whole
+    files to its worker processes in this order, and a slow file started last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)

@@ -405,8 +405,17 @@ def test_a_second_seed_trains_only_its_own_runs(project):
     assert report["caft"]["minus_sft_ci_low"] <= diff <= report["caft"]["minus_sft_ci_high"]
     summary = (project / "reports/summary.md").read_text()
     assert "Over training seeds" in summary and "| tiny | caft · seed 7 |" in summary
-    out = run(["caft", "reset"], project)  # back to one seed: seed 7's files leave the report's folders
-    assert "- data/eval/tiny/caft/7/predictions.parquet" in out and not (project / "data/eval/tiny/caft/7").exists()
+    run(["caft", "reset"], project)  # back to one seed: seed 7's files and DVC's .gitignore entries for them go
+    for folder, kept in {
+        "data/eval": "42",
+        "models": "42",
+        "plots/train": "42",
+        "metrics/train": "42.json",
+        "data/epochs": "42.parquet",
+    }.items():
+        assert sorted(p.name for p in (project / folder / "tiny/caft").iterdir()) == [".gitignore", kept], folder
+        assert (project / folder / "tiny/caft/.gitignore").read_text() == f"/{kept}\n"
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], project) == ""
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
 
 

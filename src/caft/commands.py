@@ -91,31 +91,48 @@ def compare(
 def reset() -> None:
     """Return the workspace to the committed params: `params.yaml` and `dvc.lock` from the last commit, and
     every output checked out from the DVC cache to match them, so a profile's files and results never mix with
-    the default's. Outputs of runs the committed pipeline does not have (another seed's, another student's or
-    strategy's) are removed from the folders the report reads, so its dependencies match the lock again; they
-    stay in the DVC cache and come back from the run-cache when those params return."""
+    the default's. What runs the committed pipeline does not have (another seed's, another student's or
+    strategy's) left behind is cleaned up so the report's folder dependencies match the lock again: their
+    files in the folders the report reads, and DVC's `.gitignore` entries for them; they stay in the DVC cache
+    and come back from the run-cache when those params return."""
     in_git = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
     for cmd in (["git", "checkout", "HEAD", "--", *in_git], ["dvc", "checkout", "--quiet"]):
         typer.echo("+ " + " ".join(cmd))
         if subprocess.call(cmd) != 0:
             raise CaftError(f"{' '.join(cmd)} failed (is this a caft project with its outputs in the DVC cache?)")
-    for path in stale_outputs(Path.cwd()):
-        typer.echo(f"- {path.relative_to(Path.cwd())}")
+    root = Path.cwd()
+    outs, folders = _pipeline_outputs(root)
+    tracked = set(_git_lines(["ls-files"]))
+    removed = stale_outputs(outs, folders)
+    removed += orphan_ignores(root, folders, tracked, gone=set(removed))
+    for path in removed:
+        typer.echo(f"- {path.relative_to(root)}")
         path.unlink()
         for parent in path.parents:  # the run's now-empty folders too
-            if parent == Path.cwd() or any(parent.iterdir()):
+            if parent == root or any(parent.iterdir()):
                 break
             parent.rmdir()
+    top = sorted({out.relative_to(root).parts[0] for out in outs if len(out.relative_to(root).parts) > 1})
+    modified = _git_lines(["ls-files", "--modified", "--", *top]) if top else []
+    ignores = [f for f in modified if Path(f).name == ".gitignore"]
+    if ignores:  # DVC added other runs' entries; the committed ones go with the committed dvc.lock
+        _echo_call(["git", "checkout", "HEAD", "--", *ignores])
 
 
-def stale_outputs(root: Path) -> list[Path]:
-    """Files in the report stage's dependency folders that no stage of the current pipeline writes."""
+def _pipeline_outputs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Every output of the current pipeline, and the folders the report stage depends on (absolute paths)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         outs = [Path(out.fs_path) for out in repo.index.outs]
         report = next(s for s in repo.index.stages if s.addressing == "report")
         folders = [Path(d.fs_path) for d in report.deps if Path(d.fs_path).is_dir()]
+    return outs, folders
+
+
+def stale_outputs(outs: list[Path], folders: list[Path]) -> list[Path]:
+    """Files in the report's dependency `folders` that none of `outs` holds: another run's, which DVC's
+    checkout leaves (it removes only cached outputs it checked out before)."""
     owned = set(outs)
     return sorted(
         f
@@ -125,6 +142,23 @@ def stale_outputs(root: Path) -> list[Path]:
     )
 
 
+def orphan_ignores(root: Path, folders: list[Path], tracked: set[str], gone: set[Path]) -> list[Path]:
+    """`.gitignore` files DVC wrote for outputs that are gone: untracked by git (`tracked`: paths relative to
+    `root`) and alone in their folder once `gone` is removed. DVC hashes them as part of a
+    folder dependency, so one left behind keeps the report out of date."""
+    return sorted(
+        ignore
+        for folder in folders
+        for ignore in folder.rglob(".gitignore")
+        if str(ignore.relative_to(root)) not in tracked
+        and all(f == ignore or f in gone for f in ignore.parent.rglob("*") if f.is_file())
+    )
+
+
+def _git_lines(args: list[str]) -> list[str]:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def _remote_args(remote: str | None) -> list[str]:
     """`-r REMOTE` for dvc, after checking there is a remote to talk to (one line if not)."""
     if remote is None and subprocess.run(["dvc", "remote", "default"], capture_output=True).returncode != 0:
@@ -132,7 +166,7 @@ def _remote_args(remote: str | None) -> list[str]:
     return ["-r", remote] if remote else []
 
 
-def _dvc(cmd: list[str]) -> None:
+def _echo_call(cmd: list[str]) -> None:
     typer.echo("+ " + " ".join(cmd))
     if subprocess.call(cmd) != 0:
         raise CaftError(f"{' '.join(cmd)} failed")
@@ -149,7 +183,7 @@ def push(remote: RemoteOption = None) -> None:
     parameter combination run here, committed or not, instead of recomputing it."""
     from caft.remote import push_run_outputs
 
-    _dvc(["dvc", "push", "--run-cache", *_remote_args(remote)])
+    _echo_call(["dvc", "push", "--run-cache", *_remote_args(remote)])
     records, sent, failed = push_run_outputs(remote)
     typer.echo(f"caft push: {records} run records; {sent} of their output files uploaded now (the rest were there)")
     if failed:
@@ -161,7 +195,7 @@ def push(remote: RemoteOption = None) -> None:
 def pull(remote: RemoteOption = None) -> None:
     """`dvc pull --run-cache`: the committed outputs and every run record; `dvc exp run --pull` then restores the
     runs others pushed with `caft push` (their outputs are fetched as each stage is restored)."""
-    _dvc(["dvc", "pull", "--run-cache", *_remote_args(remote)])
+    _echo_call(["dvc", "pull", "--run-cache", *_remote_args(remote)])
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -218,7 +252,7 @@ def sweep(
         )
     names = [f"sweep-t{v.replace('.', '')}" for v in values]
     for name, value in zip(names, values, strict=True):
-        _dvc(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", name])
+        _echo_call(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", name])
     typer.echo(f"+ dvc queue start -j {jobs}")
     # the workers are daemons: they must not hold this command's output open (a caller reading it would wait
     # for them); they are stopped below once the queue has nothing left to do
