@@ -8,7 +8,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from caft import report
+from caft import report, strategies
 from caft.cli import stage
 from caft.errors import CaftError
 from caft.io import atomic_path, write_json
@@ -99,7 +99,15 @@ def main(
     write_json(report.to_metrics(rows), metrics)
     control = [report.control_line(s, json.loads((entropy_metrics / f"{s}.json").read_text())) for s in p.students]
     text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(runs)
-    for extra in (report.seeds_markdown(rows), report.paired_markdown(rows), report.epoch_markdown(runs)):
+    rebanded = [
+        {"student": s, "strategy": x, "seed": seed, **json.loads((train_metrics / s / x / f"{seed}.json").read_text())}
+        for s in p.students
+        for x in p.strategies
+        for seed in p.seeds
+        if any(phase.reband for phase in strategies.get(x).phases)
+    ]
+    extras = (report.seeds_markdown(rows), report.paired_markdown(rows), report.epoch_markdown(runs))
+    for extra in (*extras, report.reband_markdown(rebanded)):
         text += "\n" + extra if extra else ""
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)

@@ -21,9 +21,7 @@ def main(
     split: Annotated[Path, typer.Option(help="the split stage's assignments.parquet")],
     out: Annotated[
         Path,
-        typer.Option(
-            help="output folder: <strategy>/<seed>.parquet and <strategy>.json per strategy, validation.parquet"
-        ),
+        typer.Option(help="output folder: <strategy>/<seed>.parquet, <strategy>.json (its card), validation.parquet"),
     ],
     metrics: Annotated[Path, typer.Option(help="metrics JSON (rows per phase, CoT items without a trace)")],
     data: Annotated[Path, typer.Option(help="prepare's output folder")] = Path("data/prepared"),
@@ -43,7 +41,7 @@ def main(
                 table.to_parquet(tmp / name / f"{seed}.parquet", index=False)
                 counts.update({k if len(p.seeds) == 1 else f"{k}@{seed}": v for k, v in c.items()})
         for name in p.strategies:
-            (tmp / f"{name}.json").write_text(json.dumps(sets.reading(name, p), indent=2, sort_keys=True) + "\n")
+            (tmp / f"{name}.json").write_text(json.dumps(sets.card(name, p), indent=2, sort_keys=True) + "\n")
         sets.validation_questions(assignments, questions).to_parquet(tmp / "validation.parquet", index=False)
     write_json(counts, metrics)
     typer.echo(f"sets[{student}]: {json.dumps(counts)}")

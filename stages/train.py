@@ -9,7 +9,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from caft import epochs, train
+from caft import epochs, reestimate, strategies, train
 from caft.cli import stage
 from caft.epochs import EpochEval
 from caft.io import atomic_path, write_json, write_table
@@ -37,7 +37,7 @@ def main(
     strategy: Annotated[str, typer.Option(help="strategy name (see caft.strategies)")],
     seed: Annotated[int, typer.Option(help="the training seed (one of params.yaml `seeds`)")],
     sets: Annotated[Path, typer.Option(help="this strategy's training set (sets stage)")],
-    reading: Annotated[Path, typer.Option(help="how its model is prompted and read at eval (sets stage, .json)")],
+    card: Annotated[Path, typer.Option(help="its card (sets stage, .json): how its model is read, re-band settings")],
     out: Annotated[Path, typer.Option(help="final adapter / model folder (the only cached output)")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     live_dir: Annotated[Path, typer.Option(help="dvclive folder for training curves")],
@@ -51,11 +51,13 @@ def main(
 
     p = load_params(params)
     table = pd.read_parquet(sets)
-    setup = train.Setup(p.model(student), strategy, p, hashlib.sha256(sets.read_bytes()).hexdigest(), seed)
+    card_data = json.loads(card.read_text())
+    digest = hashlib.sha256(sets.read_bytes()).hexdigest()
+    setup = train.Setup(p.model(student), strategy, p, digest, seed, reband=card_data["reband"])
     ckpt_root = checkpoints / student / strategy / str(seed) / setup.fingerprint()
     main_process = _is_main()
     live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False) if main_process else None
-    card_reading = json.loads(reading.read_text())
+    card_reading = card_data["reading"]
     epoch_eval = None
     if main_process and p.eval.every_epoch:
         epoch_eval = EpochEval(
@@ -73,13 +75,18 @@ def main(
     live_summary = _end(live, live_dir)
     write_table(epoch_eval.records if epoch_eval is not None else epochs.empty(), epochs_out)
     chosen = train.selection(p, epoch_eval, p.train.epochs[strategy])
+    moved = reestimate.load(ckpt_root, [k for k, ph in enumerate(strategies.get(strategy).phases) if ph.reband])
     with atomic_path(out, directory=True) as tmp:
         train.save(model, tokenizer, setup, tmp, card_reading, phases, chosen)
+        for k, moves in moved.items():  # how the hard band moved, beside the model it describes
+            moves.to_parquet(tmp / reestimate.file_name(k), index=False)
+    table = reestimate.trained(table, moved)
     summary = {
         "n_items": int(table.loc[table["subset"] == "train", "question_id"].nunique()),
         "n_answer_items": int(((table["kind"] == "answer") & (table["subset"] == "train")).sum()),
         "n_cot_items": int(((table["kind"] == "cot") & (table["subset"] == "train")).sum()),
         **train.target_tokens(tokenizer, table[table["subset"] == "train"], p.train.epochs[strategy]),
+        **{f"phase{k}_rebanded_{key}": v for k, moves in moved.items() for key, v in reestimate.summary(moves).items()},
         **{f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("n", "epochs", "steps", "train_loss")},
         "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
         "final_train_loss": live_summary.get("train", {}).get("loss"),

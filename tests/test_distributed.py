@@ -58,7 +58,7 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
             }
         )
     pd.DataFrame(rows).to_parquet(tmp_path / "sft.parquet")
-    (tmp_path / "sft.json").write_text(json.dumps(sets.reading("sft", p)))
+    (tmp_path / "sft.json").write_text(json.dumps(sets.card("sft", p)))
     metrics = {}
     for name, config, accum in (("ddp", "cpu_ddp", 1), ("single", "cpu", 2)):
         raw["train"]["grad_accum"] = accum
@@ -80,7 +80,7 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
                 "42",
                 "--sets",
                 str(tmp_path / "sft.parquet"),
-                "--reading",
+                "--card",
                 str(tmp_path / "sft.json"),
                 "--out",
                 str(out / "model"),

@@ -23,6 +23,7 @@ UNUSED_EDGES = {
     ("params.py", "estimators/registry.py"): "the schema only checks estimator names (the registry's)",
     ("params.py", "prepare.py"): "the schema only checks data source names (the registry's keys)",
     ("params.py", "prompts.py"): "the schema only resolves and checks prompt set names (the registry's keys)",
+    ("params.py", "scores.py"): "the schema only checks that a re-banded strategy's estimator is a single-token one",
     ("prepare.py", "schema.py"): "other stages use prepare.load_prepared, which reads prepare's files",
     ("teacher/run.py", "split.py"): "only needed_ids draws the random control: the teacher stage lists split.py",
     ("prepare.py", "sources/__init__.py"): "as above",

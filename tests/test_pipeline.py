@@ -428,3 +428,39 @@ def test_reset_returns_to_the_committed_params_and_their_outputs(project):
     assert (project / "params.yaml").read_text() == committed
     assert (project / "metrics/split/tiny.json").read_bytes() == split
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
+
+
+def test_reestimated_caft_through_dvc(project):
+    """`caft_reestimate` added by `dvc exp run -S strategies=[...]`: only its own set, training and eval run
+    (the other strategies' sets are unchanged), the teacher covers the whole pool, phase 2 trains on the hard
+    band its model file records, and the report's section repeats the train metrics."""
+    out = run(["dvc", "exp", "run", "-S", "strategies=[sft,distill,caft,random,caft_reestimate]"], project)
+    assert ran_stages(out) == {
+        "check_params",
+        "teacher",
+        "sets@tiny",
+        "train@tiny-caft_reestimate-42",
+        "eval@tiny-caft_reestimate-42",
+        "report",
+    }, out
+    moved = pd.read_parquet(project / "models/tiny/caft_reestimate/42/rebanded_phase1.parquet")
+    train_rows = moved[moved["subset"] == "train"]
+    hard = set(train_rows.loc[train_rows["band_after"] == "hard", "question_id"])
+    trained = json.loads((project / "metrics/train/tiny/caft_reestimate/42.json").read_text())
+    assert trained["n_cot_items"] == trained["phase1_rebanded_hard_after_n"] == len(hard) > 0
+    before = set(train_rows.loc[train_rows["band_before"] == "hard", "question_id"])
+    assert trained["phase1_rebanded_hard_kept_n"] == len(before & hard)
+    card = json.loads((project / "models/tiny/caft_reestimate/42/caft_model.json").read_text())
+    assert [ph["n"] for ph in card["phases"]] == [trained["phase0_n"], len(hard)]
+    report = json.loads((project / "metrics/report.json").read_text())["tiny"]
+    assert report["caft_reestimate"]["teacher_calls"] == report["distill"]["teacher_calls"]  # requested up front
+    assert report["caft_reestimate"]["cot_target_tokens"] < report["distill"]["cot_target_tokens"]
+    summary = (project / "reports/summary.md").read_text()
+    assert "Re-estimated hard band" in summary
+    row = (
+        f"| tiny | caft_reestimate · seed 42 | 1 | {len(train_rows)} | {len(before)} → {len(hard)} | "
+        f"{len(before & hard)} ("
+    )
+    assert row in summary, summary
+    run(["caft", "reset"], project)
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)

@@ -215,6 +215,15 @@ def test_val_size_carve_does_not_move_with_the_threshold():
         ({"split": {"val_size": 4, "val_per_band": 2}}, "split.val_size and split.val_per_band are two validation"),
         ({"eval": {"every_epoch": True}}, "eval.every_epoch needs a validation carve: set split.val_size or"),
         ({"eval": {"select": "best"}, "split": {"val_size": 4}}, "eval.select=best picks an epoch by validation"),
+        (
+            {
+                "strategies": ["caft_reestimate"],
+                "split": {"estimator": "cot_mean_entropy"},
+                "estimators": {"cot": {"students": ["tiny"]}},
+            },
+            "strategy caft_reestimate re-scores with the student's own first-token entropy: split.estimator must "
+            "be one of single_token_entropy, single_token_entropy_options, not cot_mean_entropy",
+        ),
     ],
 )
 def test_validation_and_epoch_settings_that_contradict_are_one_line(raw, message):

@@ -275,6 +275,7 @@ def test_strategy_cot_masks():
         "caft": {"c", "d"},
         "random": {"a"},
         "alternative": {"a", "e"},
+        "caft_reestimate": set("abcde"),  # its hard band is known only after phase 1: every candidate
     }
 
 

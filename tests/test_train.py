@@ -409,3 +409,58 @@ def test_epoch_numbers_across_phases():
     assert [epochs.epoch_number(0, e) for e in (1.0, 2.0)] == [1, 2]
     assert [epochs.epoch_number(2, e) for e in (1.0, 1.5)] == [3, 4]  # a fractional last epoch counts as one
     assert epochs.epoch_number(3, 0.9999999) == 4
+
+
+def test_reestimated_caft_trains_phase_two_on_the_re_banded_items(tmp_path, monkeypatch):
+    """caft_reestimate on the tiny model: phase 2 trains on exactly the items that phase 1's saved weights put
+    in the hard band, recomputed here with the entropy stage's scoring and a quantile cut by hand."""
+    import numpy as np
+
+    from caft import entropy
+    from caft.answers import VALID
+
+    p = _params(epochs={"sft": [1], "distill": [1], "caft": [1, 1], "random": [1, 1], "caft_reestimate": [1, 1]})
+    q, a, traces = _data(16)
+    a = a.assign(score=np.linspace(0.0, 1.5, 16), correct=[i % 3 == 0 for i in range(16)])
+    table, counts = sets.build("caft_reestimate", a, q, traces, p)
+    # phase 1: easy + medium; phase 2's candidates: every train item with a kept trace (question 2 has none)
+    assert counts == {
+        "caft_reestimate_phase0_n": 12,
+        "caft_reestimate_phase1_n": 15,
+        "caft_reestimate_dropped_no_trace": 1,
+    }
+    card = sets.card("caft_reestimate", p)
+    assert card["reband"]["split"] == {
+        "estimator": "single_token_entropy",
+        "threshold": 0.75,
+        "easy_threshold": 0.25,
+        "units": "quantile",
+    }
+    setup = train.Setup(p.model("tiny"), "caft_reestimate", p, "digest", reband=card["reband"])
+    seen, real = [], train.to_dataset
+    monkeypatch.setattr(train, "to_dataset", lambda rows: seen.append(sorted(rows["question_id"])) or real(rows))
+    _, tokenizer, results = train.run(setup, table, tmp_path / "ckpt")
+
+    phase1 = train._restore(train._base_model(setup, False), tmp_path / "ckpt/phase0/final", True).eval()
+    candidates = table[table["phase"] == 1].reset_index(drop=True)
+    scored = entropy.compute(
+        candidates[["question_id", *sets.REBAND_QUESTION]],
+        phase1,
+        tokenizer,
+        p.prompt,
+        batch_size=4,
+        max_length=p.entropy.max_length,
+        id_collision=p.entropy.id_collision,
+        store=entropy.PartialStore(tmp_path / "check.jsonl"),
+        progress=False,
+    )
+    readable = scored[scored["validity"].isin(VALID)]
+    cut = np.quantile(readable["entropy"], 0.75)
+    expected = sorted(readable.loc[readable["entropy"] >= cut, "question_id"])
+    assert 0 < len(expected) < len(candidates)
+    assert seen == [sorted(table.loc[table["phase"] == 0, "question_id"]), expected]
+    assert results[1]["n"] == len(expected) and results[1]["items"] == "hard after phase 1"
+    moved = pd.read_parquet(tmp_path / "ckpt" / "rebanded_phase1.parquet").set_index("question_id")
+    assert sorted(moved.index[moved["band_after"] == "hard"]) == expected
+    assert moved["band_before"].to_dict() == a.set_index("question_id").loc[moved.index, "band"].to_dict()
+    assert np.allclose(moved.loc[readable["question_id"], "score_after"], readable["entropy"], atol=1e-5)

@@ -60,6 +60,12 @@ def best_epoch(records: pd.DataFrame) -> int | None:
     return None if c.empty else int(c.loc[c["accuracy"].idxmax(), "epoch"])
 
 
+def epochs_run(phase_epochs: list[float]) -> int:
+    """Run-wide epochs over phases of `phase_epochs` (a fractional last epoch of a phase counts as one): the
+    number of the last epoch, and the offset of the phase after them."""
+    return sum(math.ceil(e) for e in phase_epochs)
+
+
 def epoch_number(offset: int, trainer_epoch: float) -> int:
     """The run-wide epoch (1, 2, ...) of an epoch end: epochs of the earlier phases, plus this phase's epochs so
     far, a fractional last epoch counting as one."""

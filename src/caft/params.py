@@ -335,6 +335,7 @@ class TrainParams(_Strict):
             "sft": [2],
             "distill": [2],
             "caft": [1, 1],
+            "caft_reestimate": [1, 1],
             "curriculum": [1, 1, 1],
             "random": [1, 1],
             "alternative": [1, 1],
@@ -491,7 +492,20 @@ class Params(_Strict):
             raise ValueError(f"strategies {missing} have no train.epochs entry")
         self._estimators_known()
         self._epoch_eval()
+        self._reband_estimator()
         return self
+
+    def _reband_estimator(self) -> None:
+        """A re-banded phase (caft_reestimate) re-scores with the model being trained: only an estimator that
+        model computes itself, its first answer token's entropy, can be re-estimated."""
+        from caft.scores import SINGLE_TOKEN
+
+        reband = [s for s in self.strategies if any(ph.reband for ph in STRATEGIES[s].phases)]
+        if reband and self.split.estimator not in SINGLE_TOKEN:
+            raise ValueError(
+                f"strategy {reband[0]} re-scores with the student's own first-token entropy: split.estimator must "
+                f"be one of {', '.join(SINGLE_TOKEN)}, not {self.split.estimator}"
+            )
 
     def _epoch_eval(self) -> None:
         """Per-epoch accuracy needs questions to measure it on, and picking the best epoch needs the curve."""

@@ -4,6 +4,7 @@ data"; epoch-weighted → "81 % less data"), relative to full distillation."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +323,37 @@ def epoch_markdown(rows: pd.DataFrame) -> str:
             f"({r['select']}) | {_fmt(r['balanced_accuracy'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+REBANDED = re.compile(r"^phase(\d+)_rebanded_(\w+)$")
+
+
+def reband_markdown(trainings: list[dict]) -> str:
+    """How a re-banded phase's hard band moved (caft_reestimate): per training (its train metrics, with
+    student, strategy and seed), the split's hard band against the one the model trained so far picked, and the
+    ROC AUC of entropy for a wrong answer before and after the earlier phases, on the same train candidates."""
+    lines = []
+    for t in trainings:
+        found: dict[str, dict] = {}
+        for key, value in t.items():
+            if m := REBANDED.match(key):
+                found.setdefault(m[1], {})[m[2]] = value
+        for phase, r in sorted(found.items()):
+            lines.append(
+                f"| {t['student']} | {t['strategy']} · seed {t['seed']} | {phase} | {r['candidates_n']} | "
+                f"{r['hard_before_n']} → {r['hard_after_n']} | {r['hard_kept_n']} ({_fmt(r['hard_kept_share'])}) | "
+                f"{_fmt(r['hard_jaccard'])} | {_fmt(r['roc_auc_before'])} → {_fmt(r['roc_auc_after'])} | "
+                f"{_fmt(r['accuracy_before'])} → {_fmt(r['accuracy_after'])} |"
+            )
+    if not lines:
+        return ""
+    head = [
+        "Re-estimated hard band (`caft_reestimate`: the model trained so far re-scores the train candidates "
+        "before the phase; ROC AUC of entropy for a wrong answer and single-token accuracy on them, before → "
+        "after):",
+        "",
+        "| student | training | phase | candidates | hard before → after | still hard (share) | Jaccard | "
+        "ROC AUC | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + lines) + "\n"

@@ -16,6 +16,11 @@ from caft.params import Params
 from caft.teacher import prompt as teacher_prompt
 
 SET_COLUMNS = ["question_id", "subset", "phase", "kind", "messages", "completion"]
+# A re-banded phase's candidates (caft.reestimate) also carry what the entropy stage's prompt and scoring read
+# of a question, and the split's verdict on it (to compare with the new one): only such a strategy's set has
+# band labels, and it moves with the thresholds anyway (its phase 1 is easy + medium).
+REBAND_QUESTION = ["question", "options", "answer_index", "category", "answer", "expression"]
+REBAND_BEFORE = ["band", "score", "correct"]
 
 
 def answer_example(row, p: Params) -> tuple[list[dict], str]:
@@ -60,6 +65,23 @@ def reading(strategy: str, p: Params) -> dict:
     }
 
 
+def card(strategy: str, p: Params) -> dict:
+    """What the train stage reads beside the set: how its model is read at eval (`reading`, into the model's
+    card) and, for a strategy with a re-banded phase, the settings its re-band uses (`reband`, else null: a
+    change to them re-runs only such trainings). `split.estimator` is then a single-token entropy (checked when
+    the params are loaded)."""
+    if not any(ph.reband for ph in strategies.get(strategy).phases):
+        return {"reading": reading(strategy, p), "reband": None}
+    reband = {
+        "split": p.split.model_dump(include={"estimator", "threshold", "easy_threshold", "units"}),
+        "entropy": p.entropy.model_dump(
+            include={"batch_size", "max_length", "id_collision", "max_new_tokens", "locate"}
+        ),
+        "prompt": p.prompt.model_dump(),
+    }
+    return {"reading": reading(strategy, p), "reband": reband}
+
+
 def validation_questions(assignments: pd.DataFrame, questions: pd.DataFrame) -> pd.DataFrame:
     """The validation carve's questions, as prepare wrote them: what the train stage's per-epoch eval asks
     (every strategy the same questions, whatever its phases train on). No band labels, for the reason above;
@@ -86,17 +108,19 @@ def build(
                 messages, target = cot_example(row, p, kept[row.question_id])
             else:
                 messages, target = answer_example(row, p)
-            rows.append(
-                {
-                    "question_id": row.question_id,
-                    "subset": row.subset,
-                    "phase": phase_no,
-                    "kind": phase.kind,
-                    "messages": json.dumps(messages),
-                    "completion": target,
-                }
-            )
-    table = pd.DataFrame(rows, columns=SET_COLUMNS)
+            record = {
+                "question_id": row.question_id,
+                "subset": row.subset,
+                "phase": phase_no,
+                "kind": phase.kind,
+                "messages": json.dumps(messages),
+                "completion": target,
+            }
+            if phase.reband:  # what the re-scoring asks, and the split's verdict to compare with
+                record |= {c: getattr(row, c) for c in (*REBAND_QUESTION, *REBAND_BEFORE)}
+            rows.append(record)
+    extra = REBAND_QUESTION + REBAND_BEFORE if any(ph.reband for ph in strategy.phases) else []
+    table = pd.DataFrame(rows, columns=SET_COLUMNS + extra)
     counts = {f"{name}_phase{k}_n": int((table["phase"] == k).sum()) for k in range(len(strategy.phases))}
     counts[f"{name}_dropped_no_trace"] = dropped
     return table, counts

@@ -35,6 +35,10 @@ class Phase:
     kind: Literal["answer", "cot"]  # answer-only target, or the teacher's chain of thought
     select: Selector
     items: str  # what `select` picks, for humans
+    # Train only on the candidates (`select`'s rows) that the model trained so far puts in the hard band
+    # (caft.reestimate): which ones is known only after the earlier phases, so the set, and the teacher, cover
+    # every candidate.
+    reband: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,14 @@ STRATEGIES = {
             "caft",
             "the paper: answer-only SFT on easy+medium, then CoT SFT on hard from phase 1's weights",
             (Phase("answer", _bands("easy", "medium"), "easy+medium"), Phase("cot", _bands("hard"), "hard")),
+        ),
+        Strategy(
+            "caft_reestimate",
+            "beyond the paper: caft, with the hard band re-estimated by the phase-1 model before phase 2",
+            (
+                Phase("answer", _bands("easy", "medium"), "easy+medium"),
+                Phase("cot", _all, "hard after phase 1", reband=True),
+            ),
         ),
         Strategy(
             "curriculum",

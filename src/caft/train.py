@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from caft import epochs as epochs_mod
-from caft import strategies
+from caft import reestimate, strategies
 from caft.epochs import EpochEval
 from caft.errors import CaftError
 from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name
@@ -112,6 +111,7 @@ class Setup:
     params: Params
     sets_digest: str
     seed: int = 42  # the training seed (one of `seeds`): LoRA init, data order, dropout
+    reband: dict | None = None  # a re-banded phase's settings (the sets stage's card; caft.reestimate)
 
     def fingerprint(self) -> str:
         payload = {
@@ -122,6 +122,7 @@ class Setup:
             "train": self.params.train.model_dump(),
             "eval": self.params.eval.model_dump(include={"every_epoch", "select"}),
             "sets": self.sets_digest,
+            **({"reband": self.reband} if self.reband else {}),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -265,12 +266,14 @@ def run(
             results.append(json.loads((folder / "final" / DONE).read_text()))
             step_offset += results[-1]["steps"]
             continue
+        if phase.reband:
+            rows = _rebanded_rows(model, tokenizer, setup, rows, ckpt_root, k)
         train_rows, eval_rows = rows[rows["subset"] == "train"], rows[rows["subset"] == "validation"]
         if train_rows.empty:
             raise CaftError(f"strategy {setup.strategy!r} phase {k} ({phase.items}) has no training rows")
         cbs = list(callbacks or []) + ([LiveLogger(live, k, step_offset)] if live is not None else [])
         if epoch_eval is not None:
-            cbs.append(epoch_eval.callback(k, sum(math.ceil(e) for e in epochs[:k]), step_offset))
+            cbs.append(epoch_eval.callback(k, epochs_mod.epochs_run(epochs[:k]), step_offset))
         trainer = SFTTrainer(
             model=model,
             args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu, setup.seed),
@@ -300,15 +303,23 @@ def run(
         results.append(result)
         step_offset += trainer.state.global_step
     if epoch_eval is not None and p.eval.select == "best":
-        best, last = epochs_mod.best_epoch(epoch_eval.records), sum(math.ceil(e) for e in epochs)
+        best, last = epochs_mod.best_epoch(epoch_eval.records), epochs_mod.epochs_run(epochs)
         if best != last:
             model = _restore(model, ckpt_root / epochs_mod.BEST, p.train.lora.enabled)
     return model, tokenizer, results
 
 
+def _rebanded_rows(model, tokenizer, setup: Setup, rows: pd.DataFrame, ckpt_root: Path, k: int) -> pd.DataFrame:
+    """A re-banded phase's rows: its candidates that the model trained so far puts in the hard band."""
+    if setup.reband is None:
+        raise CaftError(f"strategy {setup.strategy!r} re-bands phase {k}, but its card has no reband settings")
+    table = reestimate.rebanded(model, tokenizer, rows, setup.reband, ckpt_root, k)
+    return rows[rows["question_id"].isin(reestimate.hard_ids(table))]
+
+
 def selection(p: Params, epoch_eval: EpochEval | None, epochs: list[float]) -> dict:
     """Which epoch's weights the stage keeps, and the validation accuracy of the last and the best epoch."""
-    last = sum(math.ceil(e) for e in epochs)
+    last = epochs_mod.epochs_run(epochs)
     if epoch_eval is None:
         return {"select": p.eval.select, "selected_epoch": last}
     c = epochs_mod.curve(epoch_eval.records).set_index("epoch")["accuracy"]
