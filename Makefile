@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 ## The main job, offline: the positive control on SmolLM2-135M-Instruct (packaged) and synthetic arithmetic
-## chains, every stage from prepare to report (~15 min on 2 cores).
+## chains, every stage from prepare to report (~26 min on 2 cores).
 demo: setup
 	$(OFFLINE) dvc repro
 	@echo "ROC AUC of entropy for a wrong answer: metrics/entropy/<model>.json (roc_auc); curves: dvc plots show"
