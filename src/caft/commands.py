@@ -97,9 +97,7 @@ def reset() -> None:
     and come back from the run-cache when those params return."""
     in_git = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
     for cmd in (["git", "checkout", "HEAD", "--", *in_git], ["dvc", "checkout", "--quiet"]):
-        typer.echo("+ " + " ".join(cmd))
-        if subprocess.call(cmd) != 0:
-            raise CaftError(f"{' '.join(cmd)} failed (is this a caft project with its outputs in the DVC cache?)")
+        _echo_call(cmd, hint=" (is this a caft project with its outputs in the DVC cache?)")
     root = Path.cwd()
     outs, folders = _pipeline_outputs(root)
     tracked = set(_git_lines(["ls-files"]))
@@ -166,10 +164,11 @@ def _remote_args(remote: str | None) -> list[str]:
     return ["-r", remote] if remote else []
 
 
-def _echo_call(cmd: list[str]) -> None:
+def _echo_call(cmd: list[str], hint: str = "") -> None:
+    """Run a git / dvc command as the user would see it typed; its failure is one line."""
     typer.echo("+ " + " ".join(cmd))
     if subprocess.call(cmd) != 0:
-        raise CaftError(f"{' '.join(cmd)} failed")
+        raise CaftError(f"{' '.join(cmd)} failed{hint}")
 
 
 RemoteOption = Annotated[str | None, typer.Option("-r", "--remote", help="DVC remote (default: the project's)")]
