@@ -104,7 +104,7 @@ def main(
         for s in p.students
         for x in p.strategies
         for seed in p.seeds
-        if any(phase.reband for phase in strategies.get(x).phases)
+        if strategies.get(x).rebands
     ]
     extras = (report.seeds_markdown(rows), report.paired_markdown(rows), report.epoch_markdown(runs))
     for extra in (*extras, report.reband_markdown(rebanded)):

@@ -500,7 +500,7 @@ class Params(_Strict):
         model computes itself, its first answer token's entropy, can be re-estimated."""
         from caft.scores import SINGLE_TOKEN
 
-        reband = [s for s in self.strategies if any(ph.reband for ph in STRATEGIES[s].phases)]
+        reband = [s for s in self.strategies if STRATEGIES[s].rebands]
         if reband and self.split.estimator not in SINGLE_TOKEN:
             raise ValueError(
                 f"strategy {reband[0]} re-scores with the student's own first-token entropy: split.estimator must "

@@ -70,7 +70,7 @@ def card(strategy: str, p: Params) -> dict:
     card) and, for a strategy with a re-banded phase, the settings its re-band uses (`reband`, else null: a
     change to them re-runs only such trainings). `split.estimator` is then a single-token entropy (checked when
     the params are loaded)."""
-    if not any(ph.reband for ph in strategies.get(strategy).phases):
+    if not strategies.get(strategy).rebands:
         return {"reading": reading(strategy, p), "reband": None}
     reband = {
         "split": p.split.model_dump(include={"estimator", "threshold", "easy_threshold", "units"}),
@@ -119,7 +119,7 @@ def build(
             if phase.reband:  # what the re-scoring asks, and the split's verdict to compare with
                 record |= {c: getattr(row, c) for c in (*REBAND_QUESTION, *REBAND_BEFORE)}
             rows.append(record)
-    extra = REBAND_QUESTION + REBAND_BEFORE if any(ph.reband for ph in strategy.phases) else []
+    extra = REBAND_QUESTION + REBAND_BEFORE if strategy.rebands else []
     table = pd.DataFrame(rows, columns=SET_COLUMNS + extra)
     counts = {f"{name}_phase{k}_n": int((table["phase"] == k).sum()) for k in range(len(strategy.phases))}
     counts[f"{name}_dropped_no_trace"] = dropped

@@ -53,6 +53,12 @@ class Strategy:
         (as the paper)."""
         return "cot" if any(p.kind == "cot" for p in self.phases) else "direct"
 
+    @property
+    def rebands(self) -> bool:
+        """Whether a phase re-bands with the model trained so far: such a strategy needs the re-band settings,
+        the question columns in its set and a single-token estimator."""
+        return any(p.reband for p in self.phases)
+
     def phase_masks(self, assignments: pd.DataFrame) -> list[pd.Series]:
         """Per phase, the train + validation rows it uses."""
         trainable = assignments["subset"].isin(["train", "validation"])
