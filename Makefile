@@ -45,11 +45,13 @@ tiny: setup
 compare: setup
 	$(BIN)/caft compare
 
-## The threshold frontier: queue THRESHOLDS as experiments on 2 workers (commit the base run first), then
-## accuracy against teacher CoT tokens with sft and distill as end points (reports/frontier/).
+## The threshold frontier: queue THRESHOLDS as experiments on SWEEP_JOBS workers (commit the base run first),
+## then accuracy against teacher CoT tokens with sft and distill as end points (reports/frontier/). Each worker
+## trains on every core: on a 2-core box SWEEP_JOBS=1 runs the points one after the other, without contention.
 THRESHOLDS ?= 0.5,0.6,0.9
+SWEEP_JOBS ?= 2
 sweep: setup
-	$(OFFLINE) $(BIN)/caft sweep --thresholds $(THRESHOLDS)
+	$(OFFLINE) $(BIN)/caft sweep --thresholds $(THRESHOLDS) --jobs $(SWEEP_JOBS)
 
 ## Training seeds: SEEDS as a workspace experiment (`seeds` param): only the new seeds' trainings and evals run;
 ## the report averages over the seeds and pairs each seed's runs (mean +- sd, bootstrap over questions and seeds).

@@ -137,8 +137,14 @@ def test_savings_relative_to_distill():
 
 def test_teacher_usage_counts_cot_items_and_api_tokens():
     sets = pd.DataFrame({"question_id": ["a", "b", "c"], "kind": ["answer", "cot", "cot"]})
-    traces = pd.DataFrame({"question_id": ["a", "b", "c", "d"], "completion_tokens": [5, 10, 20, 40]})
-    assert report.teacher_usage(sets, traces) == {"teacher_calls": 2, "teacher_completion_tokens": 30}
+    traces = pd.DataFrame(
+        {"question_id": ["a", "b", "c", "d"], "prompt_tokens": [1, 2, None, 8], "completion_tokens": [5, 10, 20, 40]}
+    )
+    assert report.teacher_usage(sets, traces) == {
+        "teacher_calls": 2,
+        "teacher_prompt_tokens": 2,
+        "teacher_completion_tokens": 30,
+    }
 
 
 def test_vllm_backend_without_vllm_is_one_clear_error(tmp_path):

@@ -65,8 +65,12 @@ def test_push_and_pull_without_a_remote_are_one_line(tmp_path):
         )
 
 
-def _sweep_row(name, threshold, caft):
-    """A `dvc exp show` row of a sweep point: its threshold and report (sft / distill do not move with it)."""
+PRICES = {"teacher.price_prompt_per_m": 0.5, "teacher.price_completion_per_m": 2.0}
+
+
+def _sweep_row(name, threshold, caft, prices=PRICES):
+    """A `dvc exp show` row of a sweep point: its threshold, the teacher's prices and its report (sft / distill
+    do not move with the threshold); each teacher call took 100 prompt and 1000 completion tokens."""
     strategies = {
         "sft": (0.40, 0, 0),
         "distill": (0.55, 80, 3000),
@@ -79,12 +83,15 @@ def _sweep_row(name, threshold, caft):
                 "balanced_accuracy_ci_low": acc - 0.05,
                 "balanced_accuracy_ci_high": acc + 0.05,
                 "teacher_calls": calls,
+                "teacher_prompt_tokens": 100 * calls,
+                "teacher_completion_tokens": 1000 * calls,
                 "cot_target_tokens": tokens,
             }
             for k, (acc, calls, tokens) in strategies.items()
         }
     }
-    return {"name": name, "params": {"split.threshold": threshold}, "metrics": {experiments.REPORT: report}}
+    params = {"split.threshold": threshold, **prices}
+    return {"name": name, "params": params, "metrics": {experiments.REPORT: report}}
 
 
 def test_frontier_points_and_pareto_by_hand():
@@ -103,10 +110,17 @@ def test_frontier_points_and_pareto_by_hand():
         ("caft", 0.5, 1500, 0.52, True),
         ("distill", None, 3000, 0.55, True),
     ]
+    # cost = calls x (100 x 0.5 + 1000 x 2.0) / 1e6 USD: 8 calls 0.0164, distill's 80 calls 0.164
+    assert [p["teacher_cost_usd"] for p in points] == [0.0, 0.0164, 0.041, 0.082, 0.164]
     table = experiments.frontier_markdown(points)
-    assert table.splitlines()[3] == "| s | caft | 0.9 | 300 | 8 | 0.380 | 0.330 | 0.430 |  |"
+    assert table.splitlines()[3] == "| s | caft | 0.9 | 300 | 8 | 0.016 | 0.380 | 0.330 | 0.430 |  |"
     chart = experiments.frontier_chart(points)
     assert [v["label"] for v in chart["data"]["values"]] == ["", "t=0.9", "t=0.75", "t=0.5", ""]
+    assert experiments.priced(points)
+    by_cost = experiments.frontier_chart(points, "teacher_cost_usd")["spec"]["layer"][1]["encoding"]["x"]
+    assert by_cost == {"field": "teacher_cost_usd", "type": "quantitative", "title": "teacher cost (USD)"}
+    unpriced = experiments.frontier([_sweep_row("w", 0.75, (0.5, 20, 750), prices={})])
+    assert [p["teacher_cost_usd"] for p in unpriced] == [0.0, 0.0, 0.0] and not experiments.priced(unpriced)
     with pytest.raises(CaftError, match="no experiment has sft / caft / distill results"):
         experiments.frontier([{"name": "w", "params": {}, "metrics": {}}])
 

@@ -212,21 +212,26 @@ def frontier(
 
 def _write_frontier(show_args: list[str], out_dir: Path) -> str:
     """frontier.md (the table it returns), frontier.json (the points), frontier.vl.json (the chart's Vega-Lite
-    spec) and, where the docs extra is installed, frontier.svg."""
+    spec; frontier_cost.vl.json against the teacher's cost, when the teacher is priced) and, where the docs
+    extra is installed, their .svg."""
     from caft import experiments
 
     points = experiments.frontier(experiments.rows(experiments.show(show_args)))
-    chart = experiments.frontier_chart(points)
+    charts = {"frontier": experiments.frontier_chart(points)}
+    if experiments.priced(points):
+        charts["frontier_cost"] = experiments.frontier_chart(points, "teacher_cost_usd")
     table = experiments.frontier_markdown(points)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "frontier.md").write_text(table)
     (out_dir / "frontier.json").write_text(json.dumps(points, indent=2) + "\n")
-    (out_dir / "frontier.vl.json").write_text(json.dumps(chart, indent=2) + "\n")
+    for name, chart in charts.items():
+        (out_dir / f"{name}.vl.json").write_text(json.dumps(chart, indent=2) + "\n")
     try:
         import vl_convert  # the docs extra
     except ImportError:
         return table
-    (out_dir / "frontier.svg").write_text(vl_convert.vegalite_to_svg(chart))
+    for name, chart in charts.items():
+        (out_dir / f"{name}.svg").write_text(vl_convert.vegalite_to_svg(chart))
     return table
 
 

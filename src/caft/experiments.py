@@ -121,11 +121,25 @@ FRONTIER_COLUMNS = (
     "threshold",
     "cot_target_tokens",
     "teacher_calls",
+    "teacher_cost_usd",
     "balanced_accuracy",
     "ci_low",
     "ci_high",
     "pareto",
 )
+
+
+def _teacher_cost(params: dict, m: dict) -> float:
+    """US dollars for a run's teacher tokens at its experiment's configured prices (`teacher.price_*_per_m`;
+    0 when unpriced, or for a teacher that reports no tokens: the oracle)."""
+    from caft.params import TeacherParams
+    from caft.teacher.run import cost
+
+    prices = TeacherParams(
+        price_prompt_per_m=params.get("teacher.price_prompt_per_m") or 0.0,
+        price_completion_per_m=params.get("teacher.price_completion_per_m") or 0.0,
+    )
+    return round(cost(m.get("teacher_prompt_tokens") or 0, m.get("teacher_completion_tokens") or 0, prices), 6)
 
 
 def frontier(rows: list[dict]) -> list[dict]:
@@ -150,6 +164,7 @@ def frontier(rows: list[dict]) -> list[dict]:
                         "threshold": key[2],
                         "cot_target_tokens": m.get("cot_target_tokens") or 0,
                         "teacher_calls": m.get("teacher_calls") or 0,
+                        "teacher_cost_usd": _teacher_cost(row["params"], m),
                         "balanced_accuracy": m["balanced_accuracy"],
                         "ci_low": m.get("balanced_accuracy_ci_low"),
                         "ci_high": m.get("balanced_accuracy_ci_high"),
@@ -181,16 +196,25 @@ def frontier_markdown(points: list[dict]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in table) + "\n"
 
 
-def frontier_chart(points: list[dict]) -> dict:
-    """A Vega-Lite chart: balanced accuracy (with its 95 % interval) against CoT target tokens, one colour per
-    strategy, caft's points labelled by threshold, the Pareto points joined; one panel per student."""
+FRONTIER_AXES = {"cot_target_tokens": "teacher CoT target tokens", "teacher_cost_usd": "teacher cost (USD)"}
+
+
+def priced(points: list[dict]) -> bool:
+    """Whether any point has a teacher cost: only then is the chart against cost drawn."""
+    return any(p["teacher_cost_usd"] for p in points)
+
+
+def frontier_chart(points: list[dict], x_field: str = "cot_target_tokens") -> dict:
+    """A Vega-Lite chart: balanced accuracy (with its 95 % interval) against CoT target tokens (or the teacher's
+    cost), one colour per strategy, caft's points labelled by threshold, the Pareto points (by tokens) joined;
+    one panel per student."""
     labelled = [{**p, "label": "" if p["threshold"] is None else f"t={p['threshold']}"} for p in points]
-    x = {"field": "cot_target_tokens", "type": "quantitative", "title": "teacher CoT target tokens"}
+    x = {"field": x_field, "type": "quantitative", "title": FRONTIER_AXES[x_field]}
     y = {"field": "balanced_accuracy", "type": "quantitative", "title": "balanced test accuracy"}
     color = {"field": "strategy", "type": "nominal"}
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "Accuracy against teacher tokens: the threshold frontier",
+        "title": f"Accuracy against {FRONTIER_AXES[x_field]}: the threshold frontier",
         "data": {"values": labelled},
         "facet": {"field": "student", "type": "nominal"},
         "spec": {

@@ -167,10 +167,15 @@ def band_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def teacher_usage(sets: pd.DataFrame, traces: pd.DataFrame) -> dict:
-    """Teacher calls and the teacher's completion tokens behind one strategy's CoT targets."""
+    """Teacher calls and the teacher's API tokens behind one strategy's CoT targets (what `caft frontier` prices
+    at the configured per-token prices)."""
     cot_ids = set(sets.loc[sets["kind"] == "cot", "question_id"])
     used = traces[traces["question_id"].isin(cot_ids)]
-    return {"teacher_calls": len(cot_ids), "teacher_completion_tokens": int(used["completion_tokens"].fillna(0).sum())}
+    return {
+        "teacher_calls": len(cot_ids),
+        "teacher_prompt_tokens": int(used["prompt_tokens"].fillna(0).sum()),
+        "teacher_completion_tokens": int(used["completion_tokens"].fillna(0).sum()),
+    }
 
 
 def savings(rows: pd.DataFrame) -> pd.DataFrame:
