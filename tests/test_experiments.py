@@ -16,6 +16,7 @@ def _entry(rev, name, threshold, caft_acc):
                 "balanced_accuracy": caft_acc,
                 "balanced_accuracy_ci_low": caft_acc - 0.1,
                 "balanced_accuracy_ci_high": caft_acc + 0.1,
+                "accuracy": 0.3,
                 "band_hard_accuracy": 0.25,
                 "teacher_calls": 16,
                 "cot_target_tokens": 576,
@@ -32,19 +33,24 @@ def _entry(rev, name, threshold, caft_acc):
 
 def test_the_table_keeps_changed_params_and_the_headline_metrics():
     head = _entry("a" * 40, "main", 0.75, 0.385)
-    head["experiments"] = [{"revs": [_entry("b" * 40, "exp-1", 0.5, 0.4)], "name": "exp-1"}]
+    running = {"state": "running", "name": "dvc-task"}  # DVC lists it with the workspace's metrics: left out
+    head["experiments"] = [
+        {"revs": [_entry("c" * 40, "exp-2", 0.6, 0.385)], "name": "exp-2", "executor": running},
+        {"revs": [_entry("b" * 40, "exp-1", 0.5, 0.4)], "name": "exp-1", "executor": {"state": "success"}},
+    ]
     shown = [_entry("workspace", None, 0.75, 0.385), head]
     rows = experiments.rows(shown)
     assert [r["name"] for r in rows] == ["workspace", "main", "exp-1"] and experiments.changed(rows) == [
         "split.threshold"
     ]
     assert experiments.markdown(rows).splitlines() == [
-        "| experiment | changed params | student | strategy | balanced acc. [95 % CI] | hard band acc. | teacher calls "
-        "| CoT target tokens | saving vs distill | entropy ROC AUC |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        "| workspace | split.threshold=0.75 | s | caft | 0.385 [0.285, 0.485] | 0.250 | 16 | 576 | 0.462 | 0.866 |",
-        "| main | split.threshold=0.75 | s | caft | 0.385 [0.285, 0.485] | 0.250 | 16 | 576 | 0.462 | 0.866 |",
-        "| exp-1 | split.threshold=0.5 | s | caft | 0.400 [0.300, 0.500] | 0.250 | 16 | 576 | 0.462 | 0.866 |",
+        "| experiment | changed params | student | strategy | balanced acc. [95 % CI] | acc., all test questions "
+        "| hard band acc. | teacher calls | CoT target tokens | saving vs distill | entropy ROC AUC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workspace | split.threshold=0.75 | s | caft | 0.385 [0.285, 0.485] | 0.300 | 0.250 | 16 | 576 | 0.462 "
+        "| 0.866 |",
+        "| main | split.threshold=0.75 | s | caft | 0.385 [0.285, 0.485] | 0.300 | 0.250 | 16 | 576 | 0.462 | 0.866 |",
+        "| exp-1 | split.threshold=0.5 | s | caft | 0.400 [0.300, 0.500] | 0.300 | 0.250 | 16 | 576 | 0.462 | 0.866 |",
     ]
 
 
@@ -68,20 +74,23 @@ def test_push_and_pull_without_a_remote_are_one_line(tmp_path):
 PRICES = {"teacher.price_prompt_per_m": 0.5, "teacher.price_completion_per_m": 2.0}
 
 
-def _sweep_row(name, threshold, caft, prices=PRICES):
+def _sweep_row(name, threshold, caft, prices=PRICES, random=None):
     """A `dvc exp show` row of a sweep point: its threshold, the teacher's prices and its report (sft / distill
-    do not move with the threshold); each teacher call took 100 prompt and 1000 completion tokens."""
+    do not move with the threshold; the balanced accuracy, on the threshold's own bands, is what the frontier
+    must not read); each teacher call took 100 prompt and 1000 completion tokens."""
     strategies = {
         "sft": (0.40, 0, 0),
         "distill": (0.55, 80, 3000),
         "caft": caft,
+        **({"random": random} if random else {}),
     }
     report = {
         "s": {
             k: {
-                "balanced_accuracy": acc,
-                "balanced_accuracy_ci_low": acc - 0.05,
-                "balanced_accuracy_ci_high": acc + 0.05,
+                "accuracy": acc,
+                "accuracy_ci_low": acc - 0.05,
+                "accuracy_ci_high": acc + 0.05,
+                "balanced_accuracy": 1.0 - acc,
                 "teacher_calls": calls,
                 "teacher_prompt_tokens": 100 * calls,
                 "teacher_completion_tokens": 1000 * calls,
@@ -97,25 +106,28 @@ def _sweep_row(name, threshold, caft, prices=PRICES):
 def test_frontier_points_and_pareto_by_hand():
     rows = [
         _sweep_row("workspace", 0.75, (0.50, 20, 750)),
-        _sweep_row("t05", 0.5, (0.52, 40, 1500)),
+        _sweep_row("t05", 0.5, (0.52, 40, 1500), random=(0.53, 40, 1400)),  # its control dominates caft there
         _sweep_row("t09", 0.9, (0.38, 8, 300)),  # fewer tokens than 0.75 but worse than sft (0 tokens): dominated
         _sweep_row("t075-again", 0.75, (0.99, 20, 750)),  # the same point twice: the first row counts
     ]
     points = experiments.frontier(rows)
-    got = [(p["strategy"], p["threshold"], p["cot_target_tokens"], p["balanced_accuracy"], p["pareto"]) for p in points]
+    got = [(p["strategy"], p["threshold"], p["cot_target_tokens"], p["accuracy"], p["pareto"]) for p in points]
     assert got == [
         ("sft", None, 0, 0.40, True),
         ("caft", 0.9, 300, 0.38, False),
         ("caft", 0.75, 750, 0.50, True),
-        ("caft", 0.5, 1500, 0.52, True),
+        ("random", 0.5, 1400, 0.53, True),
+        ("caft", 0.5, 1500, 0.52, False),
         ("distill", None, 3000, 0.55, True),
     ]
     # cost = calls x (100 x 0.5 + 1000 x 2.0) / 1e6 USD: 8 calls 0.0164, distill's 80 calls 0.164
-    assert [p["teacher_cost_usd"] for p in points] == [0.0, 0.0164, 0.041, 0.082, 0.164]
+    assert [p["teacher_cost_usd"] for p in points] == [0.0, 0.0164, 0.041, 0.082, 0.082, 0.164]
     table = experiments.frontier_markdown(points)
     assert table.splitlines()[3] == "| s | caft | 0.9 | 300 | 8 | 0.016 | 0.380 | 0.330 | 0.430 |  |"
+    mean_over_seeds = [{**points[0], "cot_target_tokens": 880.5}]  # random's draw follows the seed
+    assert experiments.frontier_markdown(mean_over_seeds).splitlines()[2].split(" | ")[3] == "880.5"
     chart = experiments.frontier_chart(points)
-    assert [v["label"] for v in chart["data"]["values"]] == ["", "t=0.9", "t=0.75", "t=0.5", ""]
+    assert [v["label"] for v in chart["data"]["values"]] == ["", "t=0.9", "t=0.75", "t=0.5", "t=0.5", ""]
     assert experiments.priced(points)
     by_cost = experiments.frontier_chart(points, "teacher_cost_usd")["spec"]["layer"][1]["encoding"]["x"]
     assert by_cost == {"field": "teacher_cost_usd", "type": "quantitative", "title": "teacher cost (USD)"}

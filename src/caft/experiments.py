@@ -3,8 +3,10 @@ student x strategy, the numbers the paper compares — from `dvc exp show --json
 `frontier` reads the same rows as a threshold sweep (`caft sweep`): accuracy against teacher CoT tokens.
 
 `dvc exp show` lists every param and metric (hundreds of columns); this keeps the params that differ between
-the rows and the report's headline metrics: balanced accuracy with its 95 % interval, hard-band accuracy,
-teacher calls, CoT target tokens, the saving against distill, and the entropy's ROC AUC for a wrong answer.
+the rows and the report's headline metrics: balanced accuracy with its 95 % interval (on the balanced test set,
+which is drawn from the split's bands, so it moves with `split.threshold`), accuracy on all test questions (the
+same questions in every experiment), hard-band accuracy, teacher calls, CoT target tokens, the saving against
+distill, and the entropy's ROC AUC for a wrong answer.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ COLUMNS = (
     "student",
     "strategy",
     "balanced acc. [95 % CI]",
+    "acc., all test questions",
     "hard band acc.",
     "teacher calls",
     "CoT target tokens",
@@ -40,8 +43,9 @@ def flatten(node: dict, prefix: str = "") -> dict[str, object]:
 
 
 def rows(shown: list[dict]) -> list[dict]:
-    """(name, params, metrics per file) of the workspace, each listed commit and its experiments, in
-    `dvc exp show` order; rows DVC could not read are left out."""
+    """(name, params, metrics per file) of the workspace, each listed commit and its finished experiments, in
+    `dvc exp show` order; rows DVC could not read are left out, and so are experiments still queued or running
+    (DVC lists a running one with the workspace's metrics) or failed."""
     rows = []
 
     def add(entry: dict, fallback: str) -> None:
@@ -55,6 +59,8 @@ def rows(shown: list[dict]) -> list[dict]:
     for commit in shown:
         add(commit, "workspace" if commit["rev"] == "workspace" else commit["rev"][:7])
         for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue
             for rev in exp.get("revs", []):
                 add(rev, rev["rev"][:7])
     return rows
@@ -88,6 +94,7 @@ def lines(rows: list[dict]) -> list[list[str]]:
                         student,
                         strategy,
                         f"{_num(m.get('balanced_accuracy'))} {ci}",
+                        _num(m.get("accuracy")),
                         _num(m.get("band_hard_accuracy")),
                         _num(m.get("teacher_calls")),
                         _num(m.get("cot_target_tokens")),
@@ -114,7 +121,9 @@ def show(extra_args: list[str]) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-FRONTIER_STRATEGIES = ("sft", "caft", "distill")  # answer-only (no CoT tokens), the paper, CoT on everything
+# answer-only (no CoT tokens) and CoT on everything: the end points, whatever the threshold
+FRONTIER_ENDS = ("sft", "distill")
+FRONTIER_SWEPT = ("caft", "random")  # the paper, and its control: the same number of CoT items, drawn at random
 FRONTIER_COLUMNS = (
     "student",
     "strategy",
@@ -122,7 +131,7 @@ FRONTIER_COLUMNS = (
     "cot_target_tokens",
     "teacher_calls",
     "teacher_cost_usd",
-    "balanced_accuracy",
+    "accuracy",
     "ci_low",
     "ci_high",
     "pareto",
@@ -143,18 +152,20 @@ def _teacher_cost(params: dict, m: dict) -> float:
 
 
 def frontier(rows: list[dict]) -> list[dict]:
-    """The accuracy-per-teacher-token frontier of a threshold sweep: one point per caft run at each
-    `split.threshold`, and sft and distill (threshold-free) as the end points, each point once per student.
-    `pareto`: no other point of the student has at least its balanced accuracy with at most its CoT target
-    tokens (and is better in one)."""
+    """The accuracy-per-teacher-token frontier of a threshold sweep: one point per caft (and random-control) run
+    at each `split.threshold`, and sft and distill (threshold-free) as the end points, each point once per
+    student. Accuracy is over all test questions: the balanced test set is drawn from the split's bands, which
+    move with the threshold, so balanced accuracies of two thresholds are not on the same questions.
+    `pareto`: no other point of the student has at least its accuracy with at most its CoT target tokens (and
+    is better in one)."""
     points, seen = [], set()
     for row in rows:
         threshold = row["params"].get("split.threshold")
         for student, by_strategy in row["metrics"].get(REPORT, {}).items():
-            for strategy in FRONTIER_STRATEGIES:
+            for strategy in (*FRONTIER_ENDS, *FRONTIER_SWEPT):
                 m = by_strategy.get(strategy)
-                key = (student, strategy, threshold if strategy == "caft" else None)
-                if m is None or m.get("balanced_accuracy") is None or key in seen:
+                key = (student, strategy, None if strategy in FRONTIER_ENDS else threshold)
+                if m is None or m.get("accuracy") is None or key in seen:
                     continue
                 seen.add(key)
                 points.append(
@@ -165,22 +176,22 @@ def frontier(rows: list[dict]) -> list[dict]:
                         "cot_target_tokens": m.get("cot_target_tokens") or 0,
                         "teacher_calls": m.get("teacher_calls") or 0,
                         "teacher_cost_usd": _teacher_cost(row["params"], m),
-                        "balanced_accuracy": m["balanced_accuracy"],
-                        "ci_low": m.get("balanced_accuracy_ci_low"),
-                        "ci_high": m.get("balanced_accuracy_ci_high"),
+                        "accuracy": m["accuracy"],
+                        "ci_low": m.get("accuracy_ci_low"),
+                        "ci_high": m.get("accuracy_ci_high"),
                     }
                 )
     for p in points:
         rivals = [q for q in points if q["student"] == p["student"] and q is not p]
         p["pareto"] = not any(
-            q["balanced_accuracy"] >= p["balanced_accuracy"]
+            q["accuracy"] >= p["accuracy"]
             and q["cot_target_tokens"] <= p["cot_target_tokens"]
-            and (q["balanced_accuracy"] > p["balanced_accuracy"] or q["cot_target_tokens"] < p["cot_target_tokens"])
+            and (q["accuracy"] > p["accuracy"] or q["cot_target_tokens"] < p["cot_target_tokens"])
             for q in rivals
         )
     if not points:
         raise CaftError(f"no experiment has sft / caft / distill results in {REPORT} (run the sweep first)")
-    return sorted(points, key=lambda p: (p["student"], p["cot_target_tokens"], p["balanced_accuracy"]))
+    return sorted(points, key=lambda p: (p["student"], p["cot_target_tokens"], p["accuracy"]))
 
 
 def frontier_markdown(points: list[dict]) -> str:
@@ -189,6 +200,9 @@ def frontier_markdown(points: list[dict]) -> str:
             return "yes" if point[column] else ""
         if column == "threshold":
             return "–" if point[column] is None else f"{point[column]:g}"
+        if column in ("cot_target_tokens", "teacher_calls"):  # counts; a mean over seeds can be fractional
+            value = float(point[column])
+            return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
         return _num(point[column])
 
     table = [FRONTIER_COLUMNS, tuple("---" for _ in FRONTIER_COLUMNS)]
@@ -205,12 +219,12 @@ def priced(points: list[dict]) -> bool:
 
 
 def frontier_chart(points: list[dict], x_field: str = "cot_target_tokens") -> dict:
-    """A Vega-Lite chart: balanced accuracy (with its 95 % interval) against CoT target tokens (or the teacher's
-    cost), one colour per strategy, caft's points labelled by threshold, the Pareto points (by tokens) joined;
-    one panel per student."""
+    """A Vega-Lite chart: test accuracy (with its 95 % interval) against CoT target tokens (or the teacher's
+    cost), one colour per strategy, the swept points labelled by threshold, the Pareto points (by tokens)
+    joined; one panel per student."""
     labelled = [{**p, "label": "" if p["threshold"] is None else f"t={p['threshold']}"} for p in points]
     x = {"field": x_field, "type": "quantitative", "title": FRONTIER_AXES[x_field]}
-    y = {"field": "balanced_accuracy", "type": "quantitative", "title": "balanced test accuracy"}
+    y = {"field": "accuracy", "type": "quantitative", "title": "test accuracy (all questions)"}
     color = {"field": "strategy", "type": "nominal"}
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
