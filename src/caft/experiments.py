@@ -76,6 +76,14 @@ def _num(value: object, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _count(value: object) -> str:
+    """A count (teacher calls, tokens): whole as an integer, a mean over seeds with one decimal."""
+    if value is None:
+        return "–"
+    value = float(value)
+    return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
+
+
 def lines(rows: list[dict]) -> list[list[str]]:
     """One line per experiment x student x strategy of its report."""
     keys = changed(rows)
@@ -96,8 +104,8 @@ def lines(rows: list[dict]) -> list[list[str]]:
                         f"{_num(m.get('balanced_accuracy'))} {ci}",
                         _num(m.get("accuracy")),
                         _num(m.get("band_hard_accuracy")),
-                        _num(m.get("teacher_calls")),
-                        _num(m.get("cot_target_tokens")),
+                        _count(m.get("teacher_calls")),
+                        _count(m.get("cot_target_tokens")),
                         _num(m.get("data_saving_one_pass")),
                         _num(auc),
                     ]
@@ -200,9 +208,8 @@ def frontier_markdown(points: list[dict]) -> str:
             return "yes" if point[column] else ""
         if column == "threshold":
             return "–" if point[column] is None else f"{point[column]:g}"
-        if column in ("cot_target_tokens", "teacher_calls"):  # counts; a mean over seeds can be fractional
-            value = float(point[column])
-            return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
+        if column in ("cot_target_tokens", "teacher_calls"):
+            return _count(point[column])
         return _num(point[column])
 
     table = [FRONTIER_COLUMNS, tuple("---" for _ in FRONTIER_COLUMNS)]
