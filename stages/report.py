@@ -143,7 +143,9 @@ def main(
             for s in p.students
             for x in p.strategies
         ]
-        pd.concat(epochs, ignore_index=True).to_csv(tmp / "epochs.csv", index=False)
+        epochs = pd.concat(epochs, ignore_index=True)
+        epochs.to_csv(tmp / "epochs.csv", index=False)
+        report.log_epoch_curves(epochs, tmp / "live")
     typer.echo(text)
 
 

@@ -13,7 +13,7 @@ from caft import epochs, reestimate, strategies, train
 from caft.cli import stage
 from caft.epochs import EpochEval
 from caft.io import atomic_path, write_json, write_table
-from caft.models import load_tokenizer
+from caft.models import load_tokenizer, resolve
 from caft.params import load_params
 
 
@@ -44,6 +44,7 @@ def main(
     run_log: Annotated[Path, typer.Option(help="what this run did: runtimes, the checkpoint it resumed from")],
     validation: Annotated[Path, typer.Option(help="the validation carve's questions (sets stage)")],
     epochs_out: Annotated[Path, typer.Option(help="per-epoch validation answers (eval.every_epoch)")],
+    test: Annotated[Path, typer.Option(help="prepare's test questions (asked per epoch: eval.every_epoch_test)")],
     checkpoints: Annotated[Path, typer.Option(help="resumable checkpoints (not cached)")] = Path(".caft/checkpoints"),
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
@@ -60,6 +61,9 @@ def main(
     card_reading = card_data["reading"]
     epoch_eval = None
     if main_process and p.eval.every_epoch:
+        base = resolve(setup.spec)
+        lora_rank = p.train.lora.r if p.train.lora.enabled else None
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         epoch_eval = EpochEval(
             pd.read_parquet(validation),
             card_reading,
@@ -68,6 +72,8 @@ def main(
             ckpt_root,
             keep_best=p.eval.select == "best",
             live=live,
+            test=pd.read_parquet(test) if p.eval.every_epoch_test else None,
+            vllm=epochs.engine(p.eval, base.location, base.revision, lora_rank, world),
         )
     model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live, epoch_eval=epoch_eval)
     if not main_process:

@@ -151,15 +151,15 @@ def test_vllm_backend_without_vllm_is_one_clear_error(tmp_path):
     from caft.errors import CaftError
 
     with pytest.raises(CaftError, match=r"^eval.backend=vllm needs vLLM installed"):
-        evaluate.generate_vllm(tmp_path, {"base": {"ref": "tiny"}, "lora": True}, ["x"], 4)
+        evaluate.Vllm(str(tmp_path), None, 16)
 
 
-def test_epoch_curve_per_band_and_the_phase_boundary():
-    """Hand-computed: 4 validation questions (2 easy, 1 medium, 1 hard), 3 epochs, phase 1 from epoch 3."""
-    from caft import epochs
-
-    records = pd.DataFrame(
+def _epoch_records() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """4 validation questions (2 easy, 1 medium, 1 hard) and 3 test questions (t1, t2 balanced), 3 epochs,
+    phase 1 from epoch 3."""
+    val = pd.DataFrame(
         {
+            "subset": "validation",
             "epoch": [1] * 4 + [2] * 4 + [3] * 4,
             "phase": [0] * 8 + [1] * 4,
             "step": [5] * 4 + [10] * 4 + [12] * 4,
@@ -167,17 +167,71 @@ def test_epoch_curve_per_band_and_the_phase_boundary():
             "correct": [True, False, False, False, True, True, False, False, True, True, True, False],
         }
     )
-    assignments = pd.DataFrame({"question_id": list("abcd"), "band": ["easy", "easy", "medium", "hard"]})
-    curve = report.epoch_curve(records, assignments, "s", "caft").set_index(["epoch", "band"])
-    assert curve.loc[(1, "all"), "accuracy"] == 0.25 and curve.loc[(2, "easy"), "accuracy"] == 1.0
-    assert curve.loc[(3, "all"), "accuracy"] == 0.75 and curve.loc[(3, "medium"), "accuracy"] == 1.0
-    assert curve.loc[(3, "hard"), ["accuracy", "n"]].tolist() == [0.0, 1]
+    test = pd.DataFrame(
+        {
+            "subset": "test",
+            "epoch": [1] * 3 + [2] * 3 + [3] * 3,
+            "phase": [0] * 6 + [1] * 3,
+            "step": [5] * 3 + [10] * 3 + [12] * 3,
+            "question_id": ["t1", "t2", "t3"] * 3,  # t3: a test question outside the balanced set
+            "correct": [True, True, True, False, True, False, True, True, False],
+        }
+    )
+    assignments = pd.DataFrame(
+        {
+            "question_id": [*"abcd", "t1", "t2", "t3"],
+            "band": ["easy", "easy", "medium", "hard", "easy", "hard", "hard"],
+            "balanced": [False] * 4 + [True, True, False],
+        }
+    )
+    return pd.concat([val, test], ignore_index=True), assignments
+
+
+def test_epoch_curve_per_band_and_the_phase_boundary():
+    """Hand-computed; the test rows (eval.every_epoch_test) count the balanced questions only, and never pick
+    an epoch."""
+    from caft import epochs
+
+    records, assignments = _epoch_records()
+    curve = report.epoch_curve(records, assignments, "s", "caft").set_index(["subset", "epoch", "band"])
+    val = curve.loc["validation"]
+    assert val.loc[(1, "all"), "accuracy"] == 0.25 and val.loc[(2, "easy"), "accuracy"] == 1.0
+    assert val.loc[(3, "all"), "accuracy"] == 0.75 and val.loc[(3, "medium"), "accuracy"] == 1.0
+    assert val.loc[(3, "hard"), ["accuracy", "n"]].tolist() == [0.0, 1]
     low, high = metrics.wilson(3, 4)
-    assert curve.loc[(3, "all"), ["ci_low", "ci_high"]].tolist() == [round(low, 6), round(high, 6)]
-    assert curve.xs("all", level="band")["phase_start"].tolist() == [0, 0, 1]
-    assert epochs.best_epoch(records) == 3
+    assert val.loc[(3, "all"), ["ci_low", "ci_high"]].tolist() == [round(low, 6), round(high, 6)]
+    assert val.xs("all", level="band")["phase_start"].tolist() == [0, 0, 1]
+    test = curve.loc["test"]
+    assert test.xs("all", level="band")[["accuracy", "n"]].values.tolist() == [[1.0, 2], [0.5, 2], [1.0, 2]]
+    assert test.loc[(2, "easy"), "accuracy"] == 0.0 and test.loc[(2, "hard"), "accuracy"] == 1.0
+    assert test.loc[(2, "medium"), "n"] == 0 and pd.isna(test.loc[(2, "medium"), "accuracy"])
+    assert test.xs("all", level="band")["phase_start"].tolist() == [0, 0, 1]
+    assert epochs.best_epoch(records) == 3  # test epochs 1 and 3 score 1.0: not what picks
+    assert epochs.curve(records)["n"].tolist() == [4, 4, 4]
     tied = records.assign(correct=records["epoch"] != 3)  # epochs 1 and 2 tie at 1.0: the earlier one
     assert epochs.best_epoch(tied) == 1
+
+
+def test_epoch_curves_are_logged_with_dvclive_per_epoch_and_band(tmp_path):
+    """One dvclive run per student x strategy, the epoch as its step, a metric per subset and band (empty
+    bands left out): the values of the hand-computed curve above."""
+    records, assignments = _epoch_records()
+    curve = report.epoch_curve(records, assignments, "s", "caft")
+    report.log_epoch_curves(curve, tmp_path)
+    metrics_dir = tmp_path / "s" / "caft" / "plots" / "metrics"
+
+    def tsv(name: str) -> list[list]:
+        return pd.read_csv(metrics_dir / f"{name}.tsv", sep="\t").values.tolist()
+
+    assert tsv("validation/accuracy") == [[1, 0.25], [2, 0.5], [3, 0.75]]
+    assert tsv("validation/accuracy_easy") == [[1, 0.5], [2, 1.0], [3, 1.0]]
+    assert tsv("validation/accuracy_hard") == [[1, 0.0], [2, 0.0], [3, 0.0]]
+    assert tsv("test/accuracy") == [[1, 1.0], [2, 0.5], [3, 1.0]]
+    assert tsv("test/accuracy_hard") == [[1, 1.0], [2, 1.0], [3, 1.0]]
+    assert tsv("test/accuracy_easy") == [[1, 1.0], [2, 0.0], [3, 1.0]]
+    assert not (metrics_dir / "test" / "accuracy_medium.tsv").exists()  # no balanced medium question here
+    assert pd.read_csv(metrics_dir / "validation/accuracy.tsv", sep="\t").columns.tolist() == ["step", "accuracy"]
+    assert sorted(p.name for p in (tmp_path / "s" / "caft").iterdir()) == ["plots"]  # no summary beside them
 
 
 def test_paired_difference_against_hand_computations():

@@ -124,8 +124,14 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     assert (root / "models/tiny/caft/42/model.safetensors").exists()  # full fine-tuning, not an adapter
     # the recipe's per-epoch curve (eval.every_epoch): 5 + 5 epochs on the 6 validation questions, logged with
     # dvclive per epoch, charted by the report; the last epoch's weights kept (eval.select: final)
-    records = pd.read_parquet(root / "data/epochs/tiny/caft/42.parquet")
+    everything = pd.read_parquet(root / "data/epochs/tiny/caft/42.parquet")
+    records = everything[everything["subset"] == "validation"]
     assert records.groupby("epoch").size().to_dict() == dict.fromkeys(range(1, 11), 6)
+    # the profile's eval.every_epoch_test: every prepared test question, every epoch
+    n_test = len(pd.read_parquet(root / "data/prepared/test.parquet"))
+    assert everything[everything["subset"] == "test"].groupby("epoch").size().to_dict() == dict.fromkeys(
+        range(1, 11), n_test
+    )
     assert records.groupby("epoch")["phase"].first().tolist() == [0] * 5 + [1] * 5
     curves = root / "plots/train/tiny/caft/42/plots/metrics/validation"
     live = pd.read_csv(curves / "accuracy.tsv", sep="\t").merge(pd.read_csv(curves / "epoch.tsv", sep="\t"), on="step")
@@ -135,9 +141,25 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     assert (trained["select"], trained["selected_epoch"]) == ("final", 10)
     assert trained["val_accuracy_final"] == round(float(records.loc[records["epoch"] == 10, "correct"].mean()), 6)
     chart = pd.read_csv(root / "plots/report/epochs.csv")
-    caft = chart[(chart["strategy"] == "caft") & (chart["band"] == "all")]
+    caft = chart[(chart["strategy"] == "caft") & (chart["band"] == "all") & (chart["subset"] == "validation")]
     assert caft["epoch"].tolist() == list(range(1, 11)) and caft["phase_start"].tolist() == [0] * 5 + [1] + [0] * 4
     assert set(chart["strategy"]) == set(report["tiny"]) and set(chart["band"]) == {"all", "easy", "medium", "hard"}
+    # the test curve counts the balanced test set only, recomputed here from the split and the records
+    assignments = pd.read_parquet(root / "data/split/tiny/assignments.parquet")
+    balanced = set(assignments.loc[assignments["balanced"], "question_id"])
+    test_rows = everything[(everything["subset"] == "test") & everything["question_id"].isin(balanced)]
+    by_hand = test_rows.groupby("epoch")["correct"].mean().round(6).tolist()
+    caft_test = chart[(chart["strategy"] == "caft") & (chart["band"] == "all") & (chart["subset"] == "test")]
+    assert caft_test["n"].tolist() == [len(balanced)] * 10 and caft_test["accuracy"].tolist() == by_hand
+    # ... and the report logs each curve with dvclive, the epoch as its step, overall and per band
+    logged = root / "plots/report/live/tiny/caft/plots/metrics"
+    for subset in ("validation", "test"):
+        tsv = pd.read_csv(logged / subset / "accuracy.tsv", sep="\t")
+        rows = chart[(chart["strategy"] == "caft") & (chart["band"] == "all") & (chart["subset"] == subset)]
+        assert tsv["step"].tolist() == list(range(1, 11)) and tsv["accuracy"].tolist() == rows["accuracy"].tolist()
+    hard = chart[(chart["strategy"] == "caft") & (chart["band"] == "hard") & (chart["subset"] == "validation")]
+    logged_hard = pd.read_csv(logged / "validation/accuracy_hard.tsv", sep="\t")
+    assert logged_hard["accuracy_hard"].tolist() == hard["accuracy"].tolist()
     assert "| tiny | caft | " in (root / "reports/summary.md").read_text().split("Validation accuracy per epoch")[1]
 
 

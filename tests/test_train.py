@@ -464,3 +464,123 @@ def test_reestimated_caft_trains_phase_two_on_the_re_banded_items(tmp_path, monk
     assert sorted(moved.index[moved["band_after"] == "hard"]) == expected
     assert moved["band_before"].to_dict() == a.set_index("question_id").loc[moved.index, "band"].to_dict()
     assert np.allclose(moved.loc[readable["question_id"], "score_after"], readable["entropy"], atol=1e-5)
+
+
+class _FakeVllm:
+    """A stand-in for the `vllm` package (not installable here): its LLM answers each prompt's token ids
+    greedily, one at a time, with transformers, from the base plus the LoRA adapter folder it is handed, and
+    records what it was built with and served."""
+
+    def __init__(self):
+        self.built, self.served = [], []
+        fake = self
+
+        class LLM:
+            def __init__(self, model, revision=None, **kwargs):
+                self.location = model
+                fake.built.append({"model": model, "revision": revision, **kwargs})
+
+            def generate(self, prompts, sampling, lora_request=None):
+                from peft import PeftModel
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                fake.served.append((lora_request.lora_int_id, lora_request.lora_path, sampling.max_tokens))
+                tokenizer = AutoTokenizer.from_pretrained(self.location)
+                base = AutoModelForCausalLM.from_pretrained(self.location)
+                model = PeftModel.from_pretrained(base, lora_request.lora_path).merge_and_unload().eval()
+                texts = []
+                for p in prompts:
+                    ids = torch.tensor([p["prompt_token_ids"]])
+                    with torch.inference_mode():
+                        out = model.generate(ids, max_new_tokens=sampling.max_tokens, do_sample=False,
+                                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+                    new = out[0, ids.shape[1] :].tolist()
+                    new = new[: new.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in new else new
+                    texts.append(tokenizer.decode(new, skip_special_tokens=True))
+                return [type("Out", (), {"outputs": [type("Text", (), {"text": t})]}) for t in texts]
+
+        class SamplingParams:
+            def __init__(self, temperature, max_tokens):
+                assert temperature == 0.0
+                self.max_tokens = max_tokens
+
+        class LoRARequest:
+            def __init__(self, name, lora_int_id, lora_path):
+                self.lora_int_id, self.lora_path = lora_int_id, lora_path
+
+        self.modules = {
+            "vllm": type("vllm", (), {"LLM": LLM, "SamplingParams": SamplingParams}),
+            "vllm.lora": type("lora", (), {}),
+            "vllm.lora.request": type("request", (), {"LoRARequest": LoRARequest}),
+        }
+
+
+def test_per_epoch_pass_through_vllm_serves_each_epochs_adapter(tmp_path, monkeypatch):
+    """eval.backend=vllm: after each epoch the adapter is saved and served under a fresh LoRA id (vLLM would
+    otherwise keep the first epoch's weights), as token ids; the answers equal the eval stage's own (HF) answers
+    for that epoch's saved weights. eval.every_epoch_test: the test questions are answered too, every epoch."""
+    import sys
+
+    from caft import epochs, evaluate
+    from caft.models import load_tokenizer, resolve
+
+    fake = _FakeVllm()
+    p = _params(epochs={**_params().train.epochs, "caft": [1, 1]})
+    p.eval.every_epoch, p.eval.every_epoch_test, p.eval.backend, p.eval.max_new_tokens_cot = True, True, "vllm", 6
+    q, a, traces = _data(16)
+    table, _ = sets.build("caft", a, q, traces, p)
+    setup = _setup(p, "caft", table)
+    reading = sets.reading("caft", p)
+    validation, test = q.tail(5).reset_index(drop=True), q.head(3).reset_index(drop=True)
+    tokenizer = load_tokenizer(setup.spec)
+    base = resolve(setup.spec)
+    with monkeypatch.context() as patched:  # only while the engine is built: TRL probes for vllm when it trains
+        for name, module in fake.modules.items():
+            patched.setitem(sys.modules, name, module)
+        engine = epochs.engine(p.eval, base.location, base.revision, p.train.lora.r, world=1)
+    assert fake.built == [
+        {"model": base.location, "revision": None, "seed": 0, "gpu_memory_utilization": 0.3, "enable_lora": True,
+         "max_lora_rank": p.train.lora.r}
+    ]  # fmt: skip
+    root = tmp_path / "ckpt"
+    watcher = epochs.EpochEval(validation, reading, p.eval, tokenizer, root, False, test=test, vllm=engine)
+    snapshots = _SnapshotPerEpoch(setup, tokenizer, reading, tmp_path / "snapshots")
+    train.run(setup, table, root, callbacks=[snapshots], epoch_eval=watcher)
+    served = str(root / epochs.SERVED)
+    assert fake.served == [(i, served, 6) for i in (1, 2, 3, 4)]  # (validation, test) x 2 epochs
+    records = watcher.records
+    assert records.groupby(["epoch", "subset"]).size().to_dict() == {
+        (1, "test"): 3,
+        (1, "validation"): 5,
+        (2, "test"): 3,
+        (2, "validation"): 5,
+    }
+    unbatched = p.eval.model_copy(update={"backend": "hf", "batch_size": 1})
+    for epoch, folder in enumerate(snapshots.saved, start=1):
+        for subset, questions in (("validation", validation), ("test", test)):
+            again = evaluate.predict(folder, questions, unbatched)
+            seen = records[(records["epoch"] == epoch) & (records["subset"] == subset)].set_index("question_id")
+            assert seen.loc[again["question_id"], "output"].tolist() == again["output"].tolist()
+    assert epochs.curve(records)["n"].tolist() == [5, 5]
+    with monkeypatch.context() as patched:  # the eval stage's vLLM path: the finished adapter, its own rank
+        for name, module in fake.modules.items():
+            patched.setitem(sys.modules, name, module)
+        final = evaluate.predict(snapshots.saved[-1], validation, p.eval)
+    assert (fake.built[-1]["max_lora_rank"], fake.built[-1]["gpu_memory_utilization"]) == (p.train.lora.r, 0.9)
+    assert final["output"].tolist() == evaluate.predict(snapshots.saved[-1], validation, unbatched)["output"].tolist()
+
+
+def test_per_epoch_vllm_engine_only_where_it_can_serve(capsys):
+    """No engine for the hf backend; for full fine-tuning or several processes, one line says why."""
+    from caft import epochs
+
+    p = _params()
+    p.eval.every_epoch = True
+    assert epochs.engine(p.eval, "x", None, 16, world=1) is None  # eval.backend=hf
+    p.eval.backend = "vllm"
+    assert epochs.engine(p.eval, "x", None, None, world=1) is None
+    assert epochs.engine(p.eval, "x", None, 16, world=2) is None
+    assert capsys.readouterr().out.splitlines() == [
+        "per-epoch eval: transformers generation (full fine-tuning: vLLM serves one process's LoRA adapters)",
+        "per-epoch eval: transformers generation (2 processes: vLLM serves one process's LoRA adapters)",
+    ]

@@ -1,7 +1,10 @@
 """Accuracy per epoch, during training: after every epoch of every phase the model being trained answers the
 validation carve, read exactly as the eval stage reads the finished model (`caft.evaluate.generate_and_read`,
-the same batched greedy generation and answer reading), so the paper's accuracy-vs-epoch curves cost one
-validation pass per epoch and no saved checkpoint per epoch.
+the same batched greedy generation and answer reading, or the same vLLM engine with `eval.backend: vllm`), so
+the paper's accuracy-vs-epoch curves cost one validation pass per epoch and no saved checkpoint per epoch.
+With `eval.every_epoch_test` the test questions are answered too (off by default: the test set is then seen
+once per epoch, never to pick an epoch); they are all the prepared test questions, whatever the threshold, so
+a threshold change never re-runs a training: the report keeps the balanced ones.
 
 The records survive an interruption (they live in the run's checkpoint folder, beside the trainer's
 checkpoints) and, with `eval.select: best`, so do the weights of the best epoch so far (earliest on a tie):
@@ -18,11 +21,12 @@ from typing import Any
 import pandas as pd
 from transformers import TrainerCallback
 
-from caft.evaluate import generate_and_read
+from caft.evaluate import Vllm, generate_and_read, max_new_tokens, prompt_texts, read_outputs, token_ids
 from caft.io import atomic_path, write_table
 from caft.params import EvalParams
 
 DTYPES = {
+    "subset": str,  # validation (the curves, the selection) or test (eval.every_epoch_test)
     "epoch": "int64",
     "phase": "int64",
     "step": "int64",  # the run-wide optimiser step the epoch ended at (the training curves' x axis)
@@ -34,6 +38,7 @@ DTYPES = {
 COLUMNS = list(DTYPES)
 RECORDS = "epochs.parquet"
 BEST = "best"
+SERVED = "epoch-adapter"  # the adapter of the epoch just ended, as the per-epoch vLLM engine reads it
 
 
 def empty() -> pd.DataFrame:
@@ -42,8 +47,8 @@ def empty() -> pd.DataFrame:
 
 
 def curve(records: pd.DataFrame) -> pd.DataFrame:
-    """Per epoch: its phase, its last step, validation accuracy and the number of questions."""
-    grouped = records.groupby("epoch", sort=True)
+    """Per epoch: its phase, its last step, validation accuracy and the number of validation questions."""
+    grouped = records[records["subset"] == "validation"].groupby("epoch", sort=True)
     return pd.DataFrame(
         {
             "phase": grouped["phase"].first(),
@@ -72,9 +77,24 @@ def epoch_number(offset: int, trainer_epoch: float) -> int:
     return offset + math.ceil(round(trainer_epoch, 6))
 
 
+def engine(cfg: EvalParams, location: str, revision: str | None, lora_rank: int | None, world: int) -> Vllm | None:
+    """The per-epoch pass's vLLM engine under `eval.backend: vllm`, beside the model being trained on the same
+    GPU (`eval.vllm_memory_epoch` of its memory). It serves each epoch's LoRA adapter on the frozen base, so it
+    needs LoRA and one process (under DDP only rank 0 answers, while vLLM would join the ranks' process group):
+    otherwise the pass generates with the model in memory, and says so."""
+    if cfg.backend != "vllm" or not cfg.every_epoch:
+        return None
+    if lora_rank is None or world > 1:
+        why = "full fine-tuning" if lora_rank is None else f"{world} processes"
+        print(f"per-epoch eval: transformers generation ({why}: vLLM serves one process's LoRA adapters)")
+        return None
+    return Vllm(location, revision, lora_rank, cfg.vllm_memory_epoch)
+
+
 @dataclass
 class EpochEval:
-    """The validation carve, how the model is read, and where the records (and the best weights) are kept."""
+    """The validation carve (and, optionally, the test questions), how the model is read, and where the
+    records (and the best weights) are kept."""
 
     questions: pd.DataFrame
     reading: dict
@@ -83,6 +103,8 @@ class EpochEval:
     root: Path
     keep_best: bool
     live: Any = None  # the training curves' dvclive run: validation accuracy beside the loss, per step
+    test: pd.DataFrame | None = None  # eval.every_epoch_test: answered too, never used to pick an epoch
+    vllm: Vllm | None = None  # eval.backend=vllm (see `engine`)
     records: pd.DataFrame = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,20 +120,37 @@ class EpochEval:
         """Answer the validation carve with `model` as it is now; record it (and keep its weights if best)."""
         was_training = model.training
         model.eval()
-        preds = generate_and_read(model, self.tokenizer, self.questions, self.reading, self.cfg)
+        asked = {"validation": self.questions} | ({"test": self.test} if self.test is not None else {})
+        answered = {subset: self._answer(model, questions) for subset, questions in asked.items()}
         model.train(was_training)
-        accuracy = float(preds["correct"].mean())
+        accuracy = float(answered["validation"]["correct"].mean())
         before = curve(self.records[self.records["epoch"] != epoch])
         if self.keep_best and (before.empty or accuracy > before["accuracy"].max()):
             with atomic_path(self.root / BEST, directory=True) as tmp:
                 model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: what train._restore loads
-        rows = preds[["question_id", "correct", "parsed", "output"]].assign(epoch=epoch, phase=phase, step=step)
-        rows = rows[COLUMNS]
+        rows = pd.concat(
+            [
+                preds[["question_id", "correct", "parsed", "output"]].assign(subset=subset)
+                for subset, preds in answered.items()
+            ],
+            ignore_index=True,
+        )
+        rows = rows.assign(epoch=epoch, phase=phase, step=step)[COLUMNS]
         kept = self.records[self.records["epoch"] != epoch]  # an epoch re-run after a kill replaces its record
         self.records = pd.concat([kept, rows], ignore_index=True) if len(kept) else rows.reset_index(drop=True)
         write_table(self.records, self.root / RECORDS)
         self._log(step, epoch, accuracy)
         return accuracy
+
+    def _answer(self, model, questions: pd.DataFrame) -> pd.DataFrame:
+        """The model's answers as it is now: generated in memory, or by the vLLM engine from the adapter saved
+        for it (the same prompts, token for token, and the same reading)."""
+        if self.vllm is None:
+            return generate_and_read(model, self.tokenizer, questions, self.reading, self.cfg)
+        model.save_pretrained(self.root / SERVED)
+        ids = token_ids(prompt_texts(questions, self.reading, self.tokenizer), self.tokenizer)
+        outputs = self.vllm.generate(ids, max_new_tokens(self.reading, self.cfg), self.root / SERVED)
+        return read_outputs(questions, outputs, self.reading)
 
     def _log(self, step: int, epoch: int, accuracy: float) -> None:
         """dvclive has one step axis per run: the curve sits at the step each epoch ended, with the epoch

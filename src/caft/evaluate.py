@@ -74,25 +74,57 @@ def load_trained(model_dir: Path, device: torch.device):
     return model.eval(), tokenizer, card
 
 
-def generate_vllm(model_dir: Path, card: dict, texts: list[str], max_new_tokens: int) -> list[str]:
-    """The same greedy generation through vLLM (where installed): the base model plus the LoRA adapter."""
-    try:
-        from vllm import LLM, SamplingParams
-        from vllm.lora.request import LoRARequest
-    except ImportError:
-        raise CaftError("eval.backend=vllm needs vLLM installed (pip install vllm, on a GPU machine)") from None
+class Vllm:
+    """One vLLM engine (where installed) on a base model, answering greedily through a LoRA adapter: the eval
+    stage's finished one, or the per-epoch pass's adapter of each epoch. Each adapter folder gets its own id,
+    because vLLM keeps an adapter it has loaded by id and would otherwise serve the previous epoch's weights.
+    Prompts go in as token ids, tokenized as the HF path tokenizes them (no special tokens added: the chat
+    template already wrote them), so both backends answer the same prompts."""
+
+    def __init__(self, location: str, revision: str | None, lora_rank: int | None, memory: float = 0.9):
+        try:
+            from vllm import LLM, SamplingParams
+            from vllm.lora.request import LoRARequest
+        except ImportError:
+            raise CaftError("eval.backend=vllm needs vLLM installed (pip install vllm, on a GPU machine)") from None
+        lora = {"enable_lora": True, "max_lora_rank": lora_rank} if lora_rank else {"enable_lora": False}
+        self.llm = LLM(model=location, revision=revision, seed=0, gpu_memory_utilization=memory, **lora)
+        self.sampling, self.lora_request = SamplingParams, LoRARequest
+        self.served = 0  # adapters served so far: the next one's id
+
+    def generate(self, token_ids: list[list[int]], max_new_tokens: int, adapter: Path | None = None) -> list[str]:
+        lora = None
+        if adapter is not None:  # a fresh id per call: the folder's weights may have changed since the last
+            self.served += 1
+            lora = self.lora_request(f"student-{self.served}", self.served, str(adapter))
+        prompts = [{"prompt_token_ids": ids} for ids in token_ids]
+        greedy_params = self.sampling(temperature=0.0, max_tokens=max_new_tokens)
+        results = self.llm.generate(prompts, greedy_params, lora_request=lora)
+        return [r.outputs[0].text for r in results]
+
+
+def token_ids(texts: list[str], tokenizer) -> list[list[int]]:
+    """The prompts' token ids exactly as `caft.generation.greedy` tokenizes them."""
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def vllm_predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.DataFrame:
+    """`predict` through vLLM: the base model plus the folder's LoRA adapter, or the folder's full model."""
+    from transformers import AutoTokenizer
+
     from caft.models import resolve
 
-    base = resolve(ModelSpec(**card["base"]))
-    llm = LLM(
-        model=base.location if card["lora"] else str(model_dir),
-        revision=base.revision if card["lora"] else None,
-        enable_lora=card["lora"],
-        seed=0,
-    )
-    lora = LoRARequest("student", 1, str(model_dir)) if card["lora"] else None
-    results = llm.generate(texts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), lora_request=lora)
-    return [r.outputs[0].text for r in results]
+    card = read_card(model_dir)
+    if card["lora"]:
+        base = resolve(ModelSpec(**card["base"]))
+        rank = json.loads((model_dir / "adapter_config.json").read_text())["r"]
+        engine, adapter = Vllm(base.location, base.revision, rank), model_dir
+    else:
+        engine, adapter = Vllm(str(model_dir), None, None), None
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = token_ids(prompt_texts(questions, card["reading"], tokenizer), tokenizer)
+    outputs = engine.generate(ids, max_new_tokens(card["reading"], cfg), adapter)
+    return read_outputs(questions, outputs, card["reading"])
 
 
 def prompt_texts(questions: pd.DataFrame, reading: dict, tokenizer) -> list[str]:
@@ -105,16 +137,10 @@ def prompt_texts(questions: pd.DataFrame, reading: dict, tokenizer) -> list[str]
 def predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.DataFrame:
     """Per question: the prompt mode, the generated text, the parsed answer and correctness. How to prompt the
     model and read its answers comes from its card (`caft_model.json`), not from the params."""
-    device = pick_device(cfg.device)
-    if cfg.backend == "hf":
-        model, tokenizer, card = load_trained(model_dir, device)
-        return generate_and_read(model, tokenizer, questions, card["reading"], cfg)
-    from transformers import AutoTokenizer
-
-    card = read_card(model_dir)
-    texts = prompt_texts(questions, card["reading"], AutoTokenizer.from_pretrained(model_dir))
-    outputs = generate_vllm(model_dir, card, texts, max_new_tokens(card["reading"], cfg))
-    return read_outputs(questions, outputs, card["reading"])
+    if cfg.backend == "vllm":
+        return vllm_predict(model_dir, questions, cfg)
+    model, tokenizer, card = load_trained(model_dir, pick_device(cfg.device))
+    return generate_and_read(model, tokenizer, questions, card["reading"], cfg)
 
 
 def max_new_tokens(reading: dict, cfg: EvalParams) -> int:

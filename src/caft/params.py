@@ -377,6 +377,10 @@ class EvalParams(_Strict):
     compat_parsed_only: bool = False
     # Accuracy on the validation carve after every epoch of every phase (the paper's curves), during training.
     every_epoch: bool = False
+    # ... and on all test questions too (the report keeps the balanced ones): off, the test set is seen once.
+    every_epoch_test: bool = False
+    # The GPU memory fraction the per-epoch pass's vLLM engine takes beside the model being trained.
+    vllm_memory_epoch: float = Field(0.3, gt=0, lt=1)
     # Which weights the train stage keeps (and the test set sees): the last epoch's (the paper), or the epoch
     # with the best validation accuracy (earliest on a tie; needs every_epoch).
     select: Literal["final", "best"] = "final"
@@ -511,6 +515,8 @@ class Params(_Strict):
         """Per-epoch accuracy needs questions to measure it on, and picking the best epoch needs the curve."""
         if self.eval.every_epoch and not (self.split.val_size or self.split.val_per_band):
             raise ValueError("eval.every_epoch needs a validation carve: set split.val_size or split.val_per_band")
+        if self.eval.every_epoch_test and not self.eval.every_epoch:
+            raise ValueError("eval.every_epoch_test answers the test set after every epoch: set eval.every_epoch=true")
         if self.eval.select == "best" and not self.eval.every_epoch:
             raise ValueError("eval.select=best picks an epoch by validation accuracy: set eval.every_epoch=true")
 

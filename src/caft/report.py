@@ -272,14 +272,18 @@ SELECTION = ("select", "selected_epoch", "best_epoch", "val_accuracy_final", "va
 
 
 def epoch_curve(records: pd.DataFrame, assignments: pd.DataFrame, student: str, strategy: str) -> pd.DataFrame:
-    """One training's validation accuracy per epoch, overall (`band` = all) and per band (the split's bands of
-    the validation questions), with 95 % Wilson intervals; `phase_start` marks a later phase's first epoch
-    (caft's switch to the CoT targets), where the chart draws the boundary."""
-    bands = assignments.set_index("question_id")["band"]
-    records = records.assign(band=records["question_id"].map(bands))
+    """One training's accuracy per epoch on the validation carve and, with `eval.every_epoch_test`, on the
+    balanced test set (the train stage answered all test questions: the balanced ones move with the
+    threshold), each overall (`band` = all) and per band (the split's bands), with 95 % Wilson intervals;
+    `phase_start` marks a later phase's first epoch (caft's switch to the CoT targets), where the chart draws
+    the boundary."""
+    known = assignments.set_index("question_id")
+    balanced = records["question_id"].map(known["balanced"]).fillna(False).astype(bool)
+    records = records[(records["subset"] == "validation") | balanced]
+    records = records.assign(band=records["question_id"].map(known["band"]))
     first = records.groupby("phase")["epoch"].min()
     out = []
-    for (epoch, phase), part in records.groupby(["epoch", "phase"], sort=True):
+    for (subset, epoch, phase), part in records.groupby(["subset", "epoch", "phase"], sort=True):
         for band, rows in [("all", part), *((b, part[part["band"] == b]) for b in BANDS)]:
             k, n = int(rows["correct"].sum()), len(rows)
             low, high = wilson(k, n)
@@ -287,6 +291,7 @@ def epoch_curve(records: pd.DataFrame, assignments: pd.DataFrame, student: str, 
                 {
                     "student": student,
                     "strategy": strategy,
+                    "subset": subset,
                     "epoch": int(epoch),
                     "phase": int(phase),
                     "band": band,
@@ -301,8 +306,28 @@ def epoch_curve(records: pd.DataFrame, assignments: pd.DataFrame, student: str, 
 
 
 EPOCH_CURVE_COLUMNS = [
-    "student", "strategy", "epoch", "phase", "band", "accuracy", "ci_low", "ci_high", "n", "phase_start"
+    "student", "strategy", "subset", "epoch", "phase", "band", "accuracy", "ci_low", "ci_high", "n", "phase_start"
 ]  # fmt: skip
+
+
+def log_epoch_curves(curves: pd.DataFrame, root: Path) -> None:
+    """The per-epoch curves logged with dvclive, one run per student x strategy in `root/<student>/<strategy>`,
+    the epoch as dvclive's step: `<subset>/accuracy` (all questions of the subset) and
+    `<subset>/accuracy_<band>`. Here, not in the train stage: a band is the split's, and a training that logged
+    it would re-run whenever the threshold moves, though its answers do not. dvclive's summary (the last
+    epoch's values) is dropped: `metrics/report.json` has the numbers, and a JSON file among the curves would be
+    read as one more plot (`dvc plots show plots/report/live/<student>/<strategy> -x step`)."""
+    from dvclive import Live
+
+    for (student, strategy), part in curves.groupby(["student", "strategy"], sort=False):
+        folder = root / student / strategy
+        live = Live(str(folder), dvcyaml=None, save_dvc_exp=False, report=None)
+        for epoch, rows in part.groupby("epoch", sort=True):
+            live.step = int(epoch)
+            for r in rows[rows["n"] > 0].itertuples(index=False):
+                live.log_metric(f"{r.subset}/accuracy" + ("" if r.band == "all" else f"_{r.band}"), float(r.accuracy))
+        live.end()
+        (folder / "metrics.json").unlink(missing_ok=True)
 
 
 def epoch_markdown(rows: pd.DataFrame) -> str:

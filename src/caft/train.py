@@ -120,7 +120,7 @@ class Setup:
             "strategy": self.strategy,
             "seed": self.seed,
             "train": self.params.train.model_dump(),
-            "eval": self.params.eval.model_dump(include={"every_epoch", "select"}),
+            "eval": self.params.eval.model_dump(include={"every_epoch", "every_epoch_test", "select", "backend"}),
             "sets": self.sets_digest,
             **({"reband": self.reband} if self.reband else {}),
         }
