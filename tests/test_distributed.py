@@ -43,6 +43,7 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
     p = parse_params(raw)
     questions = generate(p.data.synthetic.model_copy(update={"n_questions": 36}), 0)
     questions.tail(4).to_parquet(tmp_path / "validation.parquet")
+    questions.head(4).to_parquet(tmp_path / "test.parquet")  # asked only under eval.every_epoch_test (off)
     questions = questions.head(32)
     rows = []
     for row in questions.itertuples(index=False):
@@ -94,6 +95,8 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
                 str(tmp_path / "validation.parquet"),
                 "--epochs-out",
                 str(out / "epochs.parquet"),
+                "--test",
+                str(tmp_path / "test.parquet"),
                 "--checkpoints",
                 str(out / "ckpt"),
                 "--params",
