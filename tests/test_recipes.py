@@ -105,7 +105,7 @@ def test_caft_only_plan_pays_for_the_hard_band_only():
 def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     import json
 
-    from tests.dvc_project import make_project
+    from tests.dvc_project import call, make_project
 
     root = make_project(tmp_path, "recipes/emnlp2025.yaml", "profiles/recipe-tiny.yaml")
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -160,6 +160,11 @@ def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
     hard = chart[(chart["strategy"] == "caft") & (chart["band"] == "hard") & (chart["subset"] == "validation")]
     logged_hard = pd.read_csv(logged / "validation/accuracy_hard.tsv", sep="\t")
     assert logged_hard["accuracy_hard"].tolist() == hard["accuracy"].tolist()
+    # the README's command for them: epochs on the x axis (DVC's own default x would be the row index)
+    shown = call(["dvc", "plots", "show", "plots/report/live/tiny/caft", "-x", "step", "--json"], root)
+    assert shown.returncode == 0, shown.stderr
+    drawn = json.loads(shown.stdout)["data"]["plots/report/live/tiny/caft/plots/metrics/validation/accuracy.tsv"]
+    assert [int(v["step"]) for v in drawn[0]["content"]["data"]["values"]] == list(range(1, 11))
     assert "| tiny | caft | " in (root / "reports/summary.md").read_text().split("Validation accuracy per epoch")[1]
 
 

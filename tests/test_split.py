@@ -216,6 +216,10 @@ def test_val_size_carve_does_not_move_with_the_threshold():
         ({"eval": {"every_epoch": True}}, "eval.every_epoch needs a validation carve: set split.val_size or"),
         ({"eval": {"select": "best"}, "split": {"val_size": 4}}, "eval.select=best picks an epoch by validation"),
         (
+            {"eval": {"every_epoch_test": True}, "split": {"val_size": 4}},
+            "eval.every_epoch_test answers the test set after every epoch: set eval.every_epoch=true",
+        ),
+        (
             {
                 "strategies": ["caft_reestimate"],
                 "split": {"estimator": "cot_mean_entropy"},
