@@ -17,7 +17,7 @@ from caft.teacher.cache import TraceCache
 @stage
 def main(
     out: Annotated[Path, typer.Option(help="trace table (parquet)")] = Path("data/teacher/traces.parquet"),
-    cache: Annotated[Path, typer.Option(help="trace store that DVC caches and pushes (a persist output)")] = Path(
+    cache: Annotated[Path, typer.Option(help="the workspace's response store (no DVC output: none resets it)")] = Path(
         "data/teacher/cache"
     ),
     metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/teacher.json"),
@@ -39,10 +39,9 @@ def main(
             json.dumps({"teacher": run.teacher_label(p.teacher), **run.plan(requests, store, p.teacher)}, indent=2)
         )
         return
-    adopted = store.adopt([r.key for r in requests])
     outcome, fresh = run.execute(requests, store, p.teacher)
     table = run.assemble(requests, store, outcome, fresh, p.teacher)
-    summary = {**run.summarize(table, outcome, fresh, p.teacher), "from_machine_store": adopted}
+    summary = run.summarize(table, outcome, fresh, p.teacher)
     run.check_failures(summary, p.teacher)
     write_table(table, out)
     result, this_run = run.split_summary(summary)
@@ -50,7 +49,8 @@ def main(
     write_json(result, metrics)
     typer.echo(
         f"teacher[{summary['teacher']}]: {summary['requested']} needed, {summary['cache_hits']} cached, "
-        f"{summary['new_calls']} requested now, {summary['failures']} failed, {summary['kept']} kept"
+        f"{summary['new_calls']} requested now, {summary['failures']} failed, {summary['truncated']} truncated, "
+        f"{summary['kept']} kept"
     )
 
 

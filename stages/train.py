@@ -12,6 +12,7 @@ import typer
 from caft import epochs, reestimate, strategies, train
 from caft.cli import stage
 from caft.epochs import EpochEval
+from caft.faults import kill_point
 from caft.io import atomic_path, write_json, write_table
 from caft.models import load_tokenizer, resolve
 from caft.params import load_params
@@ -57,7 +58,8 @@ def main(
     setup = train.Setup(p.model(student), strategy, p, digest, seed, reband=card_data["reband"])
     ckpt_root = checkpoints / student / strategy / str(seed) / setup.fingerprint()
     main_process = _is_main()
-    live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False) if main_process else None
+    # a fresh curve folder every run: steps trained before a kill are replayed from the checkpoints, once
+    live = Live(str(live_dir), resume=False, dvcyaml=None, save_dvc_exp=False) if main_process else None
     card_reading = card_data["reading"]
     epoch_eval = None
     if main_process and p.eval.every_epoch:
@@ -82,6 +84,7 @@ def main(
     write_table(epoch_eval.records if epoch_eval is not None else epochs.empty(), epochs_out)
     chosen = train.selection(p, epoch_eval, p.train.epochs[strategy])
     moved = reestimate.load(ckpt_root, [k for k, ph in enumerate(strategies.get(strategy).phases) if ph.reband])
+    kill_point("train:save")
     with atomic_path(out, directory=True) as tmp:
         train.save(model, tokenizer, setup, tmp, card_reading, phases, chosen)
         for k, moves in moved.items():  # how the hard band moved, beside the model it describes

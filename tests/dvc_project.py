@@ -60,7 +60,7 @@ def copy_project(root: Path) -> Path:
     wanted_dirs = {"stages", "src", "profiles", "recipes", "configs", ".dvc"}
     wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"}
     for rel in tracked.split():
-        if rel.split("/")[0] in wanted_dirs or rel in wanted_files:
+        if rel.split("/")[0] in wanted_dirs or rel in wanted_files or rel.startswith("data/examples/"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, root / rel)
     run(["git", "init", "-q"], root)

@@ -81,9 +81,10 @@ def _stages() -> list[tuple[str, dict]]:
     return [(name, body.get("do", body)) for name, body in stages.items()]
 
 
-# The stage each unused edge's importer belongs to: there the edge is used (check_params's output is the schema's
-# verdict, prepare's output is what the sources and the schema make, the teacher's needs the random control).
-EDGE_OWNERS = {"params.py": "check_params", "prepare.py": "prepare", "teacher/run.py": "teacher"}
+# The stages each unused edge's importer belongs to: there the edge is used (check_params's output is the schema's
+# and the question file's verdict, prepare's output is what the sources and the schema make, the teacher's needs the
+# random control).
+EDGE_OWNERS = {"params.py": {"check_params"}, "prepare.py": {"prepare", "check_params"}, "teacher/run.py": {"teacher"}}
 
 
 def _stage_code(name: str, body: dict) -> tuple[str, set[str], list[str]]:
@@ -92,7 +93,7 @@ def _stage_code(name: str, body: dict) -> tuple[str, set[str], list[str]]:
     named = [_module_file(m) for m in re.findall(r"(?:--module|-m) (caft\.\S+)", body["cmd"])]
     deps = [d if isinstance(d, str) else next(iter(d)) for d in body["deps"]]
     assert script in deps
-    edges = {edge: why for edge, why in UNUSED_EDGES.items() if EDGE_OWNERS[edge[0]] != name}
+    edges = {edge: why for edge, why in UNUSED_EDGES.items() if name not in EDGE_OWNERS[edge[0]]}
     return (
         script,
         required(REPO / script, *named, edges=edges),

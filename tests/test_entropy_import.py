@@ -7,7 +7,7 @@ from caft.errors import CaftError
 from caft.params import EntropyImport
 from tests.conftest import FIXTURES
 
-CFG = EntropyImport(path=str(FIXTURES / "labarss_entropy_{model}.tsv"))
+CFG = EntropyImport(path=str(FIXTURES / "labarss_entropy_qwen2.tsv"))
 
 
 def _questions() -> pd.DataFrame:
@@ -35,7 +35,9 @@ def test_import_errors():
     with pytest.raises(CaftError, match=r"lacks column\(s\) \['entropy_value_phi3'"):
         join(_questions(), load_raw(CFG, "qwen2"), CFG, "phi3")
     with pytest.raises(CaftError, match="published entropy table file not found: .*labarss_entropy_phi3.tsv"):
-        load_raw(CFG, "phi3")
+        load_raw(CFG.model_copy(update={"path": str(FIXTURES / "labarss_entropy_phi3.tsv")}), "phi3")
+    with pytest.raises(ValueError, match="the path is a DVC dependency and cannot hold {model}"):
+        EntropyImport(path="data/{model}.tsv")
     with pytest.raises(CaftError, match="no question id of the prepared data appears"):
         join(_questions().assign(question_id="zzz"), load_raw(CFG, "qwen2"), CFG, "qwen2")
 

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from caft.estimators import judge
 from caft.estimators.aggregates import aggregate
 from caft.estimators.compare import bootstrap_auc, common_rows, compare_rows
+from caft.teacher.cache import ResponseStore
 
 
 def compare(scores, outcome, n_boot, seed):
@@ -241,4 +242,4 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
     second, wide = run(questions, p, "s", "reasoning_steps", tmp_path / "two")
     assert len(calls) == 4 and first["score"].tolist() == second["score"].tolist() == [0.0] * 4
     assert set(wide["judgement"]) == {"low"} and set(second["levels"]) == {3}
-    assert len((tmp_path / "two" / "traces.jsonl").read_text().splitlines()) == 4
+    assert len(list(ResponseStore(tmp_path / "two").stored_keys())) == 4

@@ -153,34 +153,27 @@ def test_a_sweep_from_an_uncommitted_base_is_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
-def test_reset_finds_other_runs_files_and_dvcs_orphan_gitignores(tmp_path):
-    """`caft reset`'s clean-up choice on a hand-made tree: a file no output holds is stale; an untracked
-    `.gitignore` left alone in its folder (a dropped student's) goes; a tracked one, or one beside a kept
-    output, stays."""
-    from caft.commands import orphan_ignores, stale_outputs
+def test_reset_finds_dvcs_orphan_gitignores(tmp_path):
+    """`caft reset`'s clean-up of DVC's `.gitignore` files on a hand-made tree: an untracked one left alone in its
+    folder (a dropped student's) goes; a tracked one, or one beside a kept output, stays."""
+    from caft.commands import orphan_ignores
 
     files = [
         "data/eval/s/caft/42/predictions.parquet",  # an output of the pipeline
         "data/eval/s/caft/.gitignore",  # tracked, beside the kept output
-        "data/eval/s/caft/7/predictions.parquet",  # another seed's run
         "data/eval/q/sft/.gitignore",  # a dropped student's: its output already removed by dvc checkout
-        "data/eval/r/sft/.gitignore",  # untracked, but its folder still holds a stale file
+        "data/eval/r/sft/.gitignore",  # untracked, but its folder still holds a file
         "data/eval/r/sft/42/predictions.parquet",
         "data/eval/t/.gitignore",  # tracked and alone: git's to keep
     ]
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
-    outs = [tmp_path / "data/eval/s/caft/42"]
     folders = [tmp_path / "data/eval"]
-    stale = stale_outputs(outs, folders)
-    assert stale == [
-        tmp_path / "data/eval/r/sft/42/predictions.parquet",
-        tmp_path / "data/eval/s/caft/7/predictions.parquet",
-    ]
     tracked = {"data/eval/s/caft/.gitignore", "data/eval/t/.gitignore"}
-    assert orphan_ignores(tmp_path, folders, tracked, gone=set(stale)) == [
+    assert orphan_ignores(tmp_path, folders, tracked, gone=set()) == [tmp_path / "data/eval/q/sft/.gitignore"]
+    gone = {tmp_path / "data/eval/r/sft/42/predictions.parquet"}
+    assert orphan_ignores(tmp_path, folders, tracked, gone=gone) == [
         tmp_path / "data/eval/q/sft/.gitignore",
         tmp_path / "data/eval/r/sft/.gitignore",
     ]
-    assert orphan_ignores(tmp_path, folders, tracked, gone=set()) == [tmp_path / "data/eval/q/sft/.gitignore"]

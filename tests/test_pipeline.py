@@ -244,7 +244,7 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
     leaks = [p for p in project.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaks == []
     # back to the oracle: its traces are those of the earlier runs, so everything after the teacher is restored
-    # from the run-cache (the teacher itself, a `persist` stage, runs; it pays nothing)
+    # from the run-cache (the teacher itself always runs; it pays nothing)
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["teacher"]
     back = ["teacher.backend=oracle", f"teacher.keep={defaults['keep']}"] + [
         f"teacher.openai.{k}={defaults['openai'][k]}" for k in ("base_url", "api_key_env", "backoff_base_s")
@@ -266,7 +266,7 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
     out = run(["dvc", "repro"], clone)
     assert "Running stage" not in out and "didn't change, skipping" in out
     for path in (
-        "data/teacher/cache/traces.jsonl",
+        "data/teacher/traces.parquet",
         "models/tiny/caft/42/adapter_model.safetensors",
         "data/split/tiny/assignments.parquet",
         "data/eval/tiny/caft/42/predictions.parquet",

@@ -1,3 +1,4 @@
+import json
 import time
 
 import pandas as pd
@@ -8,7 +9,7 @@ from caft.errors import CaftError
 from caft.params import SplitParams, parse_params
 from caft.split import make_split
 from caft.teacher import backends, run
-from caft.teacher.cache import TraceCache
+from caft.teacher.cache import ResponseStore, TraceCache
 from tests.conftest import make_questions
 from tests.fake_openai import FakeOpenAI
 
@@ -120,7 +121,8 @@ def test_401_stops_with_one_line_and_keeps_what_was_received(tmp_path):
         "teacher API returned HTTP 401 for model 'm' (not retried): Invalid API key; "
         "2 trace(s) received in this run are kept in the cache"
     )
-    assert {rec["question_id"] for rec in TraceCache(tmp_path).records.values()} == {"q0", "q1"}
+    store = ResponseStore(tmp_path)
+    assert {store.get(key)["question_id"] for key in store.stored_keys()} == {"q0", "q1"}
     assert api.count("Q3?") == 0 and KEY not in str(exc.value)
 
 
@@ -191,7 +193,7 @@ def test_dry_run_plan_counts_calls_tokens_and_cost(tmp_path):
     }
 
 
-def test_cache_key_depends_on_prompt_model_and_sampling():
+def test_cache_key_depends_on_prompt_model_and_sampling_but_not_the_budget():
     q = _questions(1)
     base = _requests(_params(), q)[0].key
     assert _requests(_params(), q)[0].key == base
@@ -199,19 +201,61 @@ def test_cache_key_depends_on_prompt_model_and_sampling():
     assert _requests(_params(openai={"model": "other"}), q)[0].key != base
     assert _requests(_params(marker="brackets"), q)[0].key != base
     assert _requests(_params(), q.assign(options=[["x", "y"]]))[0].key != base
+    assert _requests(_params(max_tokens=4096), q)[0].key == base  # a budget decides only whether a cut trace stands
 
 
-def test_cache_survives_a_cut_line(tmp_path):
-    cache = TraceCache(tmp_path)
-    cache.put({"key": "a", "text": "1"})
-    cache.close()
-    with (tmp_path / "traces.jsonl").open("a") as fh:
-        fh.write('{"key": "b", "te')
-    again = TraceCache(tmp_path)
-    assert set(again.records) == {"a"}
-    again.put({"key": "c", "text": "3"})
-    again.close()
-    assert set(TraceCache(tmp_path).records) == {"a", "c"}
+def test_a_store_holds_whole_responses_only(tmp_path):
+    """One file per key, renamed into place: a writer killed mid-write leaves a temporary file, never a half
+    record under the key; a stray half-written file is read as absent."""
+    store = ResponseStore(tmp_path)
+    store.put({"key": "ab" + "0" * 62, "text": "1"})
+    assert store.get("ab" + "0" * 62) == {"key": "ab" + "0" * 62, "text": "1"}
+    store.path("cd" + "0" * 62).parent.mkdir()
+    store.path("cd" + "0" * 62).write_text('{"key": "cd00')
+    assert store.get("cd" + "0" * 62) is None and store.get("ef" + "0" * 62) is None
+    assert sorted(store.stored_keys()) == ["ab" + "0" * 62, "cd" + "0" * 62]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_cut_trace_stands_until_the_budget_grows(tmp_path):
+    """Raising teacher.max_tokens asks again for the traces cut at the old budget, and only for those; lowering it
+    re-asks nothing (a trace that ended on its own is the same answer under any budget)."""
+    q = _questions(3)
+    with FakeOpenAI({}, {"Q1?": ["length", "ok"]}) as api:
+        table, m = _run(_params(api.base_url, max_tokens=64), q, tmp_path)
+        assert list(table["truncated"]) == [False, True, False] and m["truncated"] == 1
+        table, m = _run(_params(api.base_url, max_tokens=32), q, tmp_path)
+        assert list(table["truncated"]) == [False, True, False] and m["new_calls"] == 0
+        table, m = _run(_params(api.base_url, max_tokens=128), q, tmp_path)
+        assert not table["truncated"].any() and (m["new_calls"], m["cache_hits"]) == (1, 2)
+    assert [api.count(f"Q{i}?") for i in range(3)] == [1, 2, 1]
+
+
+def test_an_earlier_versions_store_is_read_not_paid_again(tmp_path, response_store):
+    """The one-file JSON-lines store of earlier versions (keyed with the budget): its responses are found under
+    the new key, copied into the new layout, and never requested."""
+    q = _questions(2)
+    p = _params()
+    reqs = _requests(p, q)
+    old = [
+        {
+            "key": r.legacy_key,
+            "question_id": r.question_id,
+            "teacher": "openai:m",
+            "backend": "openai",
+            "text": "So the answer is (A).",
+            "finish_reason": "stop",
+            "prompt_tokens": 50,
+            "completion_tokens": 9,
+            "latency_s": 0.1,
+            "attempts": 1,
+        }
+        for r in reqs
+    ]
+    (response_store / "traces.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in old))
+    table, m = _run(p, q, tmp_path)  # the server does not exist: any request would fail
+    assert (m["cache_hits"], m["new_calls"], m["failures"]) == (2, 0, 0)
+    assert ResponseStore(tmp_path).get(reqs[0].key)["text"] == "So the answer is (A)."
 
 
 def test_oracle_traces_and_label():
@@ -294,20 +338,20 @@ def test_backoff_grows_and_is_capped():
     assert 8 <= backends._retry_after(http_date) <= 10
 
 
-def test_machine_store_outlives_the_dvc_output_and_is_adopted_back(tmp_path, response_store):
-    """DVC may reset or drop the cached output folder (`dvc exp run`, temp copies); the machine store keeps
-    every response, and a run that needs one copies it back into the output that `dvc push` carries."""
-    cache = TraceCache(tmp_path / "out")
-    cache.put({"key": "a", "text": "1"})
-    cache.put({"key": "b", "text": "2"})
-    cache.close()
-    assert (response_store / "traces.jsonl").read_text().count("\n") == 2
-    (tmp_path / "out" / "traces.jsonl").unlink()  # what a rollback to an older dvc.lock amounts to
-    again = TraceCache(tmp_path / "out")
-    assert set(again.records) == {"a", "b"}
-    assert again.adopt(["b", "zz"]) == 1 and again.adopt(["b"]) == 0
-    again.close()
-    assert (tmp_path / "out" / "traces.jsonl").read_text() == '{"key": "b", "text": "2"}\n'
+def test_the_workspace_store_and_the_machine_store_back_each_other(tmp_path, response_store):
+    """A response is written to both; one that only the machine store holds (a queued experiment's) is copied
+    into the workspace store when a run uses it, and one that only the workspace holds (another machine's
+    store, or none) is still found: neither store alone decides whether a trace is paid again."""
+    cache = TraceCache(tmp_path / "ws")
+    cache.put({"key": "a" * 64, "text": "1"})
+    assert ResponseStore(response_store).get("a" * 64) == {"key": "a" * 64, "text": "1"}
+    ResponseStore(response_store).put({"key": "b" * 64, "text": "2"})
+    assert cache.get("b" * 64, adopt=False) == {"key": "b" * 64, "text": "2"}
+    assert ResponseStore(tmp_path / "ws").get("b" * 64) is None  # a dry run writes nothing
+    assert cache.get("b" * 64) == {"key": "b" * 64, "text": "2"}
+    assert ResponseStore(tmp_path / "ws").get("b" * 64) == {"key": "b" * 64, "text": "2"}
+    elsewhere = TraceCache(tmp_path / "ws", shared=tmp_path / "empty-machine-store")
+    assert elsewhere.get("a" * 64) == {"key": "a" * 64, "text": "1"}
 
 
 def test_failures_beyond_max_failures_stop_with_counts():
@@ -319,15 +363,22 @@ def test_failures_beyond_max_failures_stop_with_counts():
         "failures_timeout": 1,
         "new_traces": 5,
         "cache_hits": 3,
+        "truncated": 0,
     }
     with pytest.raises(CaftError) as exc:
         run.check_failures(summary, p.teacher)
     assert str(exc.value) == (
-        "teacher: 2 of 10 item(s) failed after every retry (http_500: 1, timeout: 1); 5 trace(s) received now and "
-        "3 cached are kept; run again to request only the failed items, or tolerate up to N with "
-        "teacher.max_failures (now 0)"
+        "teacher: 2 of 10 item(s) have no usable trace (http_500: 1, timeout: 1); 5 trace(s) received now and "
+        "3 cached are kept; run again to request only the failed items (raise teacher.max_tokens to re-ask only "
+        "the cut ones), or tolerate up to N with teacher.max_failures (now 0)"
     )
     run.check_failures(summary, p.teacher.model_copy(update={"max_failures": 2}))  # tolerated: no error
+    with pytest.raises(
+        CaftError,
+        match=r"3 of 10 item\(s\) have no usable trace \(http_500: 1, timeout: 1, cut at "
+        r"max_tokens=64: 1\)",
+    ):  # a trace cut at the budget counts against the limit too
+        run.check_failures({**summary, "truncated": 1}, p.teacher.model_copy(update={"max_failures": 2}))
 
 
 def test_dataset_backend_closes_each_own_rationale_with_the_marker():
@@ -361,3 +412,34 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker():
 def test_an_unknown_backend_names_the_registry():
     with pytest.raises(CaftError, match=r"teacher.backend: .*unknown teacher backend 'gpt' \(known: oracle, dataset, "):
         parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}})
+
+
+def test_a_long_retry_after_is_said_and_frees_its_slot(tmp_path, monkeypatch, capsys):
+    """One concurrency slot; the first item is told to wait: the line names the item and the seconds, and the
+    other items are answered while it waits (the slot is not held through the wait)."""
+    monkeypatch.setattr(backends, "LONG_WAIT_S", 0.2)
+    q = _questions(3)
+    with FakeOpenAI({}, {"Q0?": ["429", "ok"]}, retry_after="0.6") as api:
+        _run(_params(api.base_url, openai={"concurrency": 1, "retry_after_max_s": 0.5}), q, tmp_path)
+    err = capsys.readouterr().err
+    assert "teacher: q0: http_429, the server asks for 0.6 s; retry 1 in 0.5 s, capped by retry_after_max_s=0.5" in err
+    (first, _), (second, _) = api.calls["Q0?"]
+    assert all(first < t < second for name in ("Q1?", "Q2?") for t, _ in api.calls[name])
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"), [(KEY + "\n", True), ("  " + KEY + " ", True), ("sk-ключ-1", False), ("sk a", False)]
+)
+def test_an_api_key_is_trimmed_and_a_bad_one_is_one_line_that_hides_it(tmp_path, monkeypatch, value, accepted):
+    monkeypatch.setenv("CAFT_TEST_KEY", value)
+    with FakeOpenAI({}) as api:
+        if accepted:
+            _, m = _run(_params(api.base_url), _questions(1), tmp_path)
+            assert m["new_traces"] == 1 and api.auth == {f"Bearer {KEY}"}
+            return
+        with pytest.raises(CaftError) as exc:
+            _run(_params(api.base_url), _questions(1), tmp_path)
+    assert str(exc.value) == (
+        "the value of CAFT_TEST_KEY is not an API key: it holds spaces or non-ASCII characters (the value is not shown)"
+    )
+    assert value.strip() not in str(exc.value) and api.calls == {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from caft.teacher.cache import ResponseStore
 from tests.conftest import REPO, make_questions
 from tests.fake_openai import FakeOpenAI
 
@@ -56,10 +56,10 @@ def _workspace(root: Path, base_url: str, n: int) -> list[str]:
     return list(q["question"])
 
 
-def _stage(root: Path) -> subprocess.Popen:
+def _stage(root: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "CAFT_TEST_KEY": KEY}
     return subprocess.Popen(
-        [sys.executable, str(REPO / "stages/teacher.py")],
+        [sys.executable, str(REPO / "stages/teacher.py"), *args],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,
@@ -69,14 +69,8 @@ def _stage(root: Path) -> subprocess.Popen:
 
 
 def _stored(root: Path) -> list[dict]:
-    path = root / "data/teacher/cache/traces.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            out.append(json.loads(line))
-    return out
+    store = ResponseStore(root / "data/teacher/cache")
+    return [rec for rec in (store.get(key) for key in store.stored_keys()) if rec]
 
 
 def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_no_success(tmp_path):
@@ -150,3 +144,47 @@ def test_a_key_pasted_as_api_key_env_is_refused_and_never_printed(tmp_path):
         "the environment instead)\n"
     )
     assert KEY not in proc.stderr and not (tmp_path / "data/teacher").exists()
+
+
+def test_two_runs_at_once_pay_once_per_key(tmp_path, response_store):
+    """Two workspaces on one machine (two queue workers) need the same 8 traces at once from a slow server: each
+    is requested exactly once; the run that did not request it waits for it and reads it; both outputs hold all
+    8, and the machine store holds each key once, whole."""
+    with FakeOpenAI({}, default="slow", slow_s=0.5) as api:
+        questions = _workspace(tmp_path / "a", api.base_url, 8)
+        _workspace(tmp_path / "b", api.base_url, 8)
+        runs = [_stage(tmp_path / "a")]
+        deadline = time.monotonic() + 60
+        while not api.calls and time.monotonic() < deadline:  # the second starts while the first is requesting
+            time.sleep(0.02)
+        runs.append(_stage(tmp_path / "b"))
+        outs = [proc.communicate(timeout=120) for proc in runs]
+    assert [proc.returncode for proc in runs] == [0, 0], outs
+    assert {q: api.count(q) for q in questions} == dict.fromkeys(questions, 1)
+    assert any("in flight in another run on this machine: waiting for them" in out for out, _ in outs), outs
+    for ws in ("a", "b"):
+        table = pd.read_parquet(tmp_path / ws / "data/teacher/traces.parquet")
+        assert len(table) == 8 and (table["error"] == "").all() and table["kept"].all()
+    stored = ResponseStore(response_store)
+    keys = sorted(stored.stored_keys())
+    assert len(keys) == 8 and all(stored.get(k)["key"] == k for k in keys)
+    assert not list(response_store.rglob("*.tmp")) and not list((response_store / "claims").iterdir())
+
+
+def test_a_killed_runs_claims_are_taken_over(tmp_path):
+    """A run holding the claims on every key is killed while its requests hang: the next run does not wait for
+    the dead one, and requests each key (only the dead run's in-flight requests were made twice)."""
+    with FakeOpenAI({}, default="hang", hang_s=30) as api:
+        questions = _workspace(tmp_path, api.base_url, 6)
+        first = _stage(tmp_path)
+        deadline = time.monotonic() + 60
+        while sum(api.count(q) for q in questions) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        api.default = "ok"
+        second = _stage(tmp_path)
+        out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert "in flight in another run" not in out
+    assert {q: api.count(q) for q in questions} == {q: 2 if i < 2 else 1 for i, q in enumerate(questions)}

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from caft.teacher.cache import ResponseStore
 from tests.conftest import FIXTURES
 from tests.dvc_project import call, copy_project, ran_stages, run
 
@@ -90,9 +91,9 @@ def _wait_for_queue(root: Path) -> str:
 
 
 def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tmp_path):
-    """A locked cache, then a run that stops after receiving most traces: `dvc exp run` resets the persisted
-    cache to its dvc.lock version, and `--temp` / `--queue` runs start from the last commit, yet none of them
-    requests a trace that was received before (the machine-wide response store holds them)."""
+    """A locked run, then a run that stops after receiving most traces: `dvc exp run` resets outputs to their
+    dvc.lock version, and `--temp` / `--queue` runs start from the last commit, yet none of them requests a trace
+    that was received before (the workspace's response store and the machine's hold them)."""
     from tests.fake_openai import FakeOpenAI
 
     root = copy_project(tmp_path / "ws")
@@ -130,7 +131,7 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
         )
         assert proc.returncode != 0
         assert (
-            f"error: teacher: 3 of {len(train)} item(s) failed after every retry (http_500: 3); "
+            f"error: teacher: 3 of {len(train)} item(s) have no usable trace (http_500: 3); "
             f"{len(train) - hard - 3} trace(s) received now and {hard} cached are kept"
         ) in proc.stderr
         assert calls() == len(train)
@@ -143,8 +144,8 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
         metrics = json.loads((root / "metrics/teacher.json").read_text())
         this_run = json.loads((root / "data/teacher/run.json").read_text())
         assert (metrics["requested"], this_run["new_traces"], metrics["failures"]) == (len(train), 3, 0)
-        cached = root / "data/teacher/cache/traces.jsonl"
-        assert len(cached.read_text().splitlines()) == len(train)  # the pushed output holds every trace
+        cached = ResponseStore(root / "data/teacher/cache")
+        assert len(list(cached.stored_keys())) == len(train)  # the workspace's store holds every trace
         run(["git", "add", "-A"], root)
         run(["git", "commit", "-qm", "all traces"], root)
         # 4. a temp-dir experiment and a queued one re-run the teacher from the committed state: no request
@@ -155,4 +156,4 @@ def test_no_trace_is_requested_twice_whichever_dvc_command_reruns_the_teacher(tm
         status = _wait_for_queue(root)
         assert "Success" in status and "Failed" not in status
         assert calls() == len(train) + 3
-    assert key not in cached.read_text()
+    assert not [p for p in (root / "data/teacher/cache").rglob("*.json") if key in p.read_text()]

@@ -1,4 +1,5 @@
-"""What every stage script shares: one-line errors with a non-zero exit, and quiet library logging."""
+"""What every stage script shares: one-line errors with a non-zero exit, quiet library logging, and, under DVC,
+the outputs DVC removed put back when the stage fails (`caft.rollback`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from caft.errors import CaftError
+from caft.rollback import after_failure
 
 F = TypeVar("F", bound=Callable)
 # TRL and PEFT still read `model.is_gradient_checkpointing`, which transformers 5 renamed: a FutureWarning per
@@ -29,6 +32,10 @@ def stage(fn: F) -> F:
             return fn(*args, **kwargs)
         except CaftError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            after_failure(Path.cwd())
             raise SystemExit(EXIT_USER_ERROR) from None
+        except Exception:
+            after_failure(Path.cwd())
+            raise
 
     return wrapper  # type: ignore[return-value]

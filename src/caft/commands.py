@@ -5,9 +5,9 @@
     caft compare [--out FILE] [dvc exp show args]   one table of the experiments
     caft sweep [--thresholds 0.5,0.6,0.9] [--jobs 2]   a queued threshold sweep, then its frontier
     caft frontier [--out-dir DIR] [dvc exp show args]   accuracy against teacher tokens over the experiments
-    caft reset   back to the committed params, their outputs checked out from the DVC cache
-    caft push [-r REMOTE]   dvc push --run-cache, plus the outputs of every run record
-    caft pull [-r REMOTE]   dvc pull --run-cache (run records included)
+    caft reset [--force]   back to the committed params, their outputs checked out from the DVC cache
+    caft push [-r REMOTE]   dvc push --run-cache, the outputs of every run record, the teacher's responses
+    caft pull [-r REMOTE]   dvc pull --run-cache (run records included), the teacher's responses
 
 Both validate the merged params first, so a bad profile fails with one line before DVC touches anything.
 """
@@ -88,56 +88,46 @@ def compare(
 
 @app.command()
 @stage
-def reset() -> None:
+def reset(
+    force: Annotated[
+        bool, typer.Option("--force", help="go on over files DVC did not produce, keeping a copy of each")
+    ] = False,
+) -> None:
     """Return the workspace to the committed params: `params.yaml` and `dvc.lock` from the last commit, and
     every output checked out from the DVC cache to match them, so a profile's files and results never mix with
-    the default's. What runs the committed pipeline does not have (another seed's, another student's or
-    strategy's) left behind is cleaned up so the report's folder dependencies match the lock again: their
-    files in the folders the report reads, and DVC's `.gitignore` entries for them; they stay in the DVC cache
-    and come back from the run-cache when those params return."""
-    in_git = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
-    for cmd in (["git", "checkout", "HEAD", "--", *in_git], ["dvc", "checkout", "--quiet"]):
-        _echo_call(cmd, hint=" (is this a caft project with its outputs in the DVC cache?)")
+    the default's. What other runs left in the folders the report reads (another seed's, student's or
+    strategy's files, and DVC's `.gitignore` entries for them) is removed: DVC produced it and keeps it in its
+    cache. It says what it will change first, and refuses (changing nothing) to discard anything DVC did not
+    produce (an edit no commit or experiment holds, a file of yours among the outputs) unless --force, which
+    keeps a copy of each in a folder it names."""
+    from caft import reset as resetting
+
     root = Path.cwd()
-    outs, folders = _pipeline_outputs(root)
+    kept = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
+    in_git = [p for p in kept if _git_lines(["ls-tree", "--name-only", "HEAD", "--", p])]  # in the last commit
+    folders = _report_folders(root)
+    todo = resetting.plan(root, in_git, folders)
+    backup = resetting.apply(todo, root, force, in_git, typer.echo)
+    if backup is not None:
+        typer.echo(f"caft reset: your files are kept in {backup.relative_to(root)}")
     tracked = set(_git_lines(["ls-files"]))
-    removed = stale_outputs(outs, folders)
-    removed += orphan_ignores(root, folders, tracked, gone=set(removed))
-    for path in removed:
+    for path in orphan_ignores(root, folders, tracked, gone=set()):
         typer.echo(f"- {path.relative_to(root)}")
         path.unlink()
-        for parent in path.parents:  # the run's now-empty folders too
-            if parent == root or any(parent.iterdir()):
-                break
-            parent.rmdir()
-    top = sorted({out.relative_to(root).parts[0] for out in outs if len(out.relative_to(root).parts) > 1})
+    top = sorted({Path(p).parts[0] for p in todo.outputs if len(Path(p).parts) > 1})
     modified = _git_lines(["ls-files", "--modified", "--", *top]) if top else []
     ignores = [f for f in modified if Path(f).name == ".gitignore"]
     if ignores:  # DVC added other runs' entries; the committed ones go with the committed dvc.lock
         _echo_call(["git", "checkout", "HEAD", "--", *ignores])
 
 
-def _pipeline_outputs(root: Path) -> tuple[list[Path], list[Path]]:
-    """Every output of the current pipeline, and the folders the report stage depends on (absolute paths)."""
+def _report_folders(root: Path) -> list[Path]:
+    """The folders the report stage depends on (absolute paths)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        outs = [Path(out.fs_path) for out in repo.index.outs]
         report = next(s for s in repo.index.stages if s.addressing == "report")
-        folders = [Path(d.fs_path) for d in report.deps if Path(d.fs_path).is_dir()]
-    return outs, folders
-
-
-def stale_outputs(outs: list[Path], folders: list[Path]) -> list[Path]:
-    """Files in the report's dependency `folders` that none of `outs` holds: another run's, which DVC's
-    checkout leaves (it removes only cached outputs it checked out before)."""
-    owned = set(outs)
-    return sorted(
-        f
-        for folder in folders
-        for f in folder.rglob("*")
-        if f.is_file() and f.name != ".gitignore" and not any(parent in owned for parent in (f, *f.parents))
-    )
+        return [Path(d.fs_path) for d in report.deps if Path(d.fs_path).is_dir()]
 
 
 def orphan_ignores(root: Path, folders: list[Path], tracked: set[str], gone: set[Path]) -> list[Path]:
@@ -179,22 +169,34 @@ RemoteOption = Annotated[str | None, typer.Option("-r", "--remote", help="DVC re
 def push(remote: RemoteOption = None) -> None:
     """`dvc push --run-cache`, then the outputs every run record names, which DVC's push leaves out unless a
     commit references them: a collaborator's `dvc exp run --pull` (or `dvc repro --pull`) then restores any
-    parameter combination run here, committed or not, instead of recomputing it."""
-    from caft.remote import push_run_outputs
+    parameter combination run here, committed or not, instead of recomputing it. Then every teacher and judge
+    response this repository's runs received or used, so a collaborator never pays for them again."""
+    from caft.remote import push_responses, push_run_outputs
 
     _echo_call(["dvc", "push", "--run-cache", *_remote_args(remote)])
     records, sent, failed = push_run_outputs(remote)
     typer.echo(f"caft push: {records} run records; {sent} of their output files uploaded now (the rest were there)")
     if failed:
         raise CaftError(f"{failed} output files of run records are not in the local cache (removed by dvc gc?)")
+    held, uploaded = push_responses(remote)
+    typer.echo(f"caft push: {held} teacher / judge responses; {uploaded} uploaded now (the rest were there)")
 
 
 @app.command()
 @stage
 def pull(remote: RemoteOption = None) -> None:
     """`dvc pull --run-cache`: the committed outputs and every run record; `dvc exp run --pull` then restores the
-    runs others pushed with `caft push` (their outputs are fetched as each stage is restored)."""
-    _echo_call(["dvc", "pull", "--run-cache", *_remote_args(remote)])
+    runs others pushed with `caft push` (their outputs are fetched as each stage is restored). Then every
+    teacher and judge response on the remote into this machine's response store, so no run here pays for one."""
+    from caft.remote import pull_responses
+
+    cmd = ["dvc", "pull", "--run-cache", *_remote_args(remote)]
+    typer.echo("+ " + " ".join(cmd))
+    pulled = subprocess.call(cmd) == 0  # it fails on outputs the commit never ran: the responses come anyway
+    there, fetched = pull_responses(remote)
+    typer.echo(f"caft pull: {there} teacher / judge responses on the remote; {fetched} new on this machine")
+    if not pulled:
+        raise CaftError(f"{' '.join(cmd)} failed (its errors are above); the teacher / judge responses were pulled")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

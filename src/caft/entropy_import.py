@@ -13,7 +13,7 @@ from caft.sources.table import load_table
 
 
 def load_raw(cfg: EntropyImport, model: str) -> pd.DataFrame:
-    """The published table, from a local file or the hub (`{model}` in `path` / `config` is the student)."""
+    """The published table, from the hub (`{model}` in `config` is the student) or a local file."""
     return load_table(cfg, "published entropy table", model)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from caft.evaluate import Vllm, generate_and_read, max_new_tokens, prompt_texts, read_outputs, token_ids
+from caft.faults import kill_point
 from caft.io import atomic_path, write_table
 from caft.params import EvalParams
 
@@ -122,6 +123,7 @@ class EpochEval:
         model.eval()
         asked = {"validation": self.questions} | ({"test": self.test} if self.test is not None else {})
         answered = {subset: self._answer(model, questions) for subset, questions in asked.items()}
+        kill_point(f"train:epoch{epoch}:eval")
         model.train(was_training)
         accuracy = float(answered["validation"]["correct"].mean())
         before = curve(self.records[self.records["epoch"] != epoch])
@@ -166,6 +168,15 @@ class EpochEval:
 class _EpochEnd(TrainerCallback):
     def __init__(self, owner: EpochEval, phase: int, epoch_offset: int, step_offset: int):
         self.owner, self.phase, self.offset, self.step_offset = owner, phase, epoch_offset, step_offset
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        """A run resumed from a checkpoint taken where an epoch ended, whose answers were not recorded (killed
+        during that epoch's pass): the trainer goes on with the next epoch and never ends this one again, so
+        answer it now, with the checkpoint's weights, which are that epoch's."""
+        if state.is_world_process_zero and state.global_step and round(state.epoch or 0, 6).is_integer():
+            epoch = epoch_number(self.offset, state.epoch)
+            if epoch not in set(self.owner.records["epoch"]):
+                self.owner.measure(model, epoch, self.phase, self.step_offset + state.global_step)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:

@@ -157,7 +157,8 @@ class PromptParams(_Strict):
 
 
 class TableSource(_Strict):
-    """A published table: a local file, or a hub dataset (id, config, revision, split)."""
+    """A published table: a hub dataset (id, config, revision, split) when `hub_id` is set, else a local file.
+    The file's path is a literal one: dvc.yaml lists it as the reading stage's dependency."""
 
     path: str | None = None
     hub_id: str | None = None
@@ -166,9 +167,19 @@ class TableSource(_Strict):
     split: str = "train"
     id_column: str = "question_id"
 
+    @field_validator("path")
+    @classmethod
+    def _literal_path(cls, value: str | None) -> str | None:
+        if value and "{model}" in value:
+            raise ValueError(
+                "the path is a DVC dependency and cannot hold {model}: put every student's columns in one table "
+                "(score_column and answer_column may hold {model})"
+            )
+        return value
+
 
 class EntropyImport(TableSource):
-    """Published per-question entropies. Column names, `path` and `config` may contain `{model}`: the student's
+    """Published per-question entropies. Column names and `config` may contain `{model}`: the student's
     `models.<name>.import_key`, or its key."""
 
     score_column: str = "entropy_value_{model}"

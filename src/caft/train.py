@@ -22,6 +22,8 @@ from caft import epochs as epochs_mod
 from caft import reestimate, strategies
 from caft.epochs import EpochEval
 from caft.errors import CaftError
+from caft.faults import kill_point
+from caft.io import atomic_path
 from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name
 from caft.params import ModelSpec, Params
 
@@ -83,8 +85,12 @@ class LiveLogger(TrainerCallback):
         """On a resume the trainer state comes back from the checkpoint with the log of the steps before the
         kill, while the stage's curve folder started empty: replay it, so the curve covers the whole run."""
         if state.is_world_process_zero:
-            for logs in state.log_history:
-                self._log(logs, logs.get("step", 0))
+            self.replay(state.log_history)
+
+    def replay(self, log_history: list[dict]) -> None:
+        """Log steps already trained (before a kill, or a whole phase finished before it) as they were logged."""
+        for logs in log_history:
+            self._log(logs, logs.get("step", 0))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -100,6 +106,38 @@ class LiveLogger(TrainerCallback):
             self.live.log_metric(f"{prefix}/{key.removeprefix('eval_')}", value)
         self.live.log_metric("train/phase", self.phase)
         self.live.make_summary()
+
+
+def at_epoch_end(state) -> bool:
+    """Whether the trainer state is where an epoch ended (a checkpoint there resumes with the next epoch)."""
+    return bool(state.global_step) and round(state.epoch or 0, 6).is_integer()
+
+
+class EvalAtResume(TrainerCallback):
+    """The trainer's own end-of-epoch evaluation (eval_loss) for a run resumed from a checkpoint taken where an
+    epoch ended: that checkpoint is written before the epoch's evaluation, and the resumed trainer goes on with
+    the next epoch, so without this the curve would lack that epoch's point (the phase's last, after a kill
+    during its per-epoch pass or while saving)."""
+
+    def __init__(self):
+        self.trainer = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        evaluated = any("eval_loss" in e and e.get("step") == state.global_step for e in state.log_history)
+        if self.trainer is not None and self.trainer.eval_dataset is not None and at_epoch_end(state) and not evaluated:
+            was_training = model.training
+            self.trainer.evaluate()
+            model.train(was_training)
+
+
+class KillPoints(TrainerCallback):
+    """`caft.faults` points inside a phase: after optimizer step n (`train:phase{k}:step{n}`)."""
+
+    def __init__(self, phase: int):
+        self.phase = phase
+
+    def on_step_end(self, args, state, control, **kwargs):
+        kill_point(f"train:phase{self.phase}:step{state.global_step}")
 
 
 @dataclass
@@ -263,7 +301,10 @@ def run(
         folder = ckpt_root / f"phase{k}"
         if (folder / "final" / DONE).exists():
             model = _restore(model, folder / "final", p.train.lora.enabled)
-            results.append(json.loads((folder / "final" / DONE).read_text()))
+            done = json.loads((folder / "final" / DONE).read_text())
+            if live is not None:  # the phase's curve, as it was logged before the kill
+                LiveLogger(live, k, step_offset).replay(done.pop("log_history", []))
+            results.append({key: v for key, v in done.items() if key != "log_history"})
             step_offset += results[-1]["steps"]
             continue
         if phase.reband:
@@ -272,16 +313,19 @@ def run(
         if train_rows.empty:
             raise CaftError(f"strategy {setup.strategy!r} phase {k} ({phase.items}) has no training rows")
         cbs = list(callbacks or []) + ([LiveLogger(live, k, step_offset)] if live is not None else [])
+        cbs.append(KillPoints(k))
         if epoch_eval is not None:
             cbs.append(epoch_eval.callback(k, epochs_mod.epochs_run(epochs[:k]), step_offset))
+        resumed_eval = EvalAtResume()
         trainer = SFTTrainer(
             model=model,
             args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu, setup.seed),
             train_dataset=to_dataset(train_rows),
             eval_dataset=to_dataset(eval_rows) if len(eval_rows) else None,
             processing_class=tokenizer,
-            callbacks=cbs,
+            callbacks=[*cbs, resumed_eval],
         )
+        resumed_eval.trainer = trainer
         last = get_last_checkpoint(str(folder)) if folder.exists() else None
         output = trainer.train(resume_from_checkpoint=last)
         model = trainer.model
@@ -298,8 +342,10 @@ def run(
             "resumed_from": Path(last).name if last else None,
         }
         if trainer.is_world_process_zero():
+            kill_point(f"train:phase{k}:save")
             trainer.save_model(str(folder / "final"))
-            (folder / "final" / DONE).write_text(json.dumps(result))
+            with atomic_path(folder / "final" / DONE) as tmp:  # the marker is whole, or the phase is not done
+                tmp.write_text(json.dumps({**result, "log_history": state.log_history}))
         results.append(result)
         step_offset += trainer.state.global_step
     if epoch_eval is not None and p.eval.select == "best":

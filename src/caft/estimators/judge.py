@@ -14,7 +14,7 @@ from caft.params import Params, TeacherParams
 from caft.prompts import render_options
 from caft.scores import Kind, long
 from caft.teacher import backends
-from caft.teacher.cache import TraceCache, item_key
+from caft.teacher.cache import TraceCache, item_key, legacy_key, usable
 from caft.teacher.run import execute, teacher_label
 
 SCALES = {
@@ -64,6 +64,7 @@ def requests(questions: pd.DataFrame, kind: str, cfg: TeacherParams) -> list[bac
                 messages=msgs,
                 n_options=len(row.options),
                 answer_index=int(row.answer_index),
+                legacy_key=legacy_key(msgs, list(row.options), label, sampling),
             )
         )
     return out
@@ -73,15 +74,14 @@ def run(
     questions: pd.DataFrame, p: Params, student: str, kind: str, workdir: Path
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The family's entry (`caft.estimators.registry.FAMILIES["judge"]`, one scale per stage): the judge's level per
-    question; malformed or failed judgements get no score (never a level). `workdir` holds the response cache."""
+    question; malformed or failed judgements get no score (never a level). `workdir`: the workspace's response store."""
     todo = requests(questions, kind, p.estimators.judge)
-    Path(workdir).mkdir(parents=True, exist_ok=True)  # the stage's output, even when nothing is new
     cache = TraceCache(workdir)
-    cache.adopt([r.key for r in todo])  # judgements only the machine-wide store holds join the DVC output
     outcome, _ = execute(todo, cache, p.estimators.judge)
     rows = []
     for req in todo:
-        text = cache.get(req.key)["text"] if req.key in cache else None
+        stored = cache.get(req.key)
+        text = stored["text"] if usable(stored, p.estimators.judge.max_tokens) else None
         level = parse(kind, text) if text is not None else None
         if level is not None:
             verdict = SCALES[kind][level]

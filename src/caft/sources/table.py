@@ -11,12 +11,11 @@ from caft.sources.hub import load_split
 
 
 def load_table(cfg: TableSource, what: str, model: str = "") -> pd.DataFrame:
-    """`what` names the table in errors; `{model}` in `path` / `config` becomes the student's key."""
-    if cfg.path:
-        path = cfg.path.format(model=model)
-        try:
-            return read_table(path)
-        except FileNotFoundError:
-            raise CaftError(f"{what} file not found: {path}") from None
-    config = cfg.config.format(model=model) if cfg.config else None
-    return load_split(cfg.hub_id, config, cfg.revision, cfg.split, what).to_pandas()
+    """`what` names the table in errors; `{model}` in `config` becomes the student's key."""
+    if cfg.hub_id:
+        config = cfg.config.format(model=model) if cfg.config else None
+        return load_split(cfg.hub_id, config, cfg.revision, cfg.split, what).to_pandas()
+    try:
+        return read_table(cfg.path)
+    except FileNotFoundError:
+        raise CaftError(f"{what} file not found: {cfg.path}") from None

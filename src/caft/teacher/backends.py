@@ -9,6 +9,7 @@ import email.utils
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from caft.sources.table import load_table
 from caft.teacher.prompt import answer_marker, number_marker
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+LONG_WAIT_S = 10.0  # a server-asked wait this long or longer is said on stderr (item and seconds)
 
 
 class TeacherFatal(CaftError):
@@ -38,6 +40,7 @@ class Request:
     rationale: str = ""
     answer: str = ""  # the gold number of a number-format question
     option_ids: str | None = None  # the ids the prompt named, if not the marker's (how a conclusion names them)
+    legacy_key: str = ""  # the key an earlier version stored this response under (caft.teacher.cache)
 
 
 @dataclass
@@ -204,9 +207,11 @@ def _fatal_message(status: int, body: str, model: str) -> str:
 
 
 async def _call(
-    client, req: Request, cfg: OpenAIBackend, sampling: dict, rng: random.Random
+    client, req: Request, cfg: OpenAIBackend, sampling: dict, rng: random.Random, slots: asyncio.Semaphore
 ) -> tuple[dict | None, str, int]:
-    """One item with retries: (response or None, error class of the last failure, attempts)."""
+    """One item with retries: (response or None, error class of the last failure, attempts). A concurrency slot
+    is held only while a request is in flight, never while waiting to retry, so a long Retry-After on one item
+    does not hold back the others."""
     import httpx
 
     body = {
@@ -224,7 +229,8 @@ async def _call(
         retry_after = None
         began = time.monotonic()
         try:
-            resp = await client.post("chat/completions", json=body)
+            async with slots:
+                resp = await client.post("chat/completions", json=body)
             if resp.status_code == 200:
                 data = resp.json()
                 choice = data["choices"][0]
@@ -252,21 +258,28 @@ async def _call(
             error = "malformed_response"
         if attempt > cfg.max_retries:
             return None, error, attempt
-        await asyncio.sleep(backoff(attempt, cfg, retry_after, rng))
+        wait = backoff(attempt, cfg, retry_after, rng)
+        if retry_after is not None and wait >= LONG_WAIT_S:
+            capped = f", capped by retry_after_max_s={cfg.retry_after_max_s:g}" if retry_after > wait else ""
+            tqdm.write(
+                f"teacher: {req.question_id}: {error}, the server asks for {retry_after:g} s; "
+                f"retry {attempt} in {wait:g} s{capped}",
+                file=sys.stderr,
+            )
+        await asyncio.sleep(wait)
 
 
 async def _run_api(requests: list[Request], cfg: OpenAIBackend, sampling: dict, api_key: str, sink: Sink) -> Outcome:
     import httpx
 
     outcome = Outcome()
-    sem = asyncio.Semaphore(cfg.concurrency)
+    slots = asyncio.Semaphore(cfg.concurrency)
     rng = random.Random(0)
     headers = {"Authorization": f"Bearer {api_key}"}
     base_url = cfg.base_url.rstrip("/") + "/"
 
     async def one(req: Request):
-        async with sem:
-            return req, *(await _call(client, req, cfg, sampling, rng))
+        return req, *(await _call(client, req, cfg, sampling, rng, slots))
 
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=cfg.timeout_s) as client:
         tasks = [asyncio.create_task(one(r)) for r in requests]
@@ -290,10 +303,17 @@ def openai_api(requests: list[Request], cfg: OpenAIBackend, sampling: dict, api_
 
 
 def api_key(cfg: TeacherParams) -> str:
-    """The key comes from the environment only; params name the variable, never hold the value."""
-    key = os.environ.get(cfg.openai.api_key_env, "")
+    """The key comes from the environment only; params name the variable, never hold the value. Whitespace
+    around it (a key pasted with its newline) is dropped; anything else a key cannot hold is one line that
+    never shows the key."""
+    key = os.environ.get(cfg.openai.api_key_env, "").strip()
     if not key:
         raise CaftError(f"teacher.openai.api_key_env names {cfg.openai.api_key_env}, which is not set")
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        raise CaftError(
+            f"the value of {cfg.openai.api_key_env} is not an API key: it holds spaces or non-ASCII characters "
+            "(the value is not shown)"
+        )
     return key
 
 

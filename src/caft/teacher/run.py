@@ -3,6 +3,7 @@ cost (dry run), calling the backend for the rest, and the per-item trace table w
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from caft.errors import CaftError
 from caft.params import TeacherParams
 from caft.prompts import GENERIC
 from caft.teacher import backends, prompt
-from caft.teacher.cache import TraceCache, item_key
+from caft.teacher.cache import TraceCache, item_key, legacy_key, usable
 
 TRACE_COLUMNS = [
     "question_id",
@@ -25,6 +26,7 @@ TRACE_COLUMNS = [
     "parsed_answer",
     "correct",
     "truncated",
+    "unparsed",
     "kept",
     "finish_reason",
     "prompt_tokens",
@@ -72,18 +74,25 @@ def build_requests(
                 rationale=row.rationale,
                 answer=row.answer,
                 option_ids=prompt.id_kind(cfg.marker, dataset),
+                legacy_key=legacy_key(msgs, options, label, sampling),
             )
         )
     return requests
 
 
+def missing(requests: list[backends.Request], cache: TraceCache, max_tokens: int, adopt: bool = True) -> list:
+    """The requests no store answers under this budget (`caft.teacher.cache.usable`)."""
+    return [r for r in requests if not usable(cache.get(r.key, r.legacy_key, adopt=adopt), max_tokens)]
+
+
 def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams) -> dict:
     """What a run would pay for: calls, and token estimates (prompt ≈ characters / 4; completion = the
     cached mean where the cache has responses, else the max_tokens upper bound)."""
-    todo = [r for r in requests if r.key not in cache]
+    todo = missing(requests, cache, cfg.max_tokens, adopt=False)
     generated = todo if backends.BACKENDS[cfg.backend].paid else []  # the oracle, datasets and imports are free
     prompt_tokens = sum(sum(len(m["content"]) for m in r.messages) // 4 for r in generated)
-    cached = [rec["completion_tokens"] for rec in cache.records.values() if rec.get("completion_tokens")]
+    stored = (cache.get(r.key, r.legacy_key, adopt=False) for r in requests)
+    cached = [rec["completion_tokens"] for rec in stored if rec and rec.get("completion_tokens")]
     per_call = sum(cached) / len(cached) if cached else cfg.max_tokens
     completion_tokens = round(per_call * len(generated))
     return {
@@ -98,31 +107,55 @@ def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
     }
 
 
+# How often a run waiting for keys that another process is requesting looks again (seconds).
+WAIT_POLL_S = 0.5
+
+
 def execute(
-    requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
+    requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams, poll_s: float = WAIT_POLL_S
 ) -> tuple[backends.Outcome, set[str]]:
-    """Call the backend for every uncached request; responses are stored the moment they arrive."""
-    todo = [r for r in requests if r.key not in cache]
-    fresh: set[str] = set()
-    label = teacher_label(cfg)
+    """Call the backend for every request no store answers; responses are stored the moment they arrive.
+
+    Keys are claimed machine-wide before they are requested (`caft.teacher.cache.Claims`): a key another
+    process is requesting is waited for and read from the store when it lands, or requested here if that
+    process fails it or dies."""
+    outcome, fresh = backends.Outcome(), set()
+    label, budget = teacher_label(cfg), cfg.max_tokens
 
     def sink(req: backends.Request, response: dict) -> None:
-        cache.put(
-            {"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend, **response}
-        )
+        record = {"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend}
+        cache.put({**record, "max_tokens": budget, **response})
         fresh.add(req.key)
 
-    if not todo:
-        return backends.Outcome(), fresh
+    pending, told = missing(requests, cache, budget), False
     try:
-        outcome = backends.BACKENDS[cfg.backend].run(todo, cfg, sink)
+        while pending:
+            mine, others = cache.claims.take(r.key for r in pending)
+            try:
+                todo = missing([r for r in pending if r.key in mine], cache, budget)  # landed since: not asked
+                if todo:
+                    _run_backend(todo, cfg, sink, outcome)
+            finally:
+                cache.claims.release(mine)
+            pending = [r for r in pending if r.key in others]
+            if pending:
+                if not told:
+                    print(f"teacher: {len(pending)} item(s) in flight in another run on this machine: waiting for them")
+                    told = True
+                time.sleep(poll_s)
+                pending = missing(pending, cache, budget)
     except backends.TeacherFatal as exc:
-        raise backends.TeacherFatal(
-            f"{exc}; {len(fresh)} trace(s) received in this run are kept in the cache"
-        ) from None
+        kept = f"{len(fresh)} trace(s) received in this run are kept in the cache"
+        raise backends.TeacherFatal(f"{exc}; {kept}") from None
     finally:
         cache.close()
     return outcome, fresh
+
+
+def _run_backend(todo: list[backends.Request], cfg: TeacherParams, sink, outcome: backends.Outcome) -> None:
+    result = backends.BACKENDS[cfg.backend].run(todo, cfg, sink)
+    outcome.failures.update(result.failures)
+    outcome.attempts += result.attempts
 
 
 def assemble(
@@ -131,7 +164,8 @@ def assemble(
     """One row per requested question: the trace and its checks, or the error class."""
     rows = []
     for req in requests:
-        if req.key not in cache:
+        rec = cache.get(req.key)
+        if not usable(rec, cfg.max_tokens):
             rows.append(
                 {
                     "question_id": req.question_id,
@@ -142,13 +176,15 @@ def assemble(
                     "kept": False,
                     "correct": False,
                     "truncated": False,
+                    "unparsed": False,
                 }
             )
             continue
-        rec = cache.get(req.key)
         parsed = answers.cot_answer(rec["text"], req.n_options, cfg.marker)
-        truncated = rec["finish_reason"] == "length" or parsed is None
-        correct = not truncated and parsed == answers.gold(req.n_options, req.answer_index, req.answer)
+        truncated = rec["finish_reason"] == "length"
+        unparsed = not truncated and parsed is None
+        gold = answers.gold(req.n_options, req.answer_index, req.answer)
+        correct = not truncated and parsed is not None and parsed == gold
         rows.append(
             {
                 "question_id": req.question_id,
@@ -160,7 +196,8 @@ def assemble(
                 "parsed_answer": "" if parsed is None else str(parsed),
                 "correct": correct,
                 "truncated": truncated,
-                "kept": not truncated and (correct or cfg.keep == "all"),
+                "unparsed": unparsed,
+                "kept": not truncated and not unparsed and (correct or cfg.keep == "all"),
                 "finish_reason": rec["finish_reason"],
                 "prompt_tokens": rec["prompt_tokens"],
                 "completion_tokens": rec["completion_tokens"],
@@ -193,6 +230,7 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
         "kept_rate": round(float(table["kept"].mean()), 6) if len(table) else None,
         "correct_rate": round(float(answered["correct"].mean()), 6) if len(answered) else None,
         "truncated": int(answered["truncated"].sum()),
+        "unparsed": int(answered["unparsed"].sum()),
         "prompt_tokens": int(answered["prompt_tokens"].sum()),
         "completion_tokens": int(answered["completion_tokens"].sum()),
         "new_prompt_tokens": int(new["prompt_tokens"].sum()),
@@ -215,7 +253,6 @@ RUN_KEYS = (
     "new_prompt_tokens",
     "new_completion_tokens",
     "new_cost_usd",
-    "from_machine_store",
 )
 
 
@@ -225,16 +262,21 @@ def split_summary(summary: dict) -> tuple[dict, dict]:
 
 
 def check_failures(summary: dict, cfg: TeacherParams) -> None:
-    """Items that failed after every retry must not vanish from the CoT sets while the stage reports success:
-    beyond `teacher.max_failures` the stage stops (what was received is already stored), and the next run
-    requests only what is still missing."""
-    if summary["failures"] <= cfg.max_failures:
+    """Items that failed after every retry, or whose trace was cut at `max_tokens`, must not vanish from the CoT
+    sets while the stage reports success: beyond `teacher.max_failures` of them together the stage stops (what
+    was received is already stored). Every run asks again for the failed items (the stage always runs), and a
+    cut trace is asked again under a larger `teacher.max_tokens`, alone."""
+    gaps = summary["failures"] + summary["truncated"]
+    if gaps <= cfg.max_failures:
         return
-    classes = ", ".join(f"{k.removeprefix('failures_')}: {v}" for k, v in summary.items() if k.startswith("failures_"))
+    classes = [f"{k.removeprefix('failures_')}: {v}" for k, v in summary.items() if k.startswith("failures_")]
+    if summary["truncated"]:
+        classes.append(f"cut at max_tokens={cfg.max_tokens}: {summary['truncated']}")
     raise CaftError(
-        f"teacher: {summary['failures']} of {summary['requested']} item(s) failed after every retry ({classes}); "
+        f"teacher: {gaps} of {summary['requested']} item(s) have no usable trace ({', '.join(classes)}); "
         f"{summary['new_traces']} trace(s) received now and {summary['cache_hits']} cached are kept; run again to "
-        f"request only the failed items, or tolerate up to N with teacher.max_failures (now {cfg.max_failures})"
+        "request only the failed items (raise teacher.max_tokens to re-ask only the cut ones), or tolerate up to "
+        f"N with teacher.max_failures (now {cfg.max_failures})"
     )
 
 
