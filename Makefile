@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl push pull docs-plots
+.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl rehearse push pull docs-plots
 
 setup: $(VENV)/.installed
 
@@ -77,6 +77,18 @@ reproduce-emnlp: setup
 reproduce-eacl: setup
 	caft profile $(EACL) $(RECIPE_EXTRA)
 	cat reports/summary.md
+
+## A recipe's rehearsal on CPU (minutes, offline, no key): RECIPE's prompts, markers, budgets, answer reading and
+## test-set rules end to end on the tiny student and a hub-shaped fixture of its dataset (profiles/rehearsal*.yaml).
+REHEARSE_emnlp2025 := recipes/emnlp2025.yaml profiles/rehearsal-mmlu-pro.yaml
+REHEARSE_eacl2026 := recipes/eacl2026.yaml profiles/rehearsal-mmlu-pro.yaml
+REHEARSE_eacl2026-gsm8k := recipes/eacl2026.yaml recipes/eacl2026-gsm8k.yaml profiles/rehearsal-gsm8k.yaml
+REHEARSE_eacl2026-medmcqa := recipes/eacl2026.yaml recipes/eacl2026-medmcqa.yaml profiles/rehearsal-medmcqa.yaml
+REHEARSE_file := profiles/rehearsal-file.yaml
+rehearse: setup
+	$(if $(REHEARSE_$(RECIPE)),,$(error RECIPE must be one of: emnlp2025 eacl2026 eacl2026-gsm8k eacl2026-medmcqa file))
+	$(OFFLINE) caft profile $(REHEARSE_$(RECIPE)) profiles/rehearsal.yaml
+	@cat reports/summary.md
 
 ## Share artifacts through the default DVC remote (see README: `dvc remote add -d ...`): the run-cache records
 ## and the outputs they name (caft push), so a collaborator restores runs nobody committed (`dvc exp run --pull`).

@@ -9,7 +9,7 @@ import typer
 from caft import entropy, entropy_import
 from caft.cli import stage
 from caft.io import atomic_path, write_json, write_table
-from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
+from caft.models import load_model, load_tokenizer, pick_device, pick_dtype, weights
 from caft.params import Params, load_params
 from caft.prepare import load_prepared
 from caft.roc import curve_wrong
@@ -18,8 +18,9 @@ from caft.scores import ENTROPY, SINGLE_TOKEN, long, valid_rows, write_each
 
 def _from_model(
     p: Params, name: str, questions: pd.DataFrame, partial_dir: Path
-) -> tuple[pd.DataFrame, entropy.PartialStore]:
-    """Score with the model; the partial store is discarded only after the outputs are written."""
+) -> tuple[pd.DataFrame, entropy.PartialStore, str]:
+    """Score with the model; the partial store is discarded only after the outputs are written. Also returns the
+    exact weights scored with (`caft.models.weights`)."""
     spec = p.model(name)
     device = pick_device(p.entropy.device)
     dtype = pick_dtype(spec.dtype, device)
@@ -46,7 +47,7 @@ def _from_model(
         max_new_tokens=p.entropy.max_new_tokens,
         locate=p.entropy.locate,
     )
-    return table, store
+    return table, store, weights(spec, model)
 
 
 @stage
@@ -67,9 +68,11 @@ def main(
         key = p.model(model).import_key or model
         raw = entropy_import.load_raw(p.entropy.import_, key)
         table = entropy_import.join(questions, raw, p.entropy.import_, key)
+        scored_with = f"published: {p.entropy.import_.hub_id or Path(p.entropy.import_.path).name}"
     else:
-        table, store = _from_model(p, model, questions, partial_dir)
+        table, store, scored_with = _from_model(p, model, questions, partial_dir)
     summary = entropy.summarize(table)
+    summary["weights"] = scored_with
     summary["n_unmatched"] = len(questions) - len(table)
     valid = valid_rows(table)
     with atomic_path(plots, directory=True) as tmp:
@@ -77,7 +80,7 @@ def main(
             if valid[score].notna().all():
                 curve_wrong(valid["correct"], valid[score]).to_csv(tmp / f"roc_{score}.csv", index=False)
     write_table(table, out / "scores.parquet")
-    write_each(long(valid, {col: name for name, col in SINGLE_TOKEN.items()}, ENTROPY), estimators_out)
+    write_each(long(valid, {col: name for name, col in SINGLE_TOKEN.items()}, ENTROPY), estimators_out, SINGLE_TOKEN)
     write_json(summary, metrics)
     if store is not None:
         store.discard()

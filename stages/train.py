@@ -14,7 +14,7 @@ from caft.cli import stage
 from caft.epochs import EpochEval
 from caft.faults import kill_point
 from caft.io import atomic_path, write_json, write_table
-from caft.models import load_tokenizer, resolve
+from caft.models import load_tokenizer, resolve, weights
 from caft.params import load_params
 
 
@@ -98,6 +98,7 @@ def main(
         **{f"phase{k}_rebanded_{key}": v for k, moves in moved.items() for key, v in reestimate.summary(moves).items()},
         **{f"phase{r['phase']}_{k}": r[k] for r in phases for k in ("n", "epochs", "steps", "train_loss")},
         "trainable_params": sum(t.numel() for t in model.parameters() if t.requires_grad),
+        "base_weights": weights(setup.spec, model),
         "final_train_loss": live_summary.get("train", {}).get("loss"),
         "final_eval_loss": live_summary.get("eval", {}).get("loss"),
         **chosen,

@@ -53,6 +53,30 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+# dvc.yaml's `always_changed` stages (the teacher, the judges): they run on every `dvc repro` and pay only for what
+# no response store holds, so whether they "ran" says nothing about what was recomputed.
+ALWAYS_RUN = {
+    name
+    for name, body in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()
+    if body.get("always_changed")
+}
+
+
+def always_run(stage: str) -> bool:
+    return stage.split("@")[0] in ALWAYS_RUN
+
+
+def recomputed(output: str) -> set[str]:
+    """The stages a run re-ran, the always-run ones left out."""
+    return {s for s in ran_stages(output) if not always_run(s)}
+
+
+def up_to_date(root: Path) -> bool:
+    """`dvc status` lists nothing but the always-run stages (DVC calls each of them "always changed")."""
+    listed = re.findall(r"^(\S+):\s*$", run(["dvc", "status"], root), re.MULTILINE)
+    return all(always_run(stage) for stage in listed)
+
+
 def copy_project(root: Path) -> Path:
     """A fresh git repository holding the project's pipeline files (what a clone has, minus data)."""
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
@@ -60,7 +84,11 @@ def copy_project(root: Path) -> Path:
     wanted_dirs = {"stages", "src", "profiles", "recipes", "configs", ".dvc"}
     wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"}
     for rel in tracked.split():
-        if rel.split("/")[0] in wanted_dirs or rel in wanted_files or rel.startswith("data/examples/"):
+        if (
+            rel.split("/")[0] in wanted_dirs
+            or rel in wanted_files
+            or rel.startswith(("data/examples/", "tests/fixtures/"))
+        ):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, root / rel)
     run(["git", "init", "-q"], root)

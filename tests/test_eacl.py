@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from caft import answers, entropy, prompts, sets
+from caft import answers, entropy, evaluate, metrics, prompts, sets
 from caft.errors import CaftError
-from caft.generation import Generated
+from caft.generation import Generated, greedy
 from caft.params import HubSplits, ModelSpec, PromptParams, parse_params
 from caft.prepare import carve, load_source
 from caft.profile import resolve
@@ -84,17 +85,25 @@ def test_gsm8k_hub_schema_maps_to_the_question_table():
 
 
 def test_medmcqa_hub_schema_maps_to_the_question_table():
+    """Every row is kept (`multi` ones too, as the authors do; `data.medmcqa.drop_multi` leaves them out), the
+    question stripped as the authors' prompt strips it, a null explanation an empty rationale."""
     p = _params("medmcqa")
     questions, _ = load_source(p.data, p.seed)
     train, test = carve(questions, p.data, p.seed)
     raw = {s: _read_jsonl(FIXTURES / f"medmcqa/data/{s}-00000-of-00001.jsonl") for s in ("train", "validation")}
-    single = {s: [r for r in rows if r["choice_type"] == "single"] for s, rows in raw.items()}
-    assert len(single["train"]) < len(raw["train"])  # the fixture has multi-answer rows, and they are dropped
-    assert list(train["question_id"]) == [r["id"] for r in single["train"]]
-    assert list(test["question_id"]) == [r["id"] for r in single["validation"]]  # validation is the test set
-    for row, rec in zip(train.itertuples(index=False), single["train"], strict=True):
+    assert any(r["choice_type"] == "multi" for r in raw["train"])  # the fixture has multi-answer rows: kept
+    assert list(train["question_id"]) == [r["id"] for r in raw["train"]]
+    assert list(test["question_id"]) == [r["id"] for r in raw["validation"]]  # validation is the whole test set
+    assert raw["train"][1]["question"] != raw["train"][1]["question"].strip()  # whitespace is exercised
+    for row, rec in zip(train.itertuples(index=False), raw["train"], strict=True):
         assert list(row.options) == [rec["opa"], rec["opb"], rec["opc"], rec["opd"]]
+        assert row.question == rec["question"].strip()
         assert (row.answer_index, row.category, row.rationale) == (rec["cop"], rec["subject_name"], rec["exp"] or "")
+    dropped = _params("medmcqa", medmcqa={**p.data.medmcqa.model_dump(), "drop_multi": True})
+    single, _ = load_source(dropped.data, p.seed)
+    assert list(single["question_id"]) == [
+        r["id"] for s in ("train", "validation") for r in raw[s] if r["choice_type"] == "single"
+    ]
 
 
 def test_an_unreachable_hub_dataset_is_one_line(tmp_path):
@@ -250,7 +259,7 @@ def _unbatched_marker(model, tok, prompt: str, prefix: str, max_new: int) -> tup
 
 def test_marker_entropy_equals_an_unbatched_reference(smollm2, tmp_path):
     """Left-padded batches of different prompt lengths: the entropy inside the marker, the continuation and the
-    answer equal the one-at-a-time reference, to 1e-5."""
+    answer equal the one-at-a-time reference, to 1e-4."""
     model, tok = smollm2
     texts = [
         "What is 3 + 4?",
@@ -288,7 +297,8 @@ def test_marker_entropy_equals_an_unbatched_reference(smollm2, tmp_path):
         for row in out.itertuples(index=False):
             text, ent = _unbatched_marker(model, tok, row.prompt, prefix, 10)
             assert row.continuation == text
-            assert (math.isnan(row.entropy) and math.isnan(ent)) or row.entropy == pytest.approx(ent, abs=1e-5)
+            # batched (left-padded) and one-at-a-time logits differ by ~1e-5 in float32 on some CPUs
+            assert (math.isnan(row.entropy) and math.isnan(ent)) or row.entropy == pytest.approx(ent, abs=1e-4)
             found = entropy.marker_answer(prefix, text)
             assert row.validity == (
                 "other" if found is None or answers.normalize_number(found[1]) is None else "number"
@@ -341,3 +351,62 @@ def test_make_plan_eacl_runs_for_every_dataset(dataset):
     for student in ("qwen2_5_3b", "phi4_mini", "llama3_2_3b"):
         assert f"H100-hours for {student}: train ≈ " in out.stdout
     assert "teacher calls: " in out.stdout and "eval@llama3_2_3b-caft-42" in out.stdout
+
+
+class _Perfect(torch.nn.Module):
+    """A student that answers every GSM8K question right, as its answer-only target `[[n]]` (or with thousands
+    separators), one token a step, then the end token: what a direct answer costs in tokens, nothing else."""
+
+    def __init__(self, tokenizer, written: dict[str, str]):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.tokenizer, self.written = tokenizer, written
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
+        rows = []
+        for ids in input_ids.tolist():
+            prompt = self.tokenizer.decode(ids)
+            answer = next(a for q, a in self.written.items() if q in prompt)
+            new = self.tokenizer.encode(f"[[{answer}]]", add_special_tokens=False) + [self.tokenizer.eos_token_id]
+            new = new[:max_new_tokens]
+            rows.append(ids + new + [pad_token_id] * (max_new_tokens - len(new)))
+        return types.SimpleNamespace(sequences=torch.tensor(rows))
+
+
+def test_direct_answers_of_up_to_seven_digits_are_never_cut(smollm2):
+    """GSM8K's answer-only target is [[n]] and SmolLM2 writes a digit a token: the eval budget is the longest
+    target of the questions (with thousands separators, as a model may write them) plus the end token, not the
+    demo's 4 (which read [[1194]] as [[1 and [[1,234,567]] as [[1)."""
+    _, tok = smollm2
+    written = {"How many clips?": "72", "How many cents?": "1194", "How many dollars?": "18,000",
+               "How many grains?": "1234567", "How many stars?": "1,234,567", "How far?": "-3"}  # fmt: skip
+    gold = {"How many clips?": "72", "How many cents?": "1194", "How many dollars?": "18000",
+            "How many grains?": "1234567", "How many stars?": "1234567", "How far?": "-3"}  # fmt: skip
+    questions = pd.DataFrame(
+        {
+            "question_id": [f"g{i}" for i in range(len(gold))],
+            "question": list(gold),
+            "options": [[]] * len(gold),
+            "answer_index": -1,
+            "category": "grade school math",
+            "answer": list(gold.values()),
+            "expression": "",
+        }
+    )
+    reading = {"mode": "direct", "dataset": "gsm8k", "variant": "plain", "option_ids": "letter", "subject": False,
+               "answer_prefix": ""}  # fmt: skip
+    cfg = parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}}).eval.model_copy(
+        update={"max_new_tokens_direct": 4, "batch_size": 4}
+    )
+    longest = len(tok.encode("[[1,234,567]]", add_special_tokens=False))
+    assert longest == 11 and evaluate.max_new_tokens(reading, cfg, questions, tok) == longest + 1
+    preds = evaluate.generate_and_read(_Perfect(tok, written), tok, questions, reading, cfg)
+    assert preds["correct"].all() and not preds["cut"].any(), preds[["output", "parsed_answer"]]
+    assert preds["parsed_answer"].tolist() == list(gold.values())
+    assert metrics.summarize(preds, 0)["n_cut_at_budget"] == 0
+    short = evaluate.read_outputs(  # the demo's budget of 4 on the same answers: read as their first digits
+        questions, greedy(_Perfect(tok, written), tok, evaluate.prompt_texts(questions, reading, tok), 4, 4), reading
+    )
+    assert short["cut"].all()  # [[72]] too: 4 tokens, and no room left for the end token
+    assert short["parsed_answer"].tolist() == ["72", "119", "18", "123", "12", "-3"]
+    assert short["correct"].tolist() == [True, False, False, False, False, True]

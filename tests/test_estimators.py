@@ -219,7 +219,7 @@ def test_the_judge_scales_param_lists_the_judge_scales():
 
 def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_store(monkeypatch, tmp_path):
     """A second workspace (a queued experiment, a fresh clone) finds the judgements in the machine-wide store:
-    nothing is asked again, and its own DVC output (the cache folder) still holds every one of them."""
+    nothing is asked again, and its own response store still holds every one of them."""
     from caft.estimators.judge import run
     from caft.params import parse_params
     from caft.teacher import backends
@@ -233,7 +233,7 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
             sink(req, backends._response("Two steps.\nSteps: low", "stop", 1, 1, 0.0, 1))
         return backends.Outcome()
 
-    monkeypatch.setitem(backends.BACKENDS, "rater", backends.Backend(label=lambda cfg: "rater", paid=False, run=rater))
+    monkeypatch.setitem(backends.BACKENDS, "rater", backends.Backend(label=lambda cfg: "rater", paid=True, run=rater))
     p = parse_params(
         {"students": ["s"], "models": {"s": {"ref": "tiny"}}, "estimators": {"judge": {"backend": "rater"}}}
     )

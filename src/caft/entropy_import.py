@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from caft import prompts
+from caft.answers import normalize_number
 from caft.errors import CaftError
 from caft.params import EntropyImport
 from caft.sources.table import load_table
@@ -48,10 +49,21 @@ def join(questions: pd.DataFrame, raw: pd.DataFrame, cfg: EntropyImport, model: 
     merged = questions.merge(pub, left_on="question_id", right_on="id", how="inner")
     if merged.empty:
         raise CaftError("no question id of the prepared data appears in the imported entropy table")
-    parsed = [_pred_index(a, len(o)) for a, o in zip(merged["published_answer"], merged["options"], strict=True)]
+    parsed = [
+        _pred_index(a, len(o)) if len(o) else (-1, "other")
+        for a, o in zip(merged["published_answer"], merged["options"], strict=True)
+    ]
     merged["pred_index"] = [p for p, _ in parsed]
     merged["validity"] = [v for _, v in parsed]
     merged["correct"] = (merged["validity"] == "option") & (merged["pred_index"] == merged["answer_index"])
+    # a free-form question's published answer is a number (the authors' GSM8K files)
+    numbers = merged["options"].map(len) == 0
+    merged["pred_answer"] = [
+        (normalize_number(a) or "") if free else "" for a, free in zip(merged["published_answer"], numbers, strict=True)
+    ]
+    merged.loc[numbers, "validity"] = np.where(merged.loc[numbers, "pred_answer"] != "", "number", "other")
+    gold = merged["answer"].map(lambda a: normalize_number(a) or "")
+    merged.loc[numbers, "correct"] = (merged["pred_answer"] != "") & (merged["pred_answer"] == gold)
     merged["entropy"] = merged["score"].astype(float)
     merged["entropy_options"] = np.nan
     merged["n_options"] = merged["options"].map(len)

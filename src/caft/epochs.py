@@ -151,7 +151,8 @@ class EpochEval:
             return generate_and_read(model, self.tokenizer, questions, self.reading, self.cfg)
         model.save_pretrained(self.root / SERVED)
         ids = token_ids(prompt_texts(questions, self.reading, self.tokenizer), self.tokenizer)
-        outputs = self.vllm.generate(ids, max_new_tokens(self.reading, self.cfg), self.root / SERVED)
+        budget = max_new_tokens(self.reading, self.cfg, questions, self.tokenizer)
+        outputs = self.vllm.generate(ids, budget, self.root / SERVED)
         return read_outputs(questions, outputs, self.reading)
 
     def _log(self, step: int, epoch: int, accuracy: float) -> None:

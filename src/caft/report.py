@@ -199,14 +199,19 @@ def to_metrics(rows: pd.DataFrame) -> dict:
     return out
 
 
-def _fmt(value) -> str:
-    return "–" if value is None or pd.isna(value) else f"{value:.3f}"
+def _fmt(value, spec: str = ".3f") -> str:
+    """A number of the report, or "n/a" where a run has none (a source or backend without it)."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return format(int(value) if spec == "d" else value, spec)  # a count may come through a float column
 
 
 def _band(r: dict, band: str) -> str:
     if r[f"band_{band}_accuracy"] is None or pd.isna(r[f"band_{band}_accuracy"]):
-        return "–"
-    return f"{r[f'band_{band}_accuracy']:.3f} [{r[f'band_{band}_ci_low']:.2f}, {r[f'band_{band}_ci_high']:.2f}]"
+        return "n/a"
+    return f"{r[f'band_{band}_accuracy']:.3f} [{_fmt(r.get(f'band_{band}_ci_low'), '.2f')}, " + (
+        f"{_fmt(r.get(f'band_{band}_ci_high'), '.2f')}]"
+    )
 
 
 def _labeller(rows: pd.DataFrame):
@@ -219,7 +224,7 @@ def to_markdown(rows: pd.DataFrame) -> str:
     """The runs' table (one row per strategy, or per strategy x seed), and accuracy by true steps."""
     label = _labeller(rows)
     head = (
-        "| student | strategy | balanced acc. [95 % CI] | n | full acc. | parse fail | "
+        "| student | strategy | balanced acc. [95 % CI] | n | acc., all test questions | n | parse fail | "
         "easy / medium / hard [95 % CI] | teacher calls | CoT target tokens | "
         "target tokens (1 pass / epoch-weighted) | saved vs distill |"
     )
@@ -230,17 +235,27 @@ def to_markdown(rows: pd.DataFrame) -> str:
     for r in rows.to_dict(orient="records"):
         bands = " / ".join(_band(r, b) for b in BANDS)
         saved = (
-            "–"
+            "n/a"
             if pd.isna(r.get("data_saving_one_pass"))
-            else f"{r['data_saving_one_pass']:.1%} / {r['data_saving_epoch_weighted']:.1%}"
+            else f"{r['data_saving_one_pass']:.1%} / {_fmt(r.get('data_saving_epoch_weighted'), '.1%')}"
         )
-        lines.append(
-            f"| {r['student']} | {label(r)} | {r['balanced_accuracy']:.3f} [{r['balanced_accuracy_ci_low']:.3f}, "
-            f"{r['balanced_accuracy_ci_high']:.3f}] | {r['balanced_n']} | {r['accuracy']:.3f} | "
-            f"{r['parse_fail_rate']:.3f} | {bands} | {r['teacher_calls']} | {r['cot_target_tokens']} | "
-            f"{r['target_tokens_one_pass']} / {r['target_tokens_epoch_weighted']:.0f} | {saved} |"
-            + (f" {_fmt(r['balanced_accuracy_parsed_only'])} |" if compat else "")
-        )
+        cells = [
+            r["student"],
+            label(r),
+            f"{_fmt(r['balanced_accuracy'])} [{_fmt(r.get('balanced_accuracy_ci_low'))}, "
+            f"{_fmt(r.get('balanced_accuracy_ci_high'))}]",
+            _fmt(r.get("balanced_n"), "d"),
+            _fmt(r.get("accuracy")),
+            _fmt(r.get("n"), "d"),
+            _fmt(r.get("parse_fail_rate")),
+            bands,
+            _fmt(r.get("teacher_calls"), "d"),
+            _fmt(r.get("cot_target_tokens"), "d"),
+            f"{_fmt(r.get('target_tokens_one_pass'), 'd')} / {_fmt(r.get('target_tokens_epoch_weighted'), '.0f')}",
+            saved,
+            *([_fmt(r.get("balanced_accuracy_parsed_only"))] if compat else []),
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     steps = sorted({c for c in rows.columns if c.startswith("steps_")}, key=lambda c: int(c.split("_")[1]))
     if steps:
         lines += [

@@ -165,9 +165,10 @@ def apply(p: Plan, root: Path, force: bool, in_git: list[str], say: Callable[[st
     except (CaftError, OSError) as exc:
         _undo(root, kept, moved)
         raise CaftError(f"caft reset stopped ({exc}); the workspace is as it was") from None
-    for f in p.stale:
-        f.unlink()
-        _prune(f.parent, root)
+    for f in p.stale:  # what dvc checkout left of other runs' files
+        f.unlink(missing_ok=True)
+        if f.parent.exists():
+            _prune(f.parent, root)
     return backup
 
 

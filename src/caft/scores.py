@@ -11,6 +11,7 @@ without depending on the other estimators, and split reads them without dependin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +51,13 @@ def long(table: pd.DataFrame, columns: dict[str, str], kind: Kind) -> pd.DataFra
     return out[COLUMNS]
 
 
-def write_each(table: pd.DataFrame, folder: str | Path) -> list[Path]:
-    """One file per estimator of a common-shape table, named after it; returns the paths."""
+def write_each(table: pd.DataFrame, folder: str | Path, names: Iterable[str] = ()) -> list[Path]:
+    """One file per estimator of a common-shape table, named after it, and one for each of `names` even when
+    it scored nothing (the stage's declared outputs exist whatever the model answered); returns the paths."""
     paths = []
-    for name, part in table.groupby("estimator", sort=True):
+    for name in sorted(set(table["estimator"]) | set(names)):
         paths.append(Path(folder) / f"{name}.parquet")
-        write_table(part.reset_index(drop=True), paths[-1])
+        write_table(table[table["estimator"] == name].reset_index(drop=True), paths[-1])
     return paths
 
 

@@ -72,15 +72,20 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = E
     """
     if "score" not in scores.columns:
         scores = select_score(scores, cfg.estimator)
-    valid = scores[scores["validity"].isin(VALID) & scores["score"].notna()].copy()
-    if valid.empty:
+    readable = scores["validity"].isin(VALID) & scores["score"].notna()
+    if not readable.any():
         raise CaftError(f"split.estimator={cfg.estimator} scored none of the rows with a valid answer")
+    # Every test question is kept (the headline accuracy counts them all): one whose single-token run gave no
+    # readable answer (no option id, no closed [[n]]) or no score is banded hard, as the highest entropy would
+    # be. Training rows need a score to be banded, so such train rows are left out (as the authors do).
+    valid = scores[readable | (scores["subset"] == "test")].copy()
     is_train = valid["subset"] == "train"
     if kind.levels:  # ordinal levels 0..levels-1: band boundaries at level 1 and at the top level
         easy_cut, hard_cut = 1.0, float(kind.levels - 1)
     else:
         easy_cut, hard_cut = cut_points(valid.loc[is_train, "score"].to_numpy(), cfg)
     valid["band"] = assign_bands(valid["score"].to_numpy(), easy_cut, hard_cut)
+    valid.loc[~readable[valid.index], "band"] = "hard"
     if cfg.max_train is not None:
         # Drawn with its own generator and before any band-dependent choice: the training pool (and so the
         # sft / distill data) does not move when the thresholds do.
@@ -137,8 +142,14 @@ def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, cuts: tu
         "cut_units": kind.units,
         "cut_easy": round(easy_cut, 6),
         "cut_hard": round(hard_cut, 6),
-        "n_excluded_invalid": int((~scores["validity"].isin(VALID)).sum()),
-        "n_excluded_unscored": int((scores["validity"].isin(VALID) & scores["score"].isna()).sum()),
+        "n_excluded_invalid": int(((scores["subset"] == "train") & ~scores["validity"].isin(VALID)).sum()),
+        "n_excluded_unscored": int(
+            ((scores["subset"] == "train") & scores["validity"].isin(VALID) & scores["score"].isna()).sum()
+        ),
+        # test questions kept without a readable single-token answer or a score: banded hard
+        "n_test_unreadable_banded_hard": int(
+            ((scores["subset"] == "test") & ~(scores["validity"].isin(VALID) & scores["score"].notna())).sum()
+        ),
         "medium_above_hard_cut_n": int(((trained["band"] == "medium") & (trained["score"] >= hard_cut)).sum()),
         "n_balanced_test": int(out["balanced"].sum()),
         "n_random_cot": int(((out["subset"] == "train") & (out["band"] == "hard")).sum()) if cfg.random_control else 0,

@@ -24,7 +24,7 @@ from caft.epochs import EpochEval
 from caft.errors import CaftError
 from caft.faults import kill_point
 from caft.io import atomic_path
-from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name
+from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name, weights
 from caft.params import ModelSpec, Params
 
 DONE = "PHASE_DONE"
@@ -398,6 +398,7 @@ def save(
         "base": setup.spec.model_dump(),
         "base_model": base,
         "base_revision": revision,
+        "base_weights": weights(setup.spec, model),  # what was trained on (a packaged model: its quantised file)
         "strategy": setup.strategy,
         "seed": setup.seed,
         "lora": lora,
@@ -441,6 +442,10 @@ def hub_card(card: dict):
             f"`{card['base_model']}`{' (revision ' + card['base_revision'] + ')' if card['base_revision'] else ''} "
             f"fine-tuned with the **{card['strategy']}** strategy of [Complexity-aware fine-tuning]({PAPER}) "
             f"by the caft pipeline: {strategy.summary}.",
+            "",
+            f"Trained on the weights: {card['base_weights']}. Load the adapter on exactly these weights: on any "
+            "others (another revision, or the hub's full-precision model for a quantised file) it is a different "
+            "model from the one evaluated.",
             "",
             "| phase | target | items | questions | epochs | steps | train loss |",
             "|---|---|---|---|---|---|---|",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from caft.errors import CaftError
 
 
@@ -10,8 +12,11 @@ def load_split(repo: str, config: str | None, revision: str | None, split: str, 
     repo); any failure becomes one CaftError line naming the dataset."""
     import datasets
 
+    # A local folder is read afresh: `datasets` keys its cache of one by the folder's name, and would hand back
+    # the rows it read before an edit.
+    fresh = {"download_mode": "force_redownload", "verification_mode": "no_checks"} if Path(repo).is_dir() else {}
     try:
-        return datasets.load_dataset(repo, config, revision=revision, split=split)
+        return datasets.load_dataset(repo, config, revision=revision, split=split, **fresh)
     except Exception as exc:  # the hub raises many types (connection, offline mode, missing revision)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         label = " ".join(x for x in (what, repo + (f" ({config})" if config else "")) if x)

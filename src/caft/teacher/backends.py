@@ -48,6 +48,7 @@ class Outcome:
     """What one backend run did: responses go to the sink as they arrive; failures are counted here."""
 
     failures: dict[str, str] = field(default_factory=dict)  # question key -> error class
+    unavailable: dict[str, str] = field(default_factory=dict)  # key -> why the backend has no trace (not a failure)
     attempts: int = 0
 
 
@@ -99,11 +100,13 @@ def oracle(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
 
 def dataset_rationale(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
     """The source's own written solution (GSM8K's human-written steps, MedMCQA's explanations) as the trace,
-    closed with the configured answer marker; a question without one is a failure (`no_rationale`)."""
+    closed with the configured answer marker. A question the dataset gives no solution (MedMCQA's null `exp`)
+    has no trace (`no_rationale`): not a failure (asking again changes nothing), left out of the CoT sets and
+    counted in the metrics; the openai backend asks a model for them."""
     outcome = Outcome()
     for req in requests:
         if not req.rationale.strip():
-            outcome.failures[req.key] = "no_rationale"
+            outcome.unavailable[req.key] = "no_rationale"
             continue
         sink(req, _response(f"{req.rationale.strip()}\n{_conclusion(req, cfg.marker)}", "stop", 0, 0, 0.0, 0))
     return outcome
@@ -142,7 +145,7 @@ def hf_generate(requests: list[Request], cfg: TeacherHF, sampling: dict, sink: S
     spec = ModelSpec(ref=cfg.ref, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     device = pick_device(cfg.device)
     tok, model = load_tokenizer(spec), load_model(spec, device, pick_dtype(cfg.dtype, device))
-    do_sample = sampling["temperature"] > 0
+    do_sample = (sampling["temperature"] or 0) > 0  # null (the provider's default) is greedy here
     if sampling["seed"] is not None:
         torch.manual_seed(sampling["seed"])
     for start in tqdm(range(0, len(requests), cfg.batch_size), desc="teacher(hf)", unit="batch"):
@@ -218,11 +221,11 @@ async def _call(
         "model": cfg.model,
         "messages": req.messages,
         "max_tokens": sampling["max_tokens"],
-        "temperature": sampling["temperature"],
         "top_p": sampling["top_p"],
     }
-    if sampling["seed"] is not None:
-        body["seed"] = sampling["seed"]
+    for optional in ("temperature", "seed"):  # null: not sent (the provider's default)
+        if sampling[optional] is not None:
+            body[optional] = sampling[optional]
     error, attempt = "", 0
     while True:
         attempt += 1
@@ -322,8 +325,10 @@ def api_key(cfg: TeacherParams) -> str:
 
 @dataclass(frozen=True)
 class Backend:
-    """A teacher backend: the label it writes into every output (and cache key), whether its calls cost tokens
-    (the dry run and the plan price only those), and how it answers the uncached requests."""
+    """A teacher backend: the label it writes into every output (and cache key), whether its calls cost tokens or
+    compute (`paid`: the dry run and the plan price only those, and only their responses are stored; a free
+    backend's traces are made again from the data every run, so an edited rationale is never read stale), and
+    how it answers the requests."""
 
     label: Callable[[TeacherParams], str]
     paid: bool

@@ -187,12 +187,13 @@ class TraceCache:
         self.shared = ResponseStore(shared or response_store())
         self.claims = Claims(self.shared.folder)
         self._legacy: dict[str, dict] | None = None
+        self.memory: dict[str, dict] = {}  # a free backend's responses: this run's only (never stored)
 
     def get(self, key: str, legacy: str = "", adopt: bool = True) -> dict | None:
         """The stored response (the workspace's first). With `adopt`, one that only the machine store or an
         earlier version's store holds is copied into the workspace store, so the workspace keeps every
         response it used (a dry run adopts nothing: it writes nothing)."""
-        record = self.local.get(key)
+        record = self.memory.get(key) or self.local.get(key)
         if record is not None:
             return record
         record = self.shared.get(key) or self._from_legacy(key, legacy, adopt)

@@ -121,11 +121,21 @@ def execute(
     process fails it or dies."""
     outcome, fresh = backends.Outcome(), set()
     label, budget = teacher_label(cfg), cfg.max_tokens
+    paid = backends.BACKENDS[cfg.backend].paid
 
     def sink(req: backends.Request, response: dict) -> None:
         record = {"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend}
-        cache.put({**record, "max_tokens": budget, **response})
+        record = {**record, "max_tokens": budget, **response}
+        if paid:
+            cache.put(record)
+        else:  # made again from the data every run: kept for this run only
+            cache.memory[req.key] = record
         fresh.add(req.key)
+
+    if not paid:
+        if requests:
+            _run_backend(requests, cfg, sink, outcome)
+        return outcome, fresh
 
     pending, told = missing(requests, cache, budget), False
     try:
@@ -155,6 +165,7 @@ def execute(
 def _run_backend(todo: list[backends.Request], cfg: TeacherParams, sink, outcome: backends.Outcome) -> None:
     result = backends.BACKENDS[cfg.backend].run(todo, cfg, sink)
     outcome.failures.update(result.failures)
+    outcome.unavailable.update(result.unavailable)
     outcome.attempts += result.attempts
 
 
@@ -172,7 +183,7 @@ def assemble(
                     "key": req.key,
                     "teacher": teacher_label(cfg),
                     "backend": cfg.backend,
-                    "error": outcome.failures.get(req.key, "not_requested"),
+                    "error": outcome.failures.get(req.key) or outcome.unavailable.get(req.key, "not_requested"),
                     "kept": False,
                     "correct": False,
                     "truncated": False,
@@ -217,12 +228,14 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
     # which traces came from the cache is what this run did, not what the traces are: it is counted here (and
     # goes to the run log), never stored in the table, so the same inputs give the same table whatever ran before
     new = answered[answered["key"].isin(fresh)]
-    failures = Counter(table.loc[table["error"] != "", "error"])
+    missing = table[table["error"] != ""]
+    unavailable = Counter(missing.loc[missing["key"].isin(outcome.unavailable), "error"])
+    failures = Counter(missing.loc[~missing["key"].isin(outcome.unavailable), "error"])
     out = {
         "teacher": teacher_label(cfg),
         "requested": len(table),
         "cache_hits": len(answered) - len(new),
-        "new_calls": len(fresh) + sum(failures.values()),
+        "new_calls": (len(fresh) + sum(failures.values())) if backends.BACKENDS[cfg.backend].paid else 0,
         "new_traces": len(fresh),
         "api_attempts": outcome.attempts,
         "failures": sum(failures.values()),
@@ -240,6 +253,9 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
     out["new_cost_usd"] = round(cost(out["new_prompt_tokens"], out["new_completion_tokens"], cfg), 6)
     for error_class, count in sorted(failures.items()):
         out[f"failures_{error_class}"] = count
+    out["unavailable"] = sum(unavailable.values())  # items the backend has no trace for (left out, counted)
+    for why, count in sorted(unavailable.items()):
+        out[f"unavailable_{why}"] = count
     return out
 
 
