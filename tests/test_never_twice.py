@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +20,7 @@ import yaml
 
 from caft.teacher.cache import ResponseStore
 from tests.conftest import FIXTURES
-from tests.dvc_project import call, copy_project, ran_stages, run
+from tests.dvc_project import call, copy_project, env, ran_stages, run
 from tests.fake_openai import FakeOpenAI
 from tests.test_user_paths import _wait_for_queue
 
@@ -37,13 +41,13 @@ def _imported(root: Path) -> Path:
     return root
 
 
-def _api_teacher(api: FakeOpenAI, *more: str) -> list[str]:
+def _api_teacher(api: FakeOpenAI, *more: str, strategies: str = "[caft]") -> list[str]:
     sets = [
         "teacher.backend=openai",
         f"teacher.openai.base_url={api.base_url}",
         "teacher.openai.api_key_env=CAFT_TEST_KEY",
         "teacher.openai.max_retries=0",
-        "strategies=[caft]",
+        f"strategies={strategies}",
         *more,
     ]
     return [arg for s in sets for arg in ("-S", s)]
@@ -235,3 +239,32 @@ def test_reset_refuses_to_discard_your_work_and_keeps_a_copy_with_force(tmp_path
     proc = call(["caft", "reset"], clone)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "of the last commit are not in the DVC cache" in proc.stderr and "`caft pull` first" in proc.stderr
+
+
+def test_a_killed_experiment_resumes_from_the_workspace_without_the_machine_store(tmp_path):
+    """`dvc exp run` killed while the teacher is paying, then `dvc exp run` again on a machine whose response
+    store is gone (a new CAFT_RESPONSE_STORE): the traces received before the kill come from the workspace's
+    own store, which DVC's reset of outputs does not touch; only requests in flight at the kill are repeated."""
+    root = _imported(tmp_path / "ws")
+    with FakeOpenAI({}, default="slow", slow_s=0.4) as api:
+        sets = _api_teacher(api, "teacher.openai.concurrency=2", strategies="[distill]")
+        cmd = ["dvc", "exp", "run", *sets, "teacher"]
+        first = env(CAFT_TEST_KEY=KEY, CAFT_RESPONSE_STORE=str(tmp_path / "m1"))
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=first, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        received = root / "data/teacher/cache"
+        deadline = time.monotonic() + 120
+        while len(list(received.rglob("*.json"))) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage's process with it
+        proc.wait()
+        before = {q: api.count(q) for q in _questions(root)}
+        kept = len(list(received.rglob("*.json")))
+        assert kept >= 6
+        run(cmd, root, CAFT_TEST_KEY=KEY, CAFT_RESPONSE_STORE=str(tmp_path / "m2"))
+        after = {q: api.count(q) for q in _questions(root)}
+    repeated = sum(1 for q in before if before[q] and after[q] > before[q])
+    assert repeated <= 2  # at most the requests in flight at the kill (concurrency 2)
+    assert sum(after.values()) - sum(before.values()) <= len(before) - kept + 2
+    assert json.loads((root / "metrics/teacher.json").read_text())["failures"] == 0

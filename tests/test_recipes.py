@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pandas as pd
 import pytest
-import yaml
 
 from caft import plan, profile
 from caft.prompts import build_messages
@@ -99,73 +97,6 @@ def test_caft_only_plan_pays_for_the_hard_band_only():
     p.strategies[:] = ["sft", "caft"]
     result = plan.plan(p, plan.MMLU_PRO_TEST_QUESTIONS)
     assert result["teacher_calls"] == {"per_student": 1000, "lower": 1000, "upper": 2000}
-
-
-@pytest.mark.integration
-def test_recipe_full_mode_end_to_end_on_the_tiny_profile(tmp_path):
-    import json
-
-    from tests.dvc_project import call, make_project
-
-    root = make_project(tmp_path, "recipes/emnlp2025.yaml", "profiles/recipe-tiny.yaml")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    assert (params["prompt"]["option_ids"], params["teacher"]["marker"], params["train"]["lora"]["enabled"]) == (
-        "numeric",
-        "brackets",
-        False,
-    )
-    report = json.loads((root / "metrics/report.json").read_text())
-    assert set(report["tiny"]) == {"sft", "distill", "caft", "curriculum", "random", "alternative"}
-    split = json.loads((root / "metrics/split/tiny.json").read_text())
-    assert [split[f"train_{b}_n"] for b in ("easy", "medium", "hard")] == [8, 8, 8]
-    assert [split[f"validation_{b}_n"] for b in ("easy", "medium", "hard")] == [2, 2, 2]
-    trained = json.loads((root / "metrics/train/tiny/caft/42.json").read_text())
-    assert (trained["phase0_epochs"], trained["phase1_epochs"]) == (5, 5) and trained["n_items"] == 24
-    assert (root / "models/tiny/caft/42/model.safetensors").exists()  # full fine-tuning, not an adapter
-    # the recipe's per-epoch curve (eval.every_epoch): 5 + 5 epochs on the 6 validation questions, logged with
-    # dvclive per epoch, charted by the report; the last epoch's weights kept (eval.select: final)
-    everything = pd.read_parquet(root / "data/epochs/tiny/caft/42.parquet")
-    records = everything[everything["subset"] == "validation"]
-    assert records.groupby("epoch").size().to_dict() == dict.fromkeys(range(1, 11), 6)
-    # the profile's eval.every_epoch_test: every prepared test question, every epoch
-    n_test = len(pd.read_parquet(root / "data/prepared/test.parquet"))
-    assert everything[everything["subset"] == "test"].groupby("epoch").size().to_dict() == dict.fromkeys(
-        range(1, 11), n_test
-    )
-    assert records.groupby("epoch")["phase"].first().tolist() == [0] * 5 + [1] * 5
-    curves = root / "plots/train/tiny/caft/42/plots/metrics/validation"
-    live = pd.read_csv(curves / "accuracy.tsv", sep="\t").merge(pd.read_csv(curves / "epoch.tsv", sep="\t"), on="step")
-    assert live["epoch"].tolist() == list(range(1, 11))
-    assert live["step"].tolist() == records.groupby("epoch")["step"].first().tolist()
-    assert live["accuracy"].round(6).tolist() == records.groupby("epoch")["correct"].mean().round(6).tolist()
-    assert (trained["select"], trained["selected_epoch"]) == ("final", 10)
-    assert trained["val_accuracy_final"] == round(float(records.loc[records["epoch"] == 10, "correct"].mean()), 6)
-    chart = pd.read_csv(root / "plots/report/epochs.csv")
-    caft = chart[(chart["strategy"] == "caft") & (chart["band"] == "all") & (chart["subset"] == "validation")]
-    assert caft["epoch"].tolist() == list(range(1, 11)) and caft["phase_start"].tolist() == [0] * 5 + [1] + [0] * 4
-    assert set(chart["strategy"]) == set(report["tiny"]) and set(chart["band"]) == {"all", "easy", "medium", "hard"}
-    # the test curve counts the balanced test set only, recomputed here from the split and the records
-    assignments = pd.read_parquet(root / "data/split/tiny/assignments.parquet")
-    balanced = set(assignments.loc[assignments["balanced"], "question_id"])
-    test_rows = everything[(everything["subset"] == "test") & everything["question_id"].isin(balanced)]
-    by_hand = test_rows.groupby("epoch")["correct"].mean().round(6).tolist()
-    caft_test = chart[(chart["strategy"] == "caft") & (chart["band"] == "all") & (chart["subset"] == "test")]
-    assert caft_test["n"].tolist() == [len(balanced)] * 10 and caft_test["accuracy"].tolist() == by_hand
-    # ... and the report logs each curve with dvclive, the epoch as its step, overall and per band
-    logged = root / "plots/report/live/tiny/caft/plots/metrics"
-    for subset in ("validation", "test"):
-        tsv = pd.read_csv(logged / subset / "accuracy.tsv", sep="\t")
-        rows = chart[(chart["strategy"] == "caft") & (chart["band"] == "all") & (chart["subset"] == subset)]
-        assert tsv["step"].tolist() == list(range(1, 11)) and tsv["accuracy"].tolist() == rows["accuracy"].tolist()
-    hard = chart[(chart["strategy"] == "caft") & (chart["band"] == "hard") & (chart["subset"] == "validation")]
-    logged_hard = pd.read_csv(logged / "validation/accuracy_hard.tsv", sep="\t")
-    assert logged_hard["accuracy_hard"].tolist() == hard["accuracy"].tolist()
-    # the README's command for them: epochs on the x axis (DVC's own default x would be the row index)
-    shown = call(["dvc", "plots", "show", "plots/report/live/tiny/caft", "-x", "step", "--json"], root)
-    assert shown.returncode == 0, shown.stderr
-    drawn = json.loads(shown.stdout)["data"]["plots/report/live/tiny/caft/plots/metrics/validation/accuracy.tsv"]
-    assert [int(v["step"]) for v in drawn[0]["content"]["data"]["values"]] == list(range(1, 11))
-    assert "| tiny | caft | " in (root / "reports/summary.md").read_text().split("Validation accuracy per epoch")[1]
 
 
 def test_the_caft_command_has_help_and_one_line_errors(tmp_path):

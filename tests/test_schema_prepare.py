@@ -132,3 +132,19 @@ def test_carve_split_filter_and_caps():
     assert s["train_by_category"] == {"arithmetic": 40, "unit_conversion": 40}  # metric keys are identifiers
     with pytest.raises(CaftError, match=r"data.categories not in the data: \['law'\]"):
         carve(df, DataParams(categories=["law"]), seed=0)
+
+
+def test_written_outputs_get_the_usual_modes(tmp_path):
+    """Files and folders written atomically land with the modes any new file gets under the user's umask
+    (tempfile's own are owner-only: results in a shared project would be unreadable to the group)."""
+    import os
+    import stat
+
+    from caft.io import UMASK, atomic_path, write_json
+
+    write_json({"a": 1}, tmp_path / "m.json")
+    with atomic_path(tmp_path / "model", directory=True) as tmp:
+        (tmp / "w.bin").write_bytes(b"x")
+    assert os.umask(UMASK) == UMASK  # what the process's umask is
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~UMASK
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~UMASK

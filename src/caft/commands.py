@@ -114,7 +114,7 @@ def reset(
     for path in orphan_ignores(root, folders, tracked, gone=set()):
         typer.echo(f"- {path.relative_to(root)}")
         path.unlink()
-    top = sorted({Path(p).parts[0] for p in todo.outputs if len(Path(p).parts) > 1})
+    top = sorted({Path(p).parts[0] for p in todo.committed if len(Path(p).parts) > 1})
     modified = _git_lines(["ls-files", "--modified", "--", *top]) if top else []
     ignores = [f for f in modified if Path(f).name == ".gitignore"]
     if ignores:  # DVC added other runs' entries; the committed ones go with the committed dvc.lock

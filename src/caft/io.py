@@ -18,6 +18,17 @@ import pandas as pd
 from caft.errors import CaftError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# tempfile makes its files owner-only (0600, folders 0700); what lands in place gets the modes any other new file
+# would, so results are readable by the group and the others as the user's umask allows
+UMASK = _umask()
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `dest`; on success it replaces `dest`, on error it is removed."""
@@ -25,10 +36,12 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        tmp.chmod(0o777 & ~UMASK)
     else:
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
         tmp = Path(name)
+        tmp.chmod(0o666 & ~UMASK)
     try:
         yield tmp
         if directory and dest.exists():
