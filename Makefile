@@ -125,11 +125,12 @@ bench: setup
 	$(OFFLINE) $(BIN)/python bench/demo_stages.py --out bench/results/demo_stages.json
 	$(OFFLINE) $(BIN)/python bench/queue_sweep.py --out bench/results/queue_sweep.json
 
-## The README's plot images, rendered from `dvc plots show` (needs the docs extra).
-## The report as one self-contained HTML page (the summary and every plot, inline SVG; no network needed).
+## The report as one self-contained HTML page (the summary rendered and every plot, inline SVG; no network
+## needed) and the plots as PNG files: reports/ only.
 report: setup
-	$(BIN)/python tools/render_plots.py --out docs/img --html reports/plots.html
+	$(BIN)/python tools/render_plots.py --out reports/img --html reports/plots.html
 
+## The README's plot images (docs/img), rendered from `dvc plots show`: run it on the demo's results only.
 docs-plots: setup
 	$(BIN)/python tools/render_plots.py --out docs/img
 

@@ -81,7 +81,7 @@ def copy_project(root: Path) -> Path:
     """A fresh git repository holding the project's pipeline files (what a clone has, minus data)."""
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
     tracked = subprocess.run(listed, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    wanted_dirs = {"stages", "src", "profiles", "recipes", "configs", ".dvc"}
+    wanted_dirs = {"stages", "src", "profiles", "recipes", "configs", "tools", ".dvc"}
     wanted_files = {"dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"}
     for rel in tracked.split():
         if (

@@ -185,13 +185,15 @@ def test_a_misspelt_make_variable_is_refused_before_anything_runs(tmp_path):
     from tests.conftest import REPO
 
     makefile = str(REPO / "Makefile")
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")  # as typed at a shell, not from inside `make test`
+    clean = {k: v for k, v in env().items() if k not in outer}
     proc = subprocess.run(["make", "-f", makefile, "-n", "sweep", "THRESHOLD=0.5", "SEED=3"], cwd=tmp_path,
-                          capture_output=True, text=True, env=env())  # fmt: skip
+                          capture_output=True, text=True, env=clean)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().endswith(
         "*** unknown variable(s) on the command line: SEED THRESHOLD (known: PYTHON BIN THRESHOLDS SWEEP_JOBS SEEDS "
         "TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA).  Stop."
     )
     ok = subprocess.run(["make", "-f", makefile, "-n", "-o", "setup", "sweep", "THRESHOLDS=0.5"], cwd=tmp_path,
-                        capture_output=True, text=True, env=env())  # fmt: skip
+                        capture_output=True, text=True, env=clean)  # fmt: skip
     assert ok.returncode == 0 and "sweep --thresholds 0.5 --jobs 2" in ok.stdout

@@ -91,19 +91,18 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     assert up_to_date(project)
 
 
-def test_the_html_report_holds_the_summary_and_every_plot(project, tmp_path):
-    """`make report`'s page: self-contained (inline SVG, no script), the summary at the top, one figure per plot."""
-    page = tmp_path / "plots.html"
-    run(
-        [sys.executable, str(REPO / "tools/render_plots.py"), "--out", str(tmp_path / "img"), "--html", str(page)],
-        project,
-    )
-    text = page.read_text()
-    pngs = list((tmp_path / "img").glob("*.png"))
+def test_the_html_report_holds_the_summary_and_every_plot(project):
+    """`make report`: one self-contained page (inline SVG, no script) with the summary rendered (its tables as
+    tables) and one figure per plot, and the PNG files, all under reports/: nothing tracked changes."""
+    tracked = run(["git", "ls-files", "-s"], project)
+    run([*MAKE, "report"], project)
+    text = (project / "reports/plots.html").read_text()
+    pngs = list((project / "reports/img").glob("*.png"))
     assert text.count("<figure><svg") == len(pngs) >= 5 and "<script" not in text
-    assert "# caft: students × strategies" in text and "accuracy-on-the-balanced-test-set-with-95-cis.png" in {
-        p.name for p in pngs
-    }
+    assert "<h1>caft: students × strategies</h1>" in text and "<th>balanced acc. [95 % CI]</th>" in text
+    assert "| student |" not in text and "accuracy-on-the-balanced-test-set-with-95-cis.png" in {p.name for p in pngs}
+    assert run(["git", "ls-files", "-s"], project) == tracked
+    assert run(["git", "status", "--porcelain", "--", "reports/img", "reports/plots.html"], project) == ""
 
 
 def test_threshold_experiment_reruns_only_split(project):

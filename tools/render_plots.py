@@ -1,12 +1,12 @@
-"""Render the pipeline's `dvc plots` (vega-lite) to PNG files for the README, and optionally one
-self-contained HTML page (inline SVG, no script or network needed) beside `reports/summary.md`.
+"""Render the pipeline's `dvc plots` (vega-lite) to PNG files, and optionally one self-contained HTML page (the
+summary rendered, every plot as inline SVG; no script or network needed) beside `reports/summary.md`.
 
-python tools/render_plots.py --out docs/img [--html reports/plots.html]
+python tools/render_plots.py --out reports/img --html reports/plots.html   # make report: reports/ only
+python tools/render_plots.py --out docs/img                                # make docs-plots: the README's figures
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import subprocess
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from markdown_it import MarkdownIt
 
 
 def main(
@@ -43,12 +44,14 @@ def main(
             if page is not None:
                 figures.append(f"<figure>{vl_convert.vegalite_to_svg(render['content'])}</figure>")
     if page is not None:
-        text = html.escape(summary.read_text()) if summary.exists() else ""
+        # the summary rendered (its tables as tables); markdown-it escapes any HTML in the text
+        text = MarkdownIt("commonmark").enable("table").render(summary.read_text()) if summary.exists() else ""
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(
             "<!doctype html><meta charset='utf-8'><title>caft report</title>"
-            "<style>body{font-family:sans-serif;margin:2em} pre{white-space:pre-wrap}</style>"
-            f"<h1>caft report</h1><pre>{text}</pre>{''.join(figures)}\n"
+            "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} "
+            "td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+            f"{text}{''.join(figures)}\n"
         )
         typer.echo(page)
 

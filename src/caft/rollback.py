@@ -112,8 +112,9 @@ def revert_params(params_file: Path, baseline: str, keep_in: Path) -> Path | Non
 
 
 def after_failure(root: Path) -> None:
-    """A failed stage under DVC: put back the outputs DVC removed, and say so."""
-    if not under_dvc():
+    """A failed stage under DVC: put back the outputs DVC removed, and say so (one process of a distributed
+    run does it)."""
+    if not under_dvc() or os.environ.get("RANK", "0") != "0":
         return
     restored, absent = restore_outputs(root)
     if restored:
