@@ -350,8 +350,10 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project):
         ran = ran_stages(run(["dvc", "queue", "logs", name], project))
         assert "split@tiny" in ran and "train@tiny-caft-42" in ran and not ran & upstream, (name, ran)
     table = run(["caft", "compare"], project)
-    assert re.search(r"^\| sweep-t055 \| split\.threshold=0\.55 \| tiny \| caft \| 0\.\d{3} \[", table, re.M), table
-    assert re.search(r"^\| sweep-t065 \| split\.threshold=0\.65 \| tiny \| sft \|", table, re.M), table
+    assert "- sweep-t055: split.threshold=0.55" in table and "- sweep-t065: split.threshold=0.65" in table
+    assert re.search(r"^\| sweep-t055 \| tiny \| caft \| 0\.\d{3} \[", table, re.M), table
+    assert re.search(r"^\| sweep-t065 \| tiny \| sft \|", table, re.M), table
+    assert max(len(line) for line in table.splitlines()) <= 160, table
     points = json.loads((project / "reports/frontier/frontier.json").read_text())
     by_threshold = {p["threshold"]: p for p in points if p["strategy"] == "caft"}
     assert {0.55, 0.65} <= set(by_threshold) and {"sft", "distill"} <= {p["strategy"] for p in points}

@@ -148,3 +148,17 @@ def test_written_outputs_get_the_usual_modes(tmp_path):
     assert os.umask(UMASK) == UMASK  # what the process's umask is
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~UMASK
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~UMASK
+
+
+def test_metrics_json_never_holds_nan(tmp_path):
+    """An entropy summary with no valid row has a NaN ROC AUC: it is written as null (valid JSON, read by DVC)."""
+    import json
+
+    import numpy as np
+
+    from caft.io import write_json
+
+    write_json({"roc_auc": float("nan"), "n": np.int64(3), "x": [np.float32("inf"), 0.5]}, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"roc_auc": None, "n": 3, "x": [None, 0.5]}

@@ -19,16 +19,15 @@ from caft.errors import CaftError
 REPORT = "metrics/report.json"
 COLUMNS = (
     "experiment",
-    "changed params",
     "student",
     "strategy",
     "balanced acc. [95 % CI]",
-    "acc., all test questions",
-    "hard band acc.",
+    "acc. (all test)",
+    "hard acc.",
     "teacher calls",
-    "CoT target tokens",
-    "saving vs distill",
-    "entropy ROC AUC",
+    "CoT tokens",
+    "saved vs distill",
+    "ROC AUC",
 )
 
 
@@ -86,19 +85,17 @@ def _count(value: object) -> str:
 
 def lines(rows: list[dict]) -> list[list[str]]:
     """One line per experiment x student x strategy of its report."""
-    keys = changed(rows)
     out = []
     for row in rows:
         report = row["metrics"].get(REPORT, {})
-        params = ", ".join(f"{k}={json.dumps(row['params'].get(k))}" for k in keys) or "–"
         for student, by_strategy in report.items():
             auc = row["metrics"].get(f"metrics/entropy/{student}.json", {}).get("roc_auc")
             for strategy, m in by_strategy.items():
                 ci = f"[{_num(m.get('balanced_accuracy_ci_low'))}, {_num(m.get('balanced_accuracy_ci_high'))}]"
+                saving = m.get("data_saving_one_pass")
                 out.append(
                     [
                         row["name"],
-                        params,
                         student,
                         strategy,
                         f"{_num(m.get('balanced_accuracy'))} {ci}",
@@ -106,7 +103,7 @@ def lines(rows: list[dict]) -> list[list[str]]:
                         _num(m.get("band_hard_accuracy")),
                         _count(m.get("teacher_calls")),
                         _count(m.get("cot_target_tokens")),
-                        _num(m.get("data_saving_one_pass")),
+                        "–" if saving is None else f"{saving:.1%}",  # the summary's unit
                         _num(auc),
                     ]
                 )
@@ -114,11 +111,20 @@ def lines(rows: list[dict]) -> list[list[str]]:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The params each experiment changes, once per experiment, then the table (a row per experiment x student
+    x strategy, short enough for a terminal)."""
     body = lines(rows)
     if not body:
         raise CaftError(f"no experiment has {REPORT} (run the pipeline, or `dvc exp run`, first)")
+    keys = changed(rows)
+    settings = [
+        f"- {row['name']}: " + (", ".join(f"{k}={json.dumps(row['params'].get(k))}" for k in keys) or "–")
+        for row in rows
+        if row["metrics"].get(REPORT)
+    ]
     table = [COLUMNS, tuple("---" for _ in COLUMNS), *body]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in table) + "\n"
+    head = ["Params that differ between the experiments:", "", *settings, ""] if keys else []
+    return "\n".join([*head, *("| " + " | ".join(cells) + " |" for cells in table)]) + "\n"
 
 
 def show(extra_args: list[str]) -> list[dict]:

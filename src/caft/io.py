@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -62,9 +63,24 @@ def metric_key(text: object) -> str:
 
 
 def write_json(data: Any, dest: str | Path) -> None:
-    """Write JSON (sorted keys, so diffs between runs stay readable) atomically."""
+    """Write JSON (sorted keys, so diffs between runs stay readable) atomically; a NaN or infinite number (a
+    ROC AUC with no valid row) is written as null: JSON has no NaN, and DVC and other readers refuse it."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(
+            json.dumps(_finite(data), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
+        )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_table(df: pd.DataFrame, dest: str | Path) -> None:
