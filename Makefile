@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 ## chains, every stage from prepare to report (~26 min on 2 cores).
 demo: setup
 	$(OFFLINE) dvc repro
-	@echo "ROC AUC of entropy for a wrong answer: metrics/entropy/<model>.json (roc_auc); curves: dvc plots show"
+	@echo "The whole report: reports/summary.md; plots: make report (reports/plots.html). Headline numbers:"
 	$(OFFLINE) dvc metrics show
 
 ## The whole pipeline on the tiny profile, applied as a DVC experiment (the workspace stays in the profile).

@@ -1,5 +1,5 @@
-"""Stage `report`: the students × strategies table (markdown + JSON metrics, averaged over training seeds) and
-its plots."""
+"""Stage `report`: the students × strategies table (markdown, and every number as JSON), the headline numbers
+as DVC metrics (one small file per student × strategy), averaged over training seeds, and its plots."""
 
 import json
 from pathlib import Path
@@ -71,7 +71,12 @@ def _row(
 @stage
 def main(
     out_md: Annotated[Path, typer.Option(help="markdown table")] = Path("reports/summary.md"),
-    metrics: Annotated[Path, typer.Option(help="metrics JSON (student.strategy.metric)")] = Path("metrics/report.json"),
+    report_json: Annotated[Path, typer.Option(help="every number, as JSON (student.strategy.number)")] = Path(
+        "reports/report.json"
+    ),
+    metrics: Annotated[Path, typer.Option(help="folder of the headline metrics (student/strategy.json)")] = Path(
+        "metrics/summary"
+    ),
     plots: Annotated[Path, typer.Option(help="folder for plot data")] = Path("plots/report"),
     eval_dir: Annotated[Path, typer.Option()] = Path("data/eval"),
     split_dir: Annotated[Path, typer.Option()] = Path("data/split"),
@@ -96,8 +101,13 @@ def main(
         runs += student_runs
     runs = report.savings(pd.DataFrame(runs))
     rows = report.over_seeds(runs, differences)
-    write_json(report.to_metrics(rows), metrics)
-    control = [report.control_line(s, json.loads((entropy_metrics / f"{s}.json").read_text())) for s in p.students]
+    numbers = report.to_metrics(rows)
+    write_json(numbers, report_json)
+    entropy = {s: json.loads((entropy_metrics / f"{s}.json").read_text()) for s in p.students}
+    with atomic_path(metrics, directory=True) as tmp:
+        for name, values in report.headline(numbers, entropy).items():
+            write_json(values, tmp / name)
+    control = [report.control_line(s, entropy[s]) for s in p.students]
     text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(runs)
     rebanded = [
         {"student": s, "strategy": x, "seed": seed, **json.loads((train_metrics / s / x / f"{seed}.json").read_text())}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@functools.cache
+def committed(name: str) -> Path:
+    """A copy of file `name` as the last commit holds it. Tests must not read what a profile or an experiment
+    left in the workspace (`make tiny` rewrites params.yaml), so they pass in any state of the checkout."""
+    proc = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, text=True, check=True)
+    path = Path(tempfile.mkdtemp(prefix="caft-committed-")) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(proc.stdout)
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 
 # Guards against a hang only, never against a slow machine: a loaded 2-core box ran the whole suite in 23 min
 # and a single DVC run in over 10. A wall-time limit must not decide pass or fail.
@@ -90,7 +90,8 @@ def copy_project(root: Path) -> Path:
             or rel.startswith(("data/examples/", "tests/fixtures/"))
         ):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
+            # params.yaml as committed: a profile or an experiment in the workspace must not change a test
+            shutil.copy2(committed(rel) if rel == "params.yaml" else REPO / rel, root / rel)
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "init"], root)

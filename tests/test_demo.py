@@ -13,7 +13,7 @@ import yaml
 from caft import answers
 from caft.metrics import wilson
 from caft.params import load_params
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 from tests.dvc_project import make_project, ran_stages, recomputed, run
 
 TINY_STRATEGIES = ["sft", "distill", "caft", "random"]  # profiles/tiny.yaml: the paper's four
@@ -21,7 +21,7 @@ DEMO_STRATEGIES = [*TINY_STRATEGIES, "caft_reestimate"]
 
 
 def test_the_demo_params_validate_and_its_dag_holds_the_strategies():
-    p = load_params(REPO / "params.yaml")
+    p = load_params(committed("params.yaml"))
     assert p.students == ["smollm2"] and p.strategies == DEMO_STRATEGIES
     assert p.data.source == "synthetic" and p.data.synthetic.families == ["chain"]
     assert p.prompt.answer_prefix == "{expression} = " and p.teacher.backend == "oracle"
@@ -56,7 +56,7 @@ def test_tiny_number_format_run_end_to_end(chain):
 @pytest.mark.integration
 def test_the_report_per_band_numbers_equal_a_recount_of_the_predictions(chain):
     root = chain
-    report = json.loads((root / "metrics/report.json").read_text())["tiny"]
+    report = json.loads((root / "reports/report.json").read_text())["tiny"]
     split = pd.read_parquet(root / "data/split/tiny/assignments.parquet")
     test = pd.read_parquet(root / "data/prepared/test.parquet").set_index("question_id")
     for strategy in TINY_STRATEGIES:
@@ -146,5 +146,5 @@ def test_a_gsm8k_run_through_dvc_exp_run(chain):
     assert (traces["trace"] == expected).all() and traces["kept"].all() and "<<" not in "".join(traces["trace"])
     sft = pd.read_parquet(chain / "data/sets/tiny/sft/42.parquet")
     assert (sft["completion"] == "[[" + sft["question_id"].map(prepared["answer"]) + "]]").all()
-    report = json.loads((chain / "metrics/report.json").read_text())["tiny"]
+    report = json.loads((chain / "reports/report.json").read_text())["tiny"]
     assert set(TINY_STRATEGIES) <= set(report) and 0 <= report["caft"]["balanced_accuracy"] <= 1

@@ -15,7 +15,7 @@ import yaml
 from caft import sets
 from caft.params import parse_params
 from caft.sources.synthetic import generate
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 from tests.dvc_project import run
 
 # Measured here: step 1 equal (the same 8 examples, the same weights), later steps within 0.2 %; the two differ
@@ -34,7 +34,7 @@ def _losses(live: Path) -> list[float]:
 
 @pytest.mark.integration
 def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_path):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load(committed("params.yaml").read_text())
     raw["students"] = ["tiny"]
     raw["train"].update(batch_size=4, learning_rate=1e-3, save_steps=1000)
     raw["train"]["epochs"]["sft"] = [2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 
 CAFT = REPO / "src" / "caft"
 # Imported everywhere, but only shape error messages (and the empty package), or a test's kill switch: listing them
@@ -164,7 +164,7 @@ def _leaves(node: dict, prefix: str = "") -> set[str]:
 def test_every_listed_param_is_a_leaf_of_params_yaml():
     """DVC fails a stage whose listed param is missing from params.yaml, and only when that stage runs (a
     family's stage runs only when a profile enables it): every listed key must be there, whatever the item."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(committed("params.yaml").read_text())
     leaves = _leaves(params)
     models = {f"models.{name}." for name in params["models"]}
     missing = set()
@@ -178,3 +178,19 @@ def test_every_listed_param_is_a_leaf_of_params_yaml():
             if key not in leaves:
                 missing.add(f"{name}: {key}")
     assert sorted(missing) == []
+
+
+def test_declared_metrics_and_plots_live_in_git():
+    """A fresh clone reads the committed results without a remote (`dvc metrics show`, `dvc plots show`): every
+    declared metric and plot is `cache: false`, and the only declared metrics are the report's headline files."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = {}
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for kind in ("metrics", "plots"):
+            for entry in body.get(kind, []):
+                assert isinstance(entry, dict), (name, entry)
+                path, spec = next(iter(entry.items()))
+                assert spec.get("cache") is False, (name, path)
+                declared.setdefault(kind, []).append(path)
+    assert declared["metrics"] == ["metrics/summary"]

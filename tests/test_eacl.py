@@ -21,7 +21,7 @@ from caft.prepare import carve, load_source
 from caft.profile import resolve
 from caft.teacher import backends, run
 from caft.teacher import prompt as teacher_prompt
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 from tests.dvc_project import env
 
 FIXTURES = REPO / "tests/fixtures/hub"
@@ -310,7 +310,9 @@ def test_marker_entropy_equals_an_unbatched_reference(smollm2, tmp_path):
 
 @pytest.mark.parametrize("dataset", ["gsm8k", "medmcqa"])
 def test_eacl_recipes_name_three_students_and_the_datasets_prompts(dataset):
-    _, p = resolve([REPO / "recipes/eacl2026.yaml", REPO / f"recipes/eacl2026-{dataset}.yaml"], REPO / "params.yaml")
+    _, p = resolve(
+        [REPO / "recipes/eacl2026.yaml", REPO / f"recipes/eacl2026-{dataset}.yaml"], committed("params.yaml")
+    )
     assert p.students == ["qwen2_5_3b", "phi4_mini", "llama3_2_3b"]
     assert p.models["llama3_2_3b"].ref == "meta-llama/Llama-3.2-3B-Instruct"
     assert (p.data.source, p.prompt.dataset, p.teacher.marker) == (dataset, dataset, "brackets")

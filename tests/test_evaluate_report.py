@@ -8,11 +8,11 @@ import yaml
 from caft import evaluate, metrics, report
 from caft.params import parse_params
 from caft.sets import reading
-from tests.conftest import REPO
+from tests.conftest import committed
 
 
 def _params(**prompt):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load(committed("params.yaml").read_text())
     raw["prompt"].update(prompt)
     return parse_params(raw)
 
@@ -48,7 +48,7 @@ def test_direct_and_cot_extraction_per_format():
     assert evaluate.extract("10", 10, numeric) == 9
     assert evaluate.extract("11", 10, numeric) is None
     assert evaluate.extract("step... so the answer is (B).", 4, reading("distill", letters)) == 1
-    brackets = parse_params({**yaml.safe_load((REPO / "params.yaml").read_text()), "teacher": {"marker": "brackets"}})
+    brackets = parse_params({**yaml.safe_load(committed("params.yaml").read_text()), "teacher": {"marker": "brackets"}})
     assert evaluate.extract("the answer is (B) [[3]]", 4, reading("caft", brackets)) == 2
 
 

@@ -9,8 +9,8 @@ from caft.errors import CaftError
 from tests.dvc_project import env
 
 
-def _entry(rev, name, threshold, caft_acc):
-    report = {
+def _report(caft_acc):
+    return {
         "s": {
             "caft": {
                 "balanced_accuracy": caft_acc,
@@ -24,22 +24,27 @@ def _entry(rev, name, threshold, caft_acc):
             },
         }
     }
+
+
+def _entry(rev, name, threshold):
     data = {
         "params": {"params.yaml": {"data": {"seed": 42, "split": {"threshold": threshold, "units": "quantile"}}}},
-        "metrics": {"metrics/report.json": {"data": report}, "metrics/entropy/s.json": {"data": {"roc_auc": 0.866}}},
+        "metrics": {"metrics/summary/s/entropy.json": {"data": {"entropy_roc_auc": 0.866}}},
     }
     return {"rev": rev, "name": name, "data": data, "error": None}
 
 
 def test_the_table_keeps_changed_params_and_the_headline_metrics():
-    head = _entry("a" * 40, "main", 0.75, 0.385)
+    head = _entry("a" * 40, "main", 0.75)
     running = {"state": "running", "name": "dvc-task"}  # DVC lists it with the workspace's metrics: left out
     head["experiments"] = [
-        {"revs": [_entry("c" * 40, "exp-2", 0.6, 0.385)], "name": "exp-2", "executor": running},
-        {"revs": [_entry("b" * 40, "exp-1", 0.5, 0.4)], "name": "exp-1", "executor": {"state": "success"}},
+        {"revs": [_entry("c" * 40, "exp-2", 0.6)], "name": "exp-2", "executor": running},
+        {"revs": [_entry("b" * 40, "exp-1", 0.5)], "name": "exp-1", "executor": {"state": "success"}},
     ]
-    shown = [_entry("workspace", None, 0.75, 0.385), head]
-    rows = experiments.rows(shown)
+    shown = [_entry("workspace", None, 0.75), head]
+    # each row's numbers come from its own revision's reports/report.json
+    reports = {"workspace": _report(0.385), "a" * 40: _report(0.385), "b" * 40: _report(0.4), "c" * 40: {}}
+    rows = experiments.rows(shown, read=reports.__getitem__)
     assert [r["name"] for r in rows] == ["workspace", "main", "exp-1"] and experiments.changed(rows) == [
         "split.threshold"
     ]
@@ -62,8 +67,8 @@ def test_the_table_keeps_changed_params_and_the_headline_metrics():
 
 
 def test_no_report_is_one_line():
-    with pytest.raises(CaftError, match=r"^no experiment has metrics/report.json"):
-        experiments.markdown([{"name": "x", "params": {}, "metrics": {}}])
+    with pytest.raises(CaftError, match=r"^no experiment has reports/report.json"):
+        experiments.markdown([{"name": "x", "params": {}, "metrics": {}, "report": {}}])
 
 
 def test_push_and_pull_without_a_remote_are_one_line(tmp_path):
@@ -107,7 +112,7 @@ def _sweep_row(name, threshold, caft, prices=PRICES, random=None):
         }
     }
     params = {"split.threshold": threshold, **prices}
-    return {"name": name, "params": params, "metrics": {experiments.REPORT: report}}
+    return {"name": name, "params": params, "metrics": {}, "report": report}
 
 
 def test_frontier_points_and_pareto_by_hand():
@@ -141,7 +146,7 @@ def test_frontier_points_and_pareto_by_hand():
     unpriced = experiments.frontier([_sweep_row("w", 0.75, (0.5, 20, 750), prices={})])
     assert [p["teacher_cost_usd"] for p in unpriced] == [0.0, 0.0, 0.0] and not experiments.priced(unpriced)
     with pytest.raises(CaftError, match="no experiment has sft / caft / distill results"):
-        experiments.frontier([{"name": "w", "params": {}, "metrics": {}}])
+        experiments.frontier([{"name": "w", "params": {}, "metrics": {}, "report": {}}])
 
 
 def test_a_sweep_from_an_uncommitted_base_is_one_line(tmp_path):
@@ -198,9 +203,29 @@ def test_a_misspelt_make_variable_is_refused_before_anything_runs(tmp_path):
                           capture_output=True, text=True, env=clean)  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().endswith(
-        "*** unknown variable(s) on the command line: SEED THRESHOLD (known: PYTHON BIN THRESHOLDS SWEEP_JOBS SEEDS "
-        "TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA).  Stop."
+        "*** unknown variable(s) on the command line: SEED THRESHOLD (known: PYTHON BIN TORCH THRESHOLDS SWEEP_JOBS "
+        "SEEDS TEST_JOBS DATASET LORA RECIPE RECIPE_EXTRA).  Stop."
     )
     ok = subprocess.run(["make", "-f", makefile, "-n", "-o", "setup", "sweep", "THRESHOLDS=0.5"], cwd=tmp_path,
                         capture_output=True, text=True, env=clean)  # fmt: skip
     assert ok.returncode == 0 and "sweep --thresholds 0.5 --jobs 2" in ok.stdout
+
+
+def test_setup_asks_for_the_torch_build_before_creating_anything(tmp_path):
+    """`make setup` with no torch installed and no TORCH=cpu|cuda: one line naming the choice, exit 2, no venv
+    created (a plain machine's pip would otherwise pull the CUDA stack unasked)."""
+    from tests.conftest import REPO
+
+    for name in ("pyproject.toml", "requirements.lock"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    clean = {k: v for k, v in env().items() if k not in outer}
+    for torch in ([], ["TORCH=gpu"]):
+        proc = subprocess.run(["make", "-f", str(REPO / "Makefile"), "setup", f"BIN={tmp_path}/none", *torch],
+                              cwd=tmp_path, capture_output=True, text=True, env=clean)  # fmt: skip
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines()[0] == (
+            "make: choose the torch build once: make setup TORCH=cpu, or TORCH=cuda on a GPU machine "
+            "(to change it later: rm -rf .venv first)"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml", "requirements.lock"]

@@ -18,14 +18,14 @@ from caft.params import PromptParams, SyntheticData, parse_params
 from caft.sets import reading
 from caft.sources import synthetic
 from caft.teacher import backends, prompt
-from tests.conftest import REPO
+from tests.conftest import committed
 
 
 def _params(**sections) -> object:
     """The repository's params.yaml with some sections' keys replaced."""
     import yaml
 
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load(committed("params.yaml").read_text())
     for section, values in sections.items():
         raw[section].update(values)
     return parse_params(raw)

@@ -6,15 +6,15 @@ from caft import profile
 from caft.errors import CaftError
 from caft.models import resolve
 from caft.params import ModelSpec, load_params, parse_params
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 
 
 def _raw() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return yaml.safe_load(committed("params.yaml").read_text())
 
 
 def test_repo_params_and_tiny_profile_validate():
-    p = load_params(REPO / "params.yaml")
+    p = load_params(committed("params.yaml"))
     assert p.students == ["smollm2"] and p.models["smollm2"].ref == "packaged:smollm2-135m-instruct"
     tiny = profile.validate(_raw(), profile.load_overrides(REPO / "profiles/tiny.yaml"))
     assert tiny.students == ["tiny"] and tiny.data.synthetic.n_questions == 160

@@ -15,7 +15,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from caft import experiments
-from tests.conftest import REPO
+from tests.conftest import committed
 from tests.dvc_project import HANG_GUARD_S, MAKE, env, lock, make_project, ran_stages, recomputed, run, up_to_date
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     ent = json.loads((project / "metrics/entropy/tiny.json").read_text())
     assert ent["n"] == 160 and 0 < ent["valid_rate"] < 1
     assert (project / "plots/entropy/tiny/roc_entropy.csv").read_text().startswith("fpr,tpr,threshold\n")
-    report = json.loads((project / "metrics/report.json").read_text())
+    report = json.loads((project / "reports/report.json").read_text())
     assert set(report["tiny"]) == set(strategies)
     caft, distill = report["tiny"]["caft"], report["tiny"]["distill"]
     assert caft["teacher_calls"] < distill["teacher_calls"] and report["tiny"]["sft"]["teacher_calls"] == 0
@@ -136,7 +136,7 @@ def test_compat_parsed_only_reaches_the_report(project):
     over parsed answers, recomputed here from the predictions and the balanced test set."""
     out = run(["dvc", "exp", "run", "-S", "eval.compat_parsed_only=true"], project)
     assert recomputed(out) == {"check_params", "report"}
-    report = json.loads((project / "metrics/report.json").read_text())["tiny"]
+    report = json.loads((project / "reports/report.json").read_text())["tiny"]
     assignments = pd.read_parquet(project / "data/split/tiny/assignments.parquet")
     balanced = set(assignments.loc[(assignments["subset"] == "test") & assignments["balanced"], "question_id"])
     for strategy, metrics in report.items():
@@ -243,7 +243,7 @@ def test_api_teacher_key_never_reaches_outputs_lock_or_cache(project):
     assert leaks == []
     # back to the oracle: its traces are those of the earlier runs, so everything after the teacher is restored
     # from the run-cache (the teacher itself always runs; it pays nothing)
-    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["teacher"]
+    defaults = yaml.safe_load(committed("params.yaml").read_text())["teacher"]
     back = ["teacher.backend=oracle", f"teacher.keep={defaults['keep']}"] + [
         f"teacher.openai.{k}={defaults['openai'][k]}" for k in ("base_url", "api_key_env", "backoff_base_s")
     ]
@@ -259,6 +259,18 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
     run(["git", "commit", "-qm", "tiny results"], project)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    # before any pull, the committed results read from git alone: the headline metrics and every plot
+    metrics = run(["dvc", "metrics", "show"], clone).splitlines()
+    assert metrics[0].split() == ["Path", "acc", "acc_balanced_set", "acc_hard_band", "cot_tokens",
+                                  "entropy_roc_auc", "teacher_calls"]  # fmt: skip
+    assert len(metrics) == 6 and max(map(len, metrics)) <= 200, metrics
+    assert run(["dvc", "metrics", "diff", "HEAD"], clone).strip() == "No changes."
+    plots = subprocess.run(["dvc", "plots", "show", "--json"], cwd=clone, env=env(), capture_output=True, text=True)
+    assert plots.returncode == 0 and "failed" not in plots.stderr.lower() and not json.loads(plots.stdout).get("errors")
+    compared = run([*MAKE, "compare"], clone)
+    assert {line.split(" | ")[2] for line in compared.splitlines() if line.startswith("| workspace | tiny |")} == {
+        "sft", "distill", "caft", "random"
+    }  # fmt: skip
     run(["dvc", "pull"], clone)
     assert up_to_date(clone)
     out = run(["dvc", "repro"], clone)
@@ -270,6 +282,10 @@ def test_fresh_clone_pulls_everything_from_a_local_remote(project, tmp_path):
         "data/eval/tiny/caft/42/predictions.parquet",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    # one threshold experiment: `dvc exp show --only-changed` fits a screen (the metrics are a few keys a run)
+    run(["dvc", "exp", "run", "-S", "split.threshold=0.55"], clone)
+    header = run(["dvc", "exp", "show", "--only-changed", "--csv"], clone).splitlines()[0].split(",")
+    assert "split.threshold" in header and len(header) <= 60, header
 
 
 def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
@@ -313,25 +329,27 @@ def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project)
 
 
 def test_an_experiment_holds_exactly_the_metrics_of_what_it_ran(project):
-    """Dropping strategies leaves their old files in the workspace, but metrics and plots are declared per stage:
-    `dvc metrics show` and `dvc exp show` carry only the strategies in params."""
+    """Dropping strategies leaves their old files in the workspace, but the declared metrics are the report's
+    headline files, one per strategy in params: `dvc metrics show` lists only those, one short row each."""
     run(["dvc", "exp", "run", "-S", "strategies=[sft,caft]"], project)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project))
-    files = set(next(iter(shown.values()))["data"])
-    assert "metrics/eval/tiny/caft/42.json" in files and "metrics/train/tiny/sft/42.json" in files
-    assert not {f for f in files if f.endswith(("distill.json", "random.json"))}, files
-    assert set(json.loads((project / "metrics/report.json").read_text())["tiny"]) == {"sft", "caft"}
-    data = next(iter(shown.values()))["data"]
-    keys = [key for f in files for key in _keys(data[f]["data"])]
-    assert len(keys) > 100 and [k for k in keys if " " in k] == []  # metric keys are identifiers
+    data = {path: m["data"] for path, m in next(iter(shown.values()))["data"].items()}
+    assert sorted(data) == [f"metrics/summary/tiny/{name}.json" for name in ("caft", "entropy", "sft")]
+    report = json.loads((project / "reports/report.json").read_text())["tiny"]
+    assert set(report) == {"sft", "caft"}
+    caft = report["caft"]
+    assert data["metrics/summary/tiny/caft.json"] == {
+        "acc": caft["accuracy"],
+        "acc_balanced_set": caft["balanced_accuracy"],
+        "acc_hard_band": caft["band_hard_accuracy"],
+        "teacher_calls": caft["teacher_calls"],
+        "cot_tokens": caft["cot_target_tokens"],
+    }
+    auc = json.loads((project / "metrics/entropy/tiny.json").read_text())["roc_auc"]
+    assert data["metrics/summary/tiny/entropy.json"] == {"entropy_roc_auc": auc}
+    table = run(["dvc", "metrics", "show"], project).splitlines()
+    assert len(table) == 4 and max(map(len, table)) <= 200, table
     run(["dvc", "exp", "run", "-S", "strategies=[sft,distill,caft,random]"], project)
-
-
-def _keys(node: dict, prefix: str = ""):
-    for key, value in node.items():
-        yield f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _keys(value, f"{prefix}{key}.")
 
 
 def test_queued_experiments_recompute_nothing_the_workspace_has(project):
@@ -394,7 +412,7 @@ def test_a_second_seed_trains_only_its_own_runs(project):
         preds = pd.read_parquet(project / f"data/eval/tiny/{x}/{seed}/predictions.parquet")
         return preds.set_index("question_id").loc[balanced, "correct"].to_numpy(float)
 
-    report = json.loads((project / "metrics/report.json").read_text())["tiny"]
+    report = json.loads((project / "reports/report.json").read_text())["tiny"]
     for x in strategies:
         per_seed = [correct(x, s).mean() for s in (42, 7)]
         assert report[x]["n_seeds"] == 2
@@ -451,7 +469,7 @@ def test_reestimated_caft_through_dvc(project):
     assert trained["phase1_rebanded_hard_kept_n"] == len(before & hard)
     card = json.loads((project / "models/tiny/caft_reestimate/42/caft_model.json").read_text())
     assert [ph["n"] for ph in card["phases"]] == [trained["phase0_n"], len(hard)]
-    report = json.loads((project / "metrics/report.json").read_text())["tiny"]
+    report = json.loads((project / "reports/report.json").read_text())["tiny"]
     assert report["caft_reestimate"]["teacher_calls"] == report["distill"]["teacher_calls"]  # requested up front
     assert report["caft_reestimate"]["cot_target_tokens"] < report["distill"]["cot_target_tokens"]
     summary = (project / "reports/summary.md").read_text()

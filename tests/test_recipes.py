@@ -10,12 +10,12 @@ import pytest
 from caft import plan, profile
 from caft.prompts import build_messages
 from caft.teacher.prompt import messages as cot_messages
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 from tests.dvc_project import env
 
 
 def _recipe(*names: str):
-    return profile.resolve([REPO / "recipes" / name for name in names], REPO / "params.yaml")[1]
+    return profile.resolve([REPO / "recipes" / name for name in names], committed("params.yaml"))[1]
 
 
 @pytest.mark.parametrize("names", [("emnlp2025.yaml",), ("eacl2026.yaml",), ("eacl2026.yaml", "eacl2026-lora.yaml")])

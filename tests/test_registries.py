@@ -18,7 +18,7 @@ from caft import answers, strategies
 from caft.errors import CaftError
 from caft.params import TeacherParams, parse_params
 from caft.sources.synthetic import generate
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 from tests.dvc_project import env
 
 BASE = {"students": ["s"], "models": {"s": {"ref": "tiny"}}}
@@ -57,7 +57,7 @@ def test_a_new_strategy_is_one_entry(monkeypatch, tmp_path):
     assert strategies.cot_question_ids(_assignments(), ["hard_only"]) == {"q02", "q05", "q08"}
     # the DAG: train and eval expand over the new name (dvc reads the list from params.yaml)
     for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
+        shutil.copy(committed(name), tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["strategies"] = ["sft", "hard_only"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -207,7 +207,7 @@ def test_the_seed_axis_expands_the_dag_exactly(tmp_path):
     """`seeds: [1, 2]`: train and eval once per student x strategy x seed, every other stage once, and each
     training reads its seed's set and writes its seed's folders."""
     for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
+        shutil.copy(committed(name), tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["seeds"] = [1, 2]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -47,7 +47,7 @@ def test_a_recipes_rehearsal_counts_everything_and_cuts_nothing(tmp_path, recipe
     assert len(prepared) == n_test
     # every test question is counted: the whole-test accuracy of every strategy covers all of them, and the
     # split keeps the ones whose single-token run was unreadable (banded hard) instead of dropping them
-    report = json.loads((root / "metrics/report.json").read_text())["tiny"]
+    report = json.loads((root / "reports/report.json").read_text())["tiny"]
     assert set(report) == {"sft", "distill", "caft"}
     assert {s: r["n"] for s, r in report.items()} == dict.fromkeys(report, n_test)
     split = json.loads((root / "metrics/split/tiny.json").read_text())

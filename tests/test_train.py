@@ -10,11 +10,11 @@ from caft import sets, train
 from caft.errors import CaftError
 from caft.params import SyntheticData, parse_params
 from caft.sources.synthetic import generate
-from tests.conftest import REPO
+from tests.conftest import REPO, committed
 
 
 def _params(**train_overrides):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load(committed("params.yaml").read_text())
     raw["students"] = ["tiny"]
     raw["prompt"]["answer_prefix"] = ""  # multiple-choice questions below (the demo's prefix quotes a chain)
     raw["train"].update({"batch_size": 4, "save_steps": 1, **train_overrides})

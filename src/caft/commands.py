@@ -103,9 +103,11 @@ def reset(
     from caft import reset as resetting
 
     root = Path.cwd()
-    kept = ["params.yaml", "dvc.lock", *_uncached_outputs(Path("dvc.yaml"))]
+    uncached = _uncached_outputs(root)
+    kept = ["params.yaml", "dvc.lock", *uncached]
     in_git = [p for p in kept if _git_lines(["ls-tree", "--name-only", "HEAD", "--", p])]  # in the last commit
-    folders = _report_folders(root)
+    # where other runs leave files: the report's input folders, and outputs git would keep that the commit lacks
+    folders = _report_folders(root) + [root / p for p in uncached if p not in in_git and (root / p).exists()]
     todo = resetting.plan(root, in_git, folders)
     backup = resetting.apply(todo, root, force, in_git, typer.echo)
     if backup is not None:
@@ -285,17 +287,10 @@ def sweep(
     typer.echo(_write_frontier([], out_dir), nl=False)
 
 
-def _uncached_outputs(dvc_yaml: Path) -> list[str]:
-    """The outputs kept in git (`cache: false`: the report's), which `dvc checkout` does not restore."""
-    import yaml
+def _uncached_outputs(root: Path) -> list[str]:
+    """The outputs kept in git (`cache: false`: the report's, the headline metrics, every plot), as the
+    workspace's params expand dvc.yaml; `dvc checkout` does not restore them."""
+    from dvc.repo import Repo
 
-    paths = []
-    for body in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
-        stage_def = body.get("do", body)
-        for kind in ("outs", "metrics", "plots"):
-            for out in stage_def.get(kind, []):
-                if isinstance(out, dict):
-                    (path, flags), *_ = out.items()
-                    if (flags or {}).get("cache") is False and "${" not in path:
-                        paths.append(path)
-    return paths
+    with Repo(str(root)) as repo:
+        return sorted({out.def_path for stage in repo.index.stages for out in stage.outs if not out.use_cache})

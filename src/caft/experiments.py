@@ -1,5 +1,6 @@
 """One compact table of DVC experiments (`caft compare`): per experiment, what its params change and, per
-student x strategy, the numbers the paper compares — from `dvc exp show --json`, not from the workspace.
+student x strategy, the numbers the paper compares — the experiments and their params from `dvc exp show
+--json`, each one's numbers from its own `reports/report.json` (in git: `git show <rev>:reports/report.json`).
 `frontier` reads the same rows as a threshold sweep (`caft sweep`): accuracy against teacher CoT tokens.
 
 `dvc exp show` lists every param and metric (hundreds of columns); this keeps the params that differ between
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 from caft.errors import CaftError
 
-REPORT = "metrics/report.json"
+REPORT = "reports/report.json"
+HEADLINE = "metrics/summary"
 COLUMNS = (
     "experiment",
     "student",
@@ -41,10 +45,21 @@ def flatten(node: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def rows(shown: list[dict]) -> list[dict]:
-    """(name, params, metrics per file) of the workspace, each listed commit and its finished experiments, in
-    `dvc exp show` order; rows DVC could not read are left out, and so are experiments still queued or running
-    (DVC lists a running one with the workspace's metrics) or failed."""
+def report_at(rev: str) -> dict:
+    """The whole report of the workspace or of a commit / experiment (`reports/report.json` is committed with
+    it, cache: false); {} where there is none. The declared metrics hold only the headline numbers, so the
+    intervals, savings and teacher tokens come from here."""
+    if rev == "workspace":
+        path = Path(REPORT)
+        return json.loads(path.read_text()) if path.exists() else {}
+    proc = subprocess.run(["git", "show", f"{rev}:{REPORT}"], capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def rows(shown: list[dict], read: Callable[[str], dict] = report_at) -> list[dict]:
+    """(name, params, metrics per file, report) of the workspace, each listed commit and its finished
+    experiments, in `dvc exp show` order; rows DVC could not read are left out, and so are experiments still
+    queued or running (DVC lists a running one with the workspace's metrics) or failed."""
     rows = []
 
     def add(entry: dict, fallback: str) -> None:
@@ -53,7 +68,8 @@ def rows(shown: list[dict]) -> list[dict]:
             return
         params = flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}) or {})
         metrics = {path: m.get("data", {}) for path, m in (data.get("metrics") or {}).items()}
-        rows.append({"name": entry.get("name") or fallback, "params": params, "metrics": metrics})
+        name = entry.get("name") or fallback
+        rows.append({"name": name, "params": params, "metrics": metrics, "report": read(entry["rev"])})
 
     for commit in shown:
         add(commit, "workspace" if commit["rev"] == "workspace" else commit["rev"][:7])
@@ -87,9 +103,8 @@ def lines(rows: list[dict]) -> list[list[str]]:
     """One line per experiment x student x strategy of its report."""
     out = []
     for row in rows:
-        report = row["metrics"].get(REPORT, {})
-        for student, by_strategy in report.items():
-            auc = row["metrics"].get(f"metrics/entropy/{student}.json", {}).get("roc_auc")
+        for student, by_strategy in row["report"].items():
+            auc = row["metrics"].get(f"{HEADLINE}/{student}/entropy.json", {}).get("entropy_roc_auc")
             for strategy, m in by_strategy.items():
                 ci = f"[{_num(m.get('balanced_accuracy_ci_low'))}, {_num(m.get('balanced_accuracy_ci_high'))}]"
                 saving = m.get("data_saving_one_pass")
@@ -120,7 +135,7 @@ def markdown(rows: list[dict]) -> str:
     settings = [
         f"- {row['name']}: " + (", ".join(f"{k}={json.dumps(row['params'].get(k))}" for k in keys) or "–")
         for row in rows
-        if row["metrics"].get(REPORT)
+        if row["report"]
     ]
     table = [COLUMNS, tuple("---" for _ in COLUMNS), *body]
     head = ["Params that differ between the experiments:", "", *settings, ""] if keys else []
@@ -175,7 +190,7 @@ def frontier(rows: list[dict]) -> list[dict]:
     points, seen = [], set()
     for row in rows:
         threshold = row["params"].get("split.threshold")
-        for student, by_strategy in row["metrics"].get(REPORT, {}).items():
+        for student, by_strategy in row["report"].items():
             for strategy in (*FRONTIER_ENDS, *FRONTIER_SWEPT):
                 m = by_strategy.get(strategy)
                 key = (student, strategy, None if strategy in FRONTIER_ENDS else threshold)

@@ -191,12 +191,35 @@ def savings(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_metrics(rows: pd.DataFrame) -> dict:
-    """{student: {strategy: {metric: value}}}: DVC shows it as stable keys `student.strategy.metric`."""
+    """{student: {strategy: {number: value}}}: the whole report, as `reports/report.json` keeps it."""
     out: dict = {}
     for row in rows.to_dict(orient="records"):
         values = {k: (None if pd.isna(v) else v) for k, v in row.items() if k not in ("student", "strategy")}
         out.setdefault(row["student"], {})[row["strategy"]] = values
     return out
+
+
+# The declared DVC metrics: a few short keys per student x strategy file, the same in every file, so that
+# `dvc metrics show` is one row per run and fits a screen, and `dvc metrics diff` between two experiments reads
+# like the paper's table. `acc_balanced_set`: accuracy on the band-balanced test subset (not scikit-learn's
+# balanced accuracy).
+HEADLINE = {
+    "acc": "accuracy",
+    "acc_balanced_set": "balanced_accuracy",
+    "acc_hard_band": "band_hard_accuracy",
+    "teacher_calls": "teacher_calls",
+    "cot_tokens": "cot_target_tokens",
+}
+
+
+def headline(report: dict, entropy: dict[str, dict]) -> dict[str, dict]:
+    """{relative path: numbers}: `<student>/<strategy>.json` with HEADLINE's keys, and `<student>/entropy.json`
+    with the entropy's ROC AUC for a wrong answer."""
+    files = {f"{student}/entropy.json": {"entropy_roc_auc": entropy[student].get("roc_auc")} for student in entropy}
+    for student, by_strategy in report.items():
+        for strategy, numbers in by_strategy.items():
+            files[f"{student}/{strategy}.json"] = {short: numbers.get(key) for short, key in HEADLINE.items()}
+    return files
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -330,7 +353,7 @@ def log_epoch_curves(curves: pd.DataFrame, root: Path) -> None:
     the epoch as dvclive's step: `<subset>/accuracy` (all questions of the subset) and
     `<subset>/accuracy_<band>`. Here, not in the train stage: a band is the split's, and a training that logged
     it would re-run whenever the threshold moves, though its answers do not. dvclive's summary (the last
-    epoch's values) is dropped: `metrics/report.json` has the numbers, and a JSON file among the curves would be
+    epoch's values) is dropped: `reports/report.json` has the numbers, and a JSON file among the curves would be
     read as one more plot (`dvc plots show plots/report/live/<student>/<strategy> -x step`)."""
     from dvclive import Live
 
