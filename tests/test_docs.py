@@ -49,7 +49,7 @@ def test_a_page_edited_by_hand_or_a_changed_result_is_caught(clone, tmp_path):
     env = ["-c", "user.email=t@t", "-c", "user.name=t"]
     readme = work / "README.md"
     readme.write_text(readme.read_text().replace("caft", "CAFT", 1))
-    report = work / "metrics" / "report.json"
+    report = work / "reports" / "report.json"
     report.write_text(report.read_text().replace('"balanced_accuracy": 0.', '"balanced_accuracy": 0.9', 1))
     git(work, *env, "commit", "-qam", "edit by hand")
     proc = subprocess.run(

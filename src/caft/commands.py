@@ -106,8 +106,10 @@ def reset(
     uncached = _uncached_outputs(root)
     kept = ["params.yaml", "dvc.lock", *uncached]
     in_git = [p for p in kept if _git_lines(["ls-tree", "--name-only", "HEAD", "--", p])]  # in the last commit
-    # where other runs leave files: the report's input folders, and outputs git would keep that the commit lacks
-    folders = _report_folders(root) + [root / p for p in uncached if p not in in_git and (root / p).exists()]
+    # where other runs leave files: the report's input folders, the folders git keeps (a file the commit lacks
+    # there is another run's), and outputs git would keep that the commit lacks
+    folders = _report_folders(root) + [root / p for p in uncached if (root / p).is_dir() or p not in in_git]
+    folders = [f for f in folders if f.exists()]
     todo = resetting.plan(root, in_git, folders)
     backup = resetting.apply(todo, root, force, in_git, typer.echo)
     if backup is not None:

@@ -103,7 +103,6 @@ def plan(root: Path, in_git: list[str], folders: list[Path]) -> Plan:
     tracked = set(_git("ls-files").splitlines())
     area = {root / p for p in {*target, *now}} | set(folders)
     files = {f for a in area for f in ([a] if a.is_file() else a.rglob("*")) if f.is_file()}
-    files = {f for f in files if not any(f.is_relative_to(root / g) for g in in_git)}  # git's to return
     held = {root / p for p in target}
     for f in sorted(files):
         rel = f.relative_to(root).as_posix()
