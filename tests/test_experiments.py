@@ -197,7 +197,7 @@ def test_a_misspelt_make_variable_is_refused_before_anything_runs(tmp_path):
     from tests.conftest import REPO
 
     makefile = str(REPO / "Makefile")
-    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")  # as typed at a shell, not from inside `make test`
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "TORCH")  # `make test TORCH=cpu` exports its choice  # as typed at a shell, not from inside `make test`
     clean = {k: v for k, v in env().items() if k not in outer}
     proc = subprocess.run(["make", "-f", makefile, "-n", "sweep", "THRESHOLD=0.5", "SEED=3"], cwd=tmp_path,
                           capture_output=True, text=True, env=clean)  # fmt: skip
@@ -218,7 +218,7 @@ def test_setup_asks_for_the_torch_build_before_creating_anything(tmp_path):
 
     for name in ("pyproject.toml", "requirements.lock"):
         (tmp_path / name).write_text((REPO / name).read_text())
-    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "TORCH")  # `make test TORCH=cpu` exports its choice
     clean = {k: v for k, v in env().items() if k not in outer}
     for torch in ([], ["TORCH=gpu"]):
         proc = subprocess.run(["make", "-f", str(REPO / "Makefile"), "setup", f"BIN={tmp_path}/none", *torch],

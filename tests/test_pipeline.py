@@ -352,7 +352,7 @@ def test_an_experiment_holds_exactly_the_metrics_of_what_it_ran(project):
     run(["dvc", "exp", "run", "-S", "strategies=[sft,distill,caft,random]"], project)
 
 
-def test_queued_experiments_recompute_nothing_the_workspace_has(project):
+def test_queued_experiments_recompute_nothing_the_workspace_has(project, monkeypatch):
     """`make sweep THRESHOLDS=0.55,0.65` (caft sweep): two queued thresholds on two workers, each in a copy of
     the last commit, restoring prepare, entropy, the estimators and the sft / distill trainings from the
     run-cache and running only what the threshold changes; then `caft compare` lists both and the frontier's
@@ -375,6 +375,7 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project):
     points = json.loads((project / "reports/frontier/frontier.json").read_text())
     by_threshold = {p["threshold"]: p for p in points if p["strategy"] == "caft"}
     assert {0.55, 0.65} <= set(by_threshold) and {"sft", "distill"} <= {p["strategy"] for p in points}
+    monkeypatch.chdir(project)  # each experiment's report is read from its commit in the project's git
     swept = [
         r
         for r in experiments.rows(json.loads(run(["dvc", "exp", "show", "--json"], project)))

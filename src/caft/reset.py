@@ -4,8 +4,8 @@ What it changes, it decides first (`plan`) and says before doing it:
 - the files git keeps for the pipeline (params.yaml, dvc.lock, the report's outputs) back to the last commit;
 - every output to the committed dvc.lock's version, from the DVC cache (`dvc checkout --force`);
 - the files other runs left in the folders the report reads (another seed's, strategy's or student's), and
-  DVC's `.gitignore` entries for them. They were produced by DVC and stay in its cache: the run-cache brings
-  them back when their params return.
+  DVC's `.gitignore` entries for them. They were produced by DVC and stay in its cache, or in the experiment
+  commit `dvc exp run` made (the outputs git keeps): the run-cache or `dvc exp apply` brings them back.
 
 It refuses, changing nothing, when the committed outputs are not all in the DVC cache, and when it would
 discard something DVC did not produce: an edit of those files that no commit or experiment holds, or a file of
@@ -108,7 +108,7 @@ def plan(root: Path, in_git: list[str], folders: list[Path]) -> Plan:
         rel = f.relative_to(root).as_posix()
         if f.name == ".gitignore" or rel in tracked:
             continue
-        if cached_files(cache, _md5(f)) is None:
+        if cached_files(cache, _md5(f)) is None and not _saved_elsewhere(rel):
             out.user.append(f)
         elif not any(parent in held for parent in (f, *f.parents)) and any(f.is_relative_to(d) for d in folders):
             out.stale.append(f)
@@ -122,7 +122,7 @@ def describe(p: Plan, root: Path) -> list[str]:
     if p.outputs:
         lines.append(f"{len(p.outputs)} output(s) checked out from the DVC cache at their committed version")
     lines = [f"caft reset: {line}" for line in lines]
-    lines += [f"- {f.relative_to(root)} (another run's; it stays in the DVC cache)" for f in p.stale]
+    lines += [f"- {f.relative_to(root)} (another run's; the DVC cache or its experiment keeps it)" for f in p.stale]
     return lines or ["caft reset: nothing to change, the workspace is at the last commit"]
 
 
