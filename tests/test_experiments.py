@@ -197,7 +197,7 @@ def test_a_misspelt_make_variable_is_refused_before_anything_runs(tmp_path):
     from tests.conftest import REPO
 
     makefile = str(REPO / "Makefile")
-    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "TORCH")  # `make test TORCH=cpu` exports its choice  # as typed at a shell, not from inside `make test`
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "TORCH")  # as typed at a shell, not from inside `make test`
     clean = {k: v for k, v in env().items() if k not in outer}
     proc = subprocess.run(["make", "-f", makefile, "-n", "sweep", "THRESHOLD=0.5", "SEED=3"], cwd=tmp_path,
                           capture_output=True, text=True, env=clean)  # fmt: skip
