@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from caft import experiments
 from tests.conftest import committed
-from tests.dvc_project import HANG_GUARD_S, MAKE, env, lock, make_project, ran_stages, recomputed, run, up_to_date
+from tests.dvc_project import HANG_GUARD_S, MAKE, call, env, lock, make_project, ran_stages, recomputed, run, up_to_date
 
 pytestmark = pytest.mark.integration
 
@@ -357,10 +357,11 @@ def test_queued_experiments_recompute_nothing_the_workspace_has(project, monkeyp
     the last commit, restoring prepare, entropy, the estimators and the sft / distill trainings from the
     run-cache and running only what the threshold changes; then `caft compare` lists both and the frontier's
     caft points equal their experiments' reports, with sft and distill as the end points."""
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "tiny state", "--allow-empty"], project)
+    commit_state(project)
     out = run([*MAKE, "sweep", "THRESHOLDS=0.55,0.65"], project)
     assert out.count("dvc exp run --queue") == 2 and "| student | strategy | threshold |" in out
+    assert "sweep: point 1 of 2 (sweep-t055): running" in out, out  # a point runs far longer than a poll
+    assert "sweep: point 2 of 2 (sweep-t065): success, " in out, out
     status = run(["dvc", "queue", "status"], project)
     assert all(re.search(rf"\b{name}\b.*\bSuccess\b", status) for name in ("sweep-t055", "sweep-t065")), status
     upstream = {"prepare", "entropy@tiny", "estimate_cot@tiny", "train@tiny-sft-42", "train@tiny-distill-42"}
@@ -439,7 +440,56 @@ def test_a_second_seed_trains_only_its_own_runs(project):
     assert up_to_date(project)
 
 
+def test_a_trained_model_is_shared_with_its_results(project, tmp_path):
+    """`caft card models/tiny/caft/42 --out DIR`: the model's files copied, with a card whose model-index holds
+    the accuracy of its eval metrics, the licence given and a loading snippet; the model folder (a DVC output)
+    untouched; an existing folder or a folder that is no model refused with one line, nothing written."""
+    import os
+    import stat
+
+    from huggingface_hub import ModelCard
+
+    model = project / "models/tiny/caft/42"
+    kept = {f.name: f.read_bytes() for f in model.iterdir()}
+    out = tmp_path / "tiny-caft-42"
+    said = run(["caft", "card", "models/tiny/caft/42", "--out", str(out), "--license", "apache-2.0"], project)
+    assert said == f"caft card: wrote {out / 'README.md'}\n"
+    metrics = json.loads((project / "metrics/eval/tiny/caft/42.json").read_text())
+    card = ModelCard.load(out / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_split) == ("accuracy", metrics["accuracy"], "test")
+    assert result.dataset_name == "caft's synthetic questions" and card.data.datasets is None
+    assert (card.data.license, card.data.model_name) == ("apache-2.0", "tiny-caft-42")
+    ci = f"| {metrics['accuracy']:.3f} [{metrics['accuracy_ci_low']:.3f}, {metrics['accuracy_ci_high']:.3f}] |"
+    assert ci in card.text and f"test split, {metrics['n']} questions" in card.text
+    lora = json.loads(kept["caft_model.json"])["lora"]
+    loader = "AutoPeftModelForCausalLM" if lora else "AutoModelForCausalLM"
+    assert f'model = {loader}.from_pretrained("tiny-caft-42")' in card.text
+    assert card.text.startswith(ModelCard(kept["README.md"].decode()).text.rstrip("\n"))  # the train-time card, then
+    assert {f.name: f.read_bytes() for f in model.iterdir()} == kept
+    copied = {f.name: f.read_bytes() for f in out.iterdir() if f.name != "README.md"}
+    assert copied == {k: v for k, v in kept.items() if k not in ("README.md", ".gitignore")}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {0o666 & ~umask}
+    for args, message in (
+        (["models/tiny/caft/42", "--out", str(out)], f"{out} exists and is not empty: give a new folder"),
+        (["data/prepared", "--out", str(tmp_path / "x")], "data/prepared is not a caft model folder"),
+    ):
+        proc = call(["caft", "card", *args], project)
+        assert proc.returncode == 2 and proc.stderr.splitlines()[0].startswith(f"error: {message}"), proc.stderr
+    assert not (tmp_path / "x").exists() and ModelCard.load(out / "README.md").text == card.text
+
+
+def commit_state(project: Path) -> None:
+    """Commit whatever state earlier tests left (a sweep's points and `caft reset` start from the last commit),
+    so that a test passes run alone or after any other."""
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny state", "--allow-empty"], project)
+
+
 def test_reset_returns_to_the_committed_params_and_their_outputs(project):
+    commit_state(project)
     committed = run(["git", "show", "HEAD:params.yaml"], project)
     split = (project / "metrics/split/tiny.json").read_bytes()
     run(["dvc", "exp", "run", "-S", "split.threshold=0.45"], project)
@@ -454,6 +504,7 @@ def test_reestimated_caft_through_dvc(project):
     """`caft_reestimate` added by `dvc exp run -S strategies=[...]`: only its own set, training and eval run
     (the other strategies' sets are unchanged), the teacher covers the whole pool, phase 2 trains on the hard
     band its model file records, and the report's section repeats the train metrics."""
+    commit_state(project)
     out = run(["dvc", "exp", "run", "-S", "strategies=[sft,distill,caft,random,caft_reestimate]"], project)
     assert recomputed(out) == {
         "check_params",

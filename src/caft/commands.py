@@ -5,6 +5,7 @@
     caft compare [--out FILE] [dvc exp show args]   one table of the experiments
     caft sweep [--thresholds 0.5,0.6,0.9] [--jobs 2]   a queued threshold sweep, then its frontier
     caft frontier [--out-dir DIR] [dvc exp show args]   accuracy against teacher tokens over the experiments
+    caft card MODEL --out DIR [--license ID]   a trained model with a card that carries its eval results, ready to share
     caft reset [--force]   back to the committed params, their outputs checked out from the DVC cache
     caft push [-r REMOTE]   dvc push --run-cache, the outputs of every run record, the teacher's responses
     caft pull [-r REMOTE]   dvc pull --run-cache (run records included), the teacher's responses
@@ -15,9 +16,7 @@ Both validate the merged params first, so a bad profile fails with one line befo
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +83,21 @@ def compare(
     typer.echo(table, nl=False)
     if out:
         out.write_text(table)
+
+
+@app.command()
+@stage
+def card(
+    model_dir: Annotated[Path, typer.Argument(help="a trained model's folder, e.g. models/smollm2/caft/42")],
+    out: Annotated[Path, typer.Option(help="a new folder: the model's files and its card (README.md)")],
+    license: Annotated[str | None, typer.Option(help="the licence id for the card's metadata, e.g. apache-2.0")] = None,
+) -> None:
+    """A trained model ready to share (`huggingface-cli upload NAME OUT`): its folder copied to OUT with a model
+    card that carries its eval results (model-index), the dataset, the licence and how to load it. The eval
+    stage must be up to date with the model; the model folder itself is left as DVC wrote it."""
+    from caft.card import export
+
+    typer.echo(f"caft card: wrote {export(Path.cwd(), model_dir, out, license)}")
 
 
 @app.command()
@@ -251,6 +265,8 @@ def sweep(
     """Queue one experiment per threshold (`dvc exp run --queue -S split.threshold=t`), run them on `jobs`
     workers, wait, then write the frontier (`caft frontier`). Queued points run in copies of the last commit:
     commit the base run first (anything not committed is not in the sweep)."""
+    from caft import exp_queue
+
     values = [v.strip() for v in thresholds.split(",") if v.strip()]
     if not values:
         raise CaftError("caft sweep needs --thresholds, e.g. 0.5,0.6,0.9")
@@ -274,16 +290,10 @@ def sweep(
     )
     if started.returncode != 0:
         raise CaftError("dvc queue start failed")
-    busy = re.compile(r"\b(Queued|Running)\b")
-    while True:
-        status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
-        mine = [line for line in status.splitlines() if any(f" {n} " in f" {line} " for n in names)]
-        if not any(busy.search(line) for line in mine):
-            break
-        time.sleep(2)
-    if not busy.search(status):
+    final = exp_queue.wait(names, typer.echo)
+    if not exp_queue.any_busy():
         subprocess.run(["dvc", "queue", "stop"], capture_output=True)
-    failed = [line.split()[1] for line in mine if re.search(r"\bFailed\b", line)]
+    failed = [name for name, state in final.items() if state == "Failed"]
     if failed:
         raise CaftError(f"sweep points failed: {', '.join(failed)} (`dvc queue logs NAME` shows why)")
     typer.echo(_write_frontier([], out_dir), nl=False)
