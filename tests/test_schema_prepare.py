@@ -145,9 +145,15 @@ def test_written_outputs_get_the_usual_modes(tmp_path):
     write_json({"a": 1}, tmp_path / "m.json")
     with atomic_path(tmp_path / "model", directory=True) as tmp:
         (tmp / "w.bin").write_bytes(b"x")
+        (tmp / "adapter.safetensors").write_bytes(b"y")
+        (tmp / "adapter.safetensors").chmod(0o600)  # as safetensors writes its files
+        (tmp / "sub").mkdir(mode=0o700)
     assert os.umask(UMASK) == UMASK  # what the process's umask is
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~UMASK
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o777 & ~UMASK
+    assert stat.S_IMODE((tmp_path / "model/sub").stat().st_mode) == 0o777 & ~UMASK
+    files = ("model/w.bin", "model/adapter.safetensors")
+    assert {stat.S_IMODE((tmp_path / f).stat().st_mode) for f in files} == {0o666 & ~UMASK}
 
 
 def test_metrics_json_never_holds_nan(tmp_path):

@@ -614,3 +614,58 @@ def test_per_epoch_vllm_engine_only_where_it_can_serve(capsys):
         "per-epoch eval: transformers generation (full fine-tuning: vLLM serves one process's LoRA adapters)",
         "per-epoch eval: transformers generation (2 processes: vLLM serves one process's LoRA adapters)",
     ]
+
+
+def test_the_compact_head_computes_trls_loss_gradients_and_metrics(tiny_model, tmp_path):
+    """caft's trainer applies the LM head at the label positions only (caft.sft_head); on the same batch its loss,
+    its LoRA gradients and the metrics it logs equal TRL's fused head (which projects every position on a CPU),
+    for a CoT batch and an answer-only one (a few label tokens)."""
+    from trl import SFTTrainer
+
+    from caft.sft_head import CompactHeadSFTTrainer
+
+    _, tok = tiny_model
+    p = _params()
+    q, a, traces = _data(8)
+    for strategy in ("distill", "sft"):
+        table, _ = sets.build(strategy, a, q, traces, p)
+        runs = []
+        for kind in (SFTTrainer, CompactHeadSFTTrainer):
+            torch.manual_seed(0)
+            trainer = kind(
+                model=train._base_model(_setup(p, strategy, table), False),
+                args=train._sft_config(p, tmp_path / kind.__name__, 1, False, False, 42),
+                train_dataset=train.to_dataset(table),
+                processing_class=tok,
+            )
+            batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+            items = (batch["labels"][:, 1:] != -100).sum()
+            loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=items)
+            loss.backward()
+            grads = {n: w.grad.clone() for n, w in trainer.model.named_parameters() if w.requires_grad}
+            metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+            runs.append((loss.item(), grads, metrics))
+        (trl_loss, trl_grads, trl_metrics), (loss, grads, metrics) = runs
+        assert loss == pytest.approx(trl_loss, rel=1e-5, abs=1e-6)
+        assert grads.keys() == trl_grads.keys() and len(grads) > 0
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-6)
+        assert metrics.keys() == trl_metrics.keys() == {"entropy", "mean_token_accuracy", "num_tokens"}
+        assert metrics["num_tokens"] == trl_metrics["num_tokens"]
+        for key in ("entropy", "mean_token_accuracy"):
+            assert metrics[key] == pytest.approx(trl_metrics[key], rel=1e-5, abs=1e-6)
+
+
+def test_the_compact_head_is_used_only_where_it_computes_the_same_and_is_cheaper(tiny_model):
+    """TRL's path stays on Triton devices (it scores only the label positions there), across processes (DDP's
+    hooks are on the wrapped forward) and for heads that scale their logits."""
+    from caft.sft_head import applies
+
+    model, _ = tiny_model
+    assert applies(model, torch.device("cpu"), 1)
+    assert not applies(model, torch.device("cuda"), 1) and not applies(model, torch.device("cpu"), 2)
+    model.config.final_logit_softcapping = 30.0
+    try:
+        assert not applies(model, torch.device("cpu"), 1)
+    finally:
+        del model.config.final_logit_softcapping

@@ -32,6 +32,7 @@ RESULTS = {
     "demo_bench": "bench/results/demo_stages.json",
     "entropy_bench": "bench/results/entropy_throughput.json",
     "queue_bench": "bench/results/queue_sweep.json",
+    "train_bench": "bench/results/train_step.json",
     "tests": "bench/results/test_suite.json",
     "params": "params.yaml",
 }

@@ -19,7 +19,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard
 
 from caft.errors import CaftError
-from caft.io import UMASK
+from caft.io import umask_modes
 from caft.models import MODEL_CARD
 
 EVAL_SCRIPT = "stages/evaluate.py"
@@ -135,8 +135,7 @@ def export(root: Path, model_dir: Path, out: Path, license: str | None) -> Path:
         staged = Path(tmp) / "model"
         shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns(".gitignore"))
         (staged / "README.md").write_text(str(card))
-        for path in [staged, *staged.rglob("*")]:  # safetensors writes its files owner-only
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~UMASK)
+        umask_modes(staged)  # models trained before their folders were given these modes
         if out.exists():
             out.rmdir()
         staged.rename(out)

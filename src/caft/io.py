@@ -30,6 +30,13 @@ def _umask() -> int:
 UMASK = _umask()
 
 
+def umask_modes(folder: Path) -> None:
+    """Give `folder` and everything in it the modes a new file gets under the user's umask: libraries write some
+    files owner-only (safetensors' adapter weights, tempfile's folders), and results are meant to be shared."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `dest`; on success it replaces `dest`, on error it is removed."""
@@ -45,8 +52,10 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
         tmp.chmod(0o666 & ~UMASK)
     try:
         yield tmp
-        if directory and dest.exists():
-            shutil.rmtree(dest)
+        if directory:
+            umask_modes(tmp)
+            if dest.exists():
+                shutil.rmtree(dest)
         os.replace(tmp, dest)
     except BaseException:
         if tmp.is_dir():

@@ -286,7 +286,7 @@ def run(
     """Train every phase in order; returns (model, tokenizer, per-phase results). With `epoch_eval`, the
     validation carve is answered after every epoch, and under `eval.select: best` the weights returned are
     the best epoch's."""
-    from trl import SFTTrainer
+    from caft.sft_head import CompactHeadSFTTrainer
 
     p, strategy = setup.params, strategies.get(setup.strategy)
     epochs = p.train.epochs[setup.strategy]
@@ -317,7 +317,7 @@ def run(
         if epoch_eval is not None:
             cbs.append(epoch_eval.callback(k, epochs_mod.epochs_run(epochs[:k]), step_offset))
         resumed_eval = EvalAtResume()
-        trainer = SFTTrainer(
+        trainer = CompactHeadSFTTrainer(
             model=model,
             args=_sft_config(p, folder, epochs[k], not eval_rows.empty, on_gpu, setup.seed),
             train_dataset=to_dataset(train_rows),
