@@ -92,7 +92,7 @@ def card(
     out: Annotated[Path, typer.Option(help="a new folder: the model's files and its card (README.md)")],
     license: Annotated[str | None, typer.Option(help="the licence id for the card's metadata, e.g. apache-2.0")] = None,
 ) -> None:
-    """A trained model ready to share (`huggingface-cli upload NAME OUT`): its folder copied to OUT with a model
+    """A trained model ready to share (`hf upload NAME OUT`): its folder copied to OUT with a model
     card that carries its eval results (model-index), the dataset, the licence and how to load it. The eval
     stage must be up to date with the model; the model folder itself is left as DVC wrote it."""
     from caft.card import export
