@@ -22,7 +22,7 @@ def _params(base_url: str = "http://127.0.0.1:9/v1", **teacher) -> object:
         "model": "m",
         "api_key_env": "CAFT_TEST_KEY",
         "concurrency": 4,
-        "timeout_s": 0.4,
+        "timeout_s": 3.0,  # far above a loaded machine's local round trip, so only a scripted hang times out
         "max_retries": 3,
         "backoff_base_s": 0.01,
         "backoff_max_s": 0.05,
@@ -71,7 +71,7 @@ def test_faults_are_retried_with_exact_call_counts(tmp_path):
         "Q4?": ["badjson", "ok"],
         "Q5?": ["length"],
     }
-    with FakeOpenAI(answers, script, retry_after="0.3") as api:
+    with FakeOpenAI(answers, script, retry_after="0.3", hang_s=6.0) as api:
         table, m = _run(_params(api.base_url), q, tmp_path)
     assert {f"Q{i}?": api.count(f"Q{i}?") for i in range(6)} == {
         "Q0?": 1,
