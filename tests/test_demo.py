@@ -147,4 +147,9 @@ def test_a_gsm8k_run_through_dvc_exp_run(chain):
     sft = pd.read_parquet(chain / "data/sets/tiny/sft/42.parquet")
     assert (sft["completion"] == "[[" + sft["question_id"].map(prepared["answer"]) + "]]").all()
     report = json.loads((chain / "reports/report.json").read_text())["tiny"]
-    assert set(TINY_STRATEGIES) <= set(report) and 0 <= report["caft"]["balanced_accuracy"] <= 1
+    test = pd.read_parquet(chain / "data/prepared/test.parquet")
+    for strategy in TINY_STRATEGIES:  # the headline counts every test question, each as its eval scored it
+        preds = pd.read_parquet(chain / f"data/eval/tiny/{strategy}/42/predictions.parquet")
+        assert sorted(preds["question_id"]) == sorted(test["question_id"])
+        assert report[strategy]["n"] == len(test)
+        assert report[strategy]["accuracy"] == pytest.approx(preds["correct"].mean(), abs=1e-6)
