@@ -22,7 +22,8 @@ import typer
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)")
-SUMMARY = re.compile(r"=+ (.*) in ([\d.]+)s")
+# pytest's closing line: "=== 357 passed in 1099.01s (0:18:19) ===", or under -q "357 passed, 2 warnings in 1099.01s"
+SUMMARY = re.compile(r"^(?:=+ )?((?:\d+ \w+, )*\d+ \w+) in ([\d.]+)s\b", re.M)
 SLOW = re.compile(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)$", re.M)
 
 
@@ -31,7 +32,7 @@ def summary(log: str) -> dict:
     slowest tests it lists (`--durations`)."""
     closing = SUMMARY.findall(log)
     if not closing:
-        raise SystemExit("no pytest summary line in the CI log")
+        raise SystemExit(f"no pytest summary line in the CI log; its end:\n{log[-3000:]}")
     counts_text, seconds = closing[-1]
     return {
         "counts": {kind.rstrip("s"): int(n) for n, kind in COUNTS.findall(counts_text)},
