@@ -443,8 +443,10 @@ def test_a_second_seed_trains_only_its_own_runs(project):
 def test_a_trained_model_is_shared_with_its_results(project, tmp_path):
     """`caft card models/tiny/caft/42 --out DIR`: the model's files copied, with a card whose model-index holds
     the accuracy of its eval metrics, the licence given and a loading snippet; the model folder (a DVC output)
-    untouched; an existing folder or a folder that is no model refused with one line, nothing written."""
+    untouched; an existing folder, a folder that is no model, or a model outside the project refused with one
+    line, nothing written."""
     import os
+    import shutil
     import stat
 
     from huggingface_hub import ModelCard
@@ -472,9 +474,12 @@ def test_a_trained_model_is_shared_with_its_results(project, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {0o666 & ~umask}
+    elsewhere = tmp_path / "copied"  # a model folder, but not one this project's eval stages read
+    shutil.copytree(model, elsewhere)
     for args, message in (
         (["models/tiny/caft/42", "--out", str(out)], f"{out} exists and is not empty: give a new folder"),
         (["data/prepared", "--out", str(tmp_path / "x")], "data/prepared is not a caft model folder"),
+        ([str(elsewhere), "--out", str(tmp_path / "x")], f"{elsewhere} is outside this project"),
     ):
         proc = call(["caft", "card", *args], project)
         assert proc.returncode == 2 and proc.stderr.splitlines()[0].startswith(f"error: {message}"), proc.stderr

@@ -30,6 +30,8 @@ def eval_metrics(root: Path, model_dir: Path) -> tuple[str, dict]:
     numbers then belong to the model in the folder)."""
     from dvc.repo import Repo
 
+    if not model_dir.resolve().is_relative_to(root.resolve()):
+        raise CaftError(f"{model_dir} is outside this project: give a model folder the pipeline trained here")
     rel = model_dir.resolve().relative_to(root.resolve()).as_posix()
     with Repo(str(root)) as repo:
         found = [
