@@ -12,19 +12,17 @@ Run in the workspace: it leaves the demo's outputs, dvc.lock and metrics exactly
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from record import stamp, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,15 +71,13 @@ def main(
     if wanted not in (["cold"], ["cold", "warm"]):
         raise typer.BadParameter("cold,warm or cold", param_hint="--passes")
     stages = stage_order()
-    result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    result = stamp()
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "CAFT_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         shutil.rmtree(ROOT / ".caft", ignore_errors=True)
         for name in wanted:
             result[f"{name}_s"] = timed_pass(stages, env)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
+    write(out, result, to_markdown(result))
     typer.echo(to_markdown(result))
 
 

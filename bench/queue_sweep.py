@@ -11,20 +11,18 @@ it did not run, the sweep's wall time, and `caft compare`'s table.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from record import stamp, write
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("stages", "src", "profiles", "recipes", "configs", ".dvc")
@@ -98,16 +96,13 @@ def main(
             points[f"split.threshold={value}"] = {"ran": sorted(ran), "not_run": sorted(every - ran)}
         table = sh(["caft", "compare"], root, env)
     result = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        **stamp(),
         "base_s": base_s,
         "sweep_s": sweep_s,
         "points": points,
         "compare": table,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result) + "\n")
+    write(out, result, to_markdown(result) + "\n")
     typer.echo(to_markdown(result))
 
 

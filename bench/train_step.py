@@ -10,19 +10,17 @@ same loss.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import torch
 import typer
+from record import stamp, write
 from trl import SFTTrainer
 
 from caft import train
@@ -124,16 +122,8 @@ def main(
                 for name, t in measured["times"].items()
             },
         }
-    report = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "rounds": rounds,
-        "reps": reps,
-        "results": results,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    report = {**stamp(f"torch {torch.__version__}"), "rounds": rounds, "reps": reps, "results": results}
+    write(out, report, markdown(report))
     typer.echo(markdown(report))
 
 

@@ -25,9 +25,9 @@ from caft.models import MODEL_CARD
 EVAL_SCRIPT = "stages/evaluate.py"
 
 
-def eval_metrics(root: Path, model_dir: Path) -> tuple[str, dict]:
-    """The eval stage that reads `model_dir` and its metrics, refused unless DVC finds it up to date (the
-    numbers then belong to the model in the folder)."""
+def eval_metrics(root: Path, model_dir: Path) -> dict:
+    """The metrics of the eval stage that reads `model_dir`, refused unless DVC finds that stage up to date
+    (the numbers then belong to the model in the folder)."""
     from dvc.repo import Repo
 
     if not model_dir.resolve().is_relative_to(root.resolve()):
@@ -47,7 +47,7 @@ def eval_metrics(root: Path, model_dir: Path) -> tuple[str, dict]:
     status = subprocess.run(["dvc", "status", "--json", stage], cwd=root, capture_output=True, text=True)
     if status.returncode != 0 or json.loads(status.stdout or "{}") or not (root / metrics).exists():
         raise CaftError(f"{stage} is not up to date with {rel}: `dvc repro {stage}` first")
-    return stage, json.loads((root / metrics).read_text())
+    return json.loads((root / metrics).read_text())
 
 
 def dataset(root: Path) -> dict:
@@ -129,7 +129,7 @@ def export(root: Path, model_dir: Path, out: Path, license: str | None) -> Path:
         raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CaftError(f"{out} exists and is not empty: give a new folder (nothing was written)")
-    _, metrics = eval_metrics(root, model_dir)
+    metrics = eval_metrics(root, model_dir)
     spec = json.loads((model_dir / MODEL_CARD).read_text())
     card = results_card(ModelCard.load(model_dir / "README.md"), spec, metrics, dataset(root), out.name, license)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,10 @@ def export(root: Path, model_dir: Path, out: Path, license: str | None) -> Path:
         shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns(".gitignore"))
         (staged / "README.md").write_text(str(card))
         umask_modes(staged)  # models trained before their folders were given these modes
-        if out.exists():
-            out.rmdir()
-        staged.rename(out)
+        try:
+            if out.exists():
+                out.rmdir()
+            staged.rename(out)
+        except OSError:  # another process wrote `out` meanwhile: theirs stays, this copy goes with the temp folder
+            raise CaftError(f"{out} was written by something else meanwhile (nothing was written)") from None
     return out / "README.md"
