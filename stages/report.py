@@ -125,10 +125,10 @@ def main(
         cols = [
             "student",
             "strategy",
-            "balanced_accuracy",
+            "balanced_set_accuracy",
             "accuracy",
-            "balanced_accuracy_ci_low",
-            "balanced_accuracy_ci_high",
+            "balanced_set_accuracy_ci_low",
+            "balanced_set_accuracy_ci_high",
             "cot_target_tokens",
             "teacher_calls",
         ]

@@ -77,7 +77,7 @@ def test_the_report_per_band_numbers_equal_a_recount_of_the_predictions(chain):
             low, high = wilson(k, n)
             assert (got[f"band_{band}_ci_low"], got[f"band_{band}_ci_high"]) == (round(low, 6), round(high, 6))
         balanced = banded.index[banded["balanced"]]
-        assert report[strategy]["balanced_accuracy"] == pytest.approx(
+        assert report[strategy]["balanced_set_accuracy"] == pytest.approx(
             sum(recount[q] for q in balanced) / len(balanced), abs=1e-6
         )
         for steps in sorted(set(test["difficulty"])):

@@ -50,7 +50,7 @@ def test_a_page_edited_by_hand_or_a_changed_result_is_caught(clone, tmp_path):
     readme = work / "README.md"
     readme.write_text(readme.read_text().replace("caft", "CAFT", 1))
     report = work / "reports" / "report.json"
-    report.write_text(report.read_text().replace('"balanced_accuracy": 0.', '"balanced_accuracy": 0.9', 1))
+    report.write_text(report.read_text().replace('"balanced_set_accuracy": 0.', '"balanced_set_accuracy": 0.9', 1))
     git(work, *env, "commit", "-qam", "edit by hand")
     proc = subprocess.run(
         [sys.executable, "tools/docs.py", "--check", "--rev", "HEAD"], cwd=work, capture_output=True, text=True

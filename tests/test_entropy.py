@@ -177,5 +177,5 @@ def test_summarize_counts_and_auc():
     assert s["roc_auc_options"] == 0.75
     # ranks of entropy (1,4,2,3,5) vs difficulty (2,4,1,5,3) over the 5 rows with a known difficulty
     d = np.array([1, 4, 2, 3, 5]) - np.array([2, 4, 1, 5, 3])
-    assert s["spearman_entropy_difficulty"] == pytest.approx(1 - 6 * (d**2).sum() / (5 * 24), abs=1e-6) == 0.5
+    assert s["spearman_entropy_steps"] == pytest.approx(1 - 6 * (d**2).sum() / (5 * 24), abs=1e-6) == 0.5
     assert s["idk_rate"] == pytest.approx(1 / 6, abs=1e-6) and s["other_rate"] == pytest.approx(1 / 6, abs=1e-6)

@@ -112,11 +112,11 @@ def test_band_metrics_use_the_balanced_test_rows():
         }
     )
     out = report.band_metrics(preds, assignments, seed=0)
-    assert (out["balanced_n"], out["balanced_accuracy"]) == (3, round(2 / 3, 6))
+    assert (out["balanced_set_n"], out["balanced_set_accuracy"]) == (3, round(2 / 3, 6))
     assert (out["band_easy_accuracy"], out["band_medium_accuracy"], out["band_hard_accuracy"]) == (0.5, 0.5, 0.5)
-    assert "balanced_accuracy_parsed_only" not in out
+    assert "balanced_set_accuracy_parsed_only" not in out
     # the authors' convention: q0 (correct), q2 (correct) and q4 (unparsed) are balanced -> 2 of 2 parsed
-    assert report.band_metrics(preds, assignments, seed=0, parsed_only=True)["balanced_accuracy_parsed_only"] == 1.0
+    assert report.band_metrics(preds, assignments, seed=0, parsed_only=True)["balanced_set_accuracy_parsed_only"] == 1.0
 
 
 def test_savings_relative_to_distill():
@@ -297,18 +297,18 @@ def test_over_seeds_averages_runs_and_gives_the_seed_spread():
             "student": "s",
             "strategy": ["sft", "sft", "caft", "caft"],
             "seed": [1, 2, 1, 2],
-            "balanced_accuracy": [0.2, 0.4, 0.5, 0.5],
-            "balanced_accuracy_ci_low": [0.1, 0.3, 0.4, 0.4],
+            "balanced_set_accuracy": [0.2, 0.4, 0.5, 0.5],
+            "balanced_set_accuracy_ci_low": [0.1, 0.3, 0.4, 0.4],
             "select": "final",
         }
     )
     rows = report.over_seeds(runs, {"s": {"sft": {}, "caft": {"minus_sft_mean": 0.2}}}).set_index("strategy")
-    assert rows.loc["sft", "balanced_accuracy"] == pytest.approx(0.3) and rows.loc["caft", "n_seeds"] == 2
-    assert rows.loc["sft", "balanced_accuracy_sd"] == round(float(np.std([0.2, 0.4], ddof=1)), 6)
-    assert rows.loc["caft", "balanced_accuracy_sd"] == 0.0 and rows.loc["caft", "minus_sft_mean"] == 0.2
-    assert "balanced_accuracy_ci_low" not in rows.columns and rows.loc["caft", "select"] == "final"
+    assert rows.loc["sft", "balanced_set_accuracy"] == pytest.approx(0.3) and rows.loc["caft", "n_seeds"] == 2
+    assert rows.loc["sft", "balanced_set_accuracy_sd"] == round(float(np.std([0.2, 0.4], ddof=1)), 6)
+    assert rows.loc["caft", "balanced_set_accuracy_sd"] == 0.0 and rows.loc["caft", "minus_sft_mean"] == 0.2
+    assert "balanced_set_accuracy_ci_low" not in rows.columns and rows.loc["caft", "select"] == "final"
     single = report.over_seeds(runs[runs["seed"] == 1], {"s": {"sft": {}, "caft": {}}}).set_index("strategy")
-    assert single.loc["sft", "balanced_accuracy_ci_low"] == 0.1 and single["n_seeds"].tolist() == [1, 1]
+    assert single.loc["sft", "balanced_set_accuracy_ci_low"] == 0.1 and single["n_seeds"].tolist() == [1, 1]
 
 
 def test_the_summary_table_says_n_a_where_a_run_has_no_value():
@@ -317,8 +317,8 @@ def test_the_summary_table_says_n_a_where_a_run_has_no_value():
     from caft.report import to_markdown
 
     row = {
-        "student": "tiny", "strategy": "sft", "balanced_accuracy": 0.25, "balanced_accuracy_ci_low": 0.1,
-        "balanced_accuracy_ci_high": 0.4, "balanced_n": 12, "accuracy": 0.5, "n": 40, "parse_fail_rate": 0.0,
+        "student": "tiny", "strategy": "sft", "balanced_set_accuracy": 0.25, "balanced_set_accuracy_ci_low": 0.1,
+        "balanced_set_accuracy_ci_high": 0.4, "balanced_set_n": 12, "accuracy": 0.5, "n": 40, "parse_fail_rate": 0.0,
         "band_easy_accuracy": 0.5, "band_easy_ci_low": 0.2, "band_easy_ci_high": 0.8, "band_medium_accuracy": None,
         "band_medium_ci_low": None, "band_medium_ci_high": None, "band_hard_accuracy": float("nan"),
         "band_hard_ci_low": None, "band_hard_ci_high": None, "teacher_calls": 0.0, "cot_target_tokens": None,

@@ -13,9 +13,9 @@ def _report(caft_acc):
     return {
         "s": {
             "caft": {
-                "balanced_accuracy": caft_acc,
-                "balanced_accuracy_ci_low": caft_acc - 0.1,
-                "balanced_accuracy_ci_high": caft_acc + 0.1,
+                "balanced_set_accuracy": caft_acc,
+                "balanced_set_accuracy_ci_low": caft_acc - 0.1,
+                "balanced_set_accuracy_ci_high": caft_acc + 0.1,
                 "accuracy": 0.3,
                 "band_hard_accuracy": 0.25,
                 "teacher_calls": 16,
@@ -56,7 +56,7 @@ def test_the_table_keeps_changed_params_and_the_headline_metrics():
         "- main: split.threshold=0.75",
         "- exp-1: split.threshold=0.5",
         "",
-        "| experiment | student | strategy | balanced acc. [95 % CI] | acc. (all test) | hard acc. | teacher calls "
+        "| experiment | student | strategy | balanced-set acc. [95 % CI] | acc. (all test) | hard acc. | teacher calls "
         "| CoT tokens | saved vs distill | ROC AUC |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         "| workspace | s | caft | 0.385 [0.285, 0.485] | 0.300 | 0.250 | 16 | 576 | 46.2% | 0.866 |",
@@ -102,7 +102,7 @@ def _sweep_row(name, threshold, caft, prices=PRICES, random=None):
                 "accuracy": acc,
                 "accuracy_ci_low": acc - 0.05,
                 "accuracy_ci_high": acc + 0.05,
-                "balanced_accuracy": 1.0 - acc,
+                "balanced_set_accuracy": 1.0 - acc,
                 "teacher_calls": calls,
                 "teacher_prompt_tokens": 100 * calls,
                 "teacher_completion_tokens": 1000 * calls,

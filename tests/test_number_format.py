@@ -240,8 +240,8 @@ def test_entropy_summary_reports_accuracy_per_step():
     ).astype({"correct": bool})
     out = entropy.summarize(table)
     assert out["roc_auc"] == 1.0 and out["valid_rate"] == 0.8 and out["number_rate"] == 0.8
-    assert out["accuracy_difficulty_1"] == 1.0 and out["accuracy_difficulty_2"] == 0.0
-    assert out["entropy_mean_difficulty_2"] == pytest.approx((0.9 + 1.2 + 2.0) / 3, abs=1e-6)
+    assert out["steps_1_accuracy"] == 1.0 and out["steps_2_accuracy"] == 0.0
+    assert out["steps_2_entropy_mean"] == pytest.approx((0.9 + 1.2 + 2.0) / 3, abs=1e-6)
     assert out["roc_auc_options"] is None
 
 

@@ -86,7 +86,7 @@ def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     summary = (project / "reports/summary.md").read_text()
     auc = json.loads((project / "metrics/entropy/tiny.json").read_text())["roc_auc"]
     assert summary.startswith(f"# caft: students × strategies\n\n- **tiny**: entropy → wrong answer ROC AUC {auc:.3f};")
-    assert "\n\n| student | strategy | balanced acc. [95 % CI] |" in summary
+    assert "\n\n| student | strategy | balanced-set acc. [95 % CI] |" in summary
     assert (project / "models/tiny/caft/42/adapter_model.safetensors").exists()
     assert up_to_date(project)
 
@@ -99,7 +99,7 @@ def test_the_html_report_holds_the_summary_and_every_plot(project):
     text = (project / "reports/plots.html").read_text()
     pngs = list((project / "reports/img").glob("*.png"))
     assert text.count("<figure><svg") == len(pngs) >= 5 and "<script" not in text
-    assert "<h1>caft: students × strategies</h1>" in text and "<th>balanced acc. [95 % CI]</th>" in text
+    assert "<h1>caft: students × strategies</h1>" in text and "<th>balanced-set acc. [95 % CI]</th>" in text
     assert "| student |" not in text and "accuracy-on-the-balanced-test-set-with-95-cis.png" in {p.name for p in pngs}
     assert run(["git", "ls-files", "-s"], project) == tracked
     assert run(["git", "status", "--porcelain", "--", "reports/img", "reports/plots.html"], project) == ""
@@ -143,7 +143,7 @@ def test_compat_parsed_only_reaches_the_report(project):
         preds = pd.read_parquet(project / f"data/eval/tiny/{strategy}/42/predictions.parquet")
         parsed = preds[preds["question_id"].isin(balanced) & preds["parsed"]]
         expected = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
-        assert metrics["balanced_accuracy_parsed_only"] == expected, strategy
+        assert metrics["balanced_set_accuracy_parsed_only"] == expected, strategy
     assert "acc. over parsed answers (authors' convention)" in (project / "reports/summary.md").read_text()
     run(["dvc", "exp", "run", "-S", "eval.compat_parsed_only=false"], project)
 
@@ -340,7 +340,7 @@ def test_an_experiment_holds_exactly_the_metrics_of_what_it_ran(project):
     caft = report["caft"]
     assert data["metrics/summary/tiny/caft.json"] == {
         "acc": caft["accuracy"],
-        "acc_balanced_set": caft["balanced_accuracy"],
+        "acc_balanced_set": caft["balanced_set_accuracy"],
         "acc_hard_band": caft["band_hard_accuracy"],
         "teacher_calls": caft["teacher_calls"],
         "cot_tokens": caft["cot_target_tokens"],
@@ -418,8 +418,8 @@ def test_a_second_seed_trains_only_its_own_runs(project):
     for x in strategies:
         per_seed = [correct(x, s).mean() for s in (42, 7)]
         assert report[x]["n_seeds"] == 2
-        assert report[x]["balanced_accuracy"] == pytest.approx(np.mean(per_seed), abs=1e-6)
-        assert report[x]["balanced_accuracy_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-6)
+        assert report[x]["balanced_set_accuracy"] == pytest.approx(np.mean(per_seed), abs=1e-6)
+        assert report[x]["balanced_set_accuracy_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-6)
     diff = np.mean([correct("caft", s) - correct("sft", s) for s in (42, 7)])
     assert report["caft"]["minus_sft_mean"] == pytest.approx(diff, abs=1e-6)
     assert report["caft"]["minus_sft_ci_low"] <= diff <= report["caft"]["minus_sft_ci_high"]

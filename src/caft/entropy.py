@@ -464,14 +464,14 @@ def summarize(table: pd.DataFrame) -> dict:
         out[f"{kind}_rate"] = _rate(table["validity"] == kind)
     known = table[table.get("difficulty", pd.Series(-1, index=table.index)) >= 0]
     # Synthetic questions know their true difficulty (reasoning steps): does entropy track it?
-    out["spearman_entropy_difficulty"] = (
+    out["spearman_entropy_steps"] = (
         round(float(known["entropy"].corr(known["difficulty"], method="spearman")), 6)
         if known["difficulty"].nunique() > 1
         else None
     )
     for steps, part in known.groupby("difficulty"):
-        out[f"accuracy_difficulty_{steps}"] = _rate(part["correct"])
-        out[f"entropy_mean_difficulty_{steps}"] = round(float(part["entropy"].mean()), 6)
+        out[f"steps_{steps}_accuracy"] = _rate(part["correct"])
+        out[f"steps_{steps}_entropy_mean"] = round(float(part["entropy"].mean()), 6)
     return out
 
 

@@ -25,7 +25,7 @@ COLUMNS = (
     "experiment",
     "student",
     "strategy",
-    "balanced acc. [95 % CI]",
+    "balanced-set acc. [95 % CI]",
     "acc. (all test)",
     "hard acc.",
     "teacher calls",
@@ -106,14 +106,14 @@ def lines(rows: list[dict]) -> list[list[str]]:
         for student, by_strategy in row["report"].items():
             auc = row["metrics"].get(f"{HEADLINE}/{student}/entropy.json", {}).get("entropy_roc_auc")
             for strategy, m in by_strategy.items():
-                ci = f"[{_num(m.get('balanced_accuracy_ci_low'))}, {_num(m.get('balanced_accuracy_ci_high'))}]"
+                ci = f"[{_num(m.get('balanced_set_accuracy_ci_low'))}, {_num(m.get('balanced_set_accuracy_ci_high'))}]"
                 saving = m.get("data_saving_one_pass")
                 out.append(
                     [
                         row["name"],
                         student,
                         strategy,
-                        f"{_num(m.get('balanced_accuracy'))} {ci}",
+                        f"{_num(m.get('balanced_set_accuracy'))} {ci}",
                         _num(m.get("accuracy")),
                         _num(m.get("band_hard_accuracy")),
                         _count(m.get("teacher_calls")),

@@ -22,10 +22,10 @@ def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, pars
     test = assignments.loc[assignments["subset"] == "test", ["question_id", "band", "balanced"]]
     joined = preds.merge(test, on="question_id", how="left")
     balanced = joined[joined["balanced"].fillna(False).astype(bool)]
-    out = score(balanced, seed, prefix="balanced_")
+    out = score(balanced, seed, prefix="balanced_set_")
     if parsed_only:
         parsed = balanced[balanced["parsed"]]
-        out["balanced_accuracy_parsed_only"] = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
+        out["balanced_set_accuracy_parsed_only"] = round(float(parsed["correct"].mean()), 6) if len(parsed) else None
     for band in BANDS:
         part = joined[joined["band"] == band]
         k, n = int(part["correct"].sum()), len(part)
@@ -73,7 +73,7 @@ def over_seeds(runs: pd.DataFrame, differences: dict[str, dict[str, dict]]) -> p
     grouped = runs.groupby(["student", "strategy"], sort=False)
     rows = grouped[numeric].mean().reset_index()
     rows["n_seeds"] = grouped.size().to_numpy()
-    rows["balanced_accuracy_sd"] = grouped["balanced_accuracy"].std(ddof=1).round(6).to_numpy()
+    rows["balanced_set_accuracy_sd"] = grouped["balanced_set_accuracy"].std(ddof=1).round(6).to_numpy()
     for c in [c for c in runs.columns if c not in numeric and c not in ("student", "strategy", "seed")]:
         rows[c] = grouped[c].first().to_numpy()
     if (rows["n_seeds"] > 1).any():
@@ -89,14 +89,14 @@ def seeds_markdown(rows: pd.DataFrame) -> str:
     lines = [
         "Over training seeds (`seeds`; mean ± sd of the runs above):",
         "",
-        "| student | strategy | seeds | balanced acc. mean ± sd | easy / medium / hard (mean) |",
+        "| student | strategy | seeds | balanced-set acc. mean ± sd | easy / medium / hard (mean) |",
         "|---|---|---|---|---|",
     ]
     for r in rows.to_dict(orient="records"):
         bands = " / ".join(_fmt(r[f"band_{b}_accuracy"]) for b in BANDS)
         lines.append(
-            f"| {r['student']} | {r['strategy']} | {r['n_seeds']} | {_fmt(r['balanced_accuracy'])} ± "
-            f"{_fmt(r['balanced_accuracy_sd'])} | {bands} |"
+            f"| {r['student']} | {r['strategy']} | {r['n_seeds']} | {_fmt(r['balanced_set_accuracy'])} ± "
+            f"{_fmt(r['balanced_set_accuracy_sd'])} | {bands} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -137,8 +137,8 @@ def step_accuracy(preds: pd.DataFrame, difficulty: pd.Series) -> dict:
 def control_line(student: str, entropy: dict) -> str:
     """What the student's first-answer-token entropy knows: its ROC AUC for a wrong answer, its rank
     correlation with the true number of steps, and the single-token accuracy per step count."""
-    auc, rho = entropy.get("roc_auc"), entropy.get("spearman_entropy_difficulty")
-    per_step = {int(k.rsplit("_", 1)[1]): v for k, v in entropy.items() if k.startswith("accuracy_difficulty_")}
+    auc, rho = entropy.get("roc_auc"), entropy.get("spearman_entropy_steps")
+    per_step = {int(m[1]): v for k, v in entropy.items() if (m := re.fullmatch(r"steps_(\d+)_accuracy", k))}
     line = f"- **{student}**: entropy → wrong answer ROC AUC {_fmt(auc)}; single-token accuracy "
     line += _fmt(entropy["accuracy"])
     if rho is not None:
@@ -205,7 +205,7 @@ def to_metrics(rows: pd.DataFrame) -> dict:
 # balanced accuracy).
 HEADLINE = {
     "acc": "accuracy",
-    "acc_balanced_set": "balanced_accuracy",
+    "acc_balanced_set": "balanced_set_accuracy",
     "acc_hard_band": "band_hard_accuracy",
     "teacher_calls": "teacher_calls",
     "cot_tokens": "cot_target_tokens",
@@ -247,11 +247,11 @@ def to_markdown(rows: pd.DataFrame) -> str:
     """The runs' table (one row per strategy, or per strategy x seed), and accuracy by true steps."""
     label = _labeller(rows)
     head = (
-        "| student | strategy | balanced acc. [95 % CI] | n | acc., all test questions | n | parse fail | "
+        "| student | strategy | balanced-set acc. [95 % CI] | n | acc., all test questions | n | parse fail | "
         "easy / medium / hard [95 % CI] | teacher calls | CoT target tokens | "
         "target tokens (1 pass / epoch-weighted) | saved vs distill |"
     )
-    compat = "balanced_accuracy_parsed_only" in rows.columns
+    compat = "balanced_set_accuracy_parsed_only" in rows.columns
     if compat:
         head += " acc. over parsed answers (authors' convention) |"
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -265,9 +265,9 @@ def to_markdown(rows: pd.DataFrame) -> str:
         cells = [
             r["student"],
             label(r),
-            f"{_fmt(r['balanced_accuracy'])} [{_fmt(r.get('balanced_accuracy_ci_low'))}, "
-            f"{_fmt(r.get('balanced_accuracy_ci_high'))}]",
-            _fmt(r.get("balanced_n"), "d"),
+            f"{_fmt(r['balanced_set_accuracy'])} [{_fmt(r.get('balanced_set_accuracy_ci_low'))}, "
+            f"{_fmt(r.get('balanced_set_accuracy_ci_high'))}]",
+            _fmt(r.get("balanced_set_n"), "d"),
             _fmt(r.get("accuracy")),
             _fmt(r.get("n"), "d"),
             _fmt(r.get("parse_fail_rate")),
@@ -276,7 +276,7 @@ def to_markdown(rows: pd.DataFrame) -> str:
             _fmt(r.get("cot_target_tokens"), "d"),
             f"{_fmt(r.get('target_tokens_one_pass'), 'd')} / {_fmt(r.get('target_tokens_epoch_weighted'), '.0f')}",
             saved,
-            *([_fmt(r.get("balanced_accuracy_parsed_only"))] if compat else []),
+            *([_fmt(r.get("balanced_set_accuracy_parsed_only"))] if compat else []),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     steps = sorted({c for c in rows.columns if c.startswith("steps_")}, key=lambda c: int(c.split("_")[1]))
@@ -388,7 +388,7 @@ def epoch_markdown(rows: pd.DataFrame) -> str:
         lines.append(
             f"| {r['student']} | {label(r)} | {_fmt(r['val_accuracy_final'])} | "
             f"{_fmt(r['val_accuracy_best'])} ({int(r['best_epoch'])}) | epoch {int(r['selected_epoch'])} "
-            f"({r['select']}) | {_fmt(r['balanced_accuracy'])} |"
+            f"({r['select']}) | {_fmt(r['balanced_set_accuracy'])} |"
         )
     return "\n".join(lines) + "\n"
 
