@@ -126,11 +126,13 @@ lint: setup
 	$(BIN)/ruff format --check src stages tests bench tools
 
 ## Entropy throughput side by side, the demo's per-stage wall times cold and warm (it leaves the demo's outputs
-## in the workspace, as `make demo` does), one training step three ways side by side, a queued sweep's points.
+## in the workspace, as `make demo` does), one training step three ways side by side, evaluation's generation
+## loops side by side on the demo's students, a queued sweep's points.
 bench: setup
 	$(OFFLINE) $(BIN)/python bench/entropy_throughput.py --out bench/results/entropy_throughput.json
 	$(OFFLINE) $(BIN)/python bench/demo_stages.py --out bench/results/demo_stages.json
 	$(OFFLINE) $(BIN)/python bench/train_step.py --out bench/results/train_step.json
+	$(OFFLINE) $(BIN)/python bench/generation.py --out bench/results/generation.json
 	$(OFFLINE) $(BIN)/python bench/queue_sweep.py --out bench/results/queue_sweep.json
 
 ## The report as one self-contained HTML page (the summary rendered and every plot, inline SVG; no network

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import typer
 
-from caft import entropy
+from caft import entropy, tokens
 from caft.models import load_model, load_tokenizer
 from caft.params import ModelSpec, PromptParams, SyntheticData
 from caft.sources.synthetic import generate
@@ -55,7 +55,7 @@ def per_item_generate(model, tok, prompts: list[str]) -> np.ndarray:
             return_dict_in_generate=True,
             pad_token_id=tok.pad_token_id,
         )
-        out.append(float(entropy.entropy_nats(gen.scores[0][0])))
+        out.append(float(tokens.entropy_nats(gen.scores[0][0])))
     return np.array(out)
 
 
@@ -65,7 +65,7 @@ def bare_forward(model, tok, prompts: list[str], batch_size: int) -> np.ndarray:
     out = []
     for start in range(0, len(prompts), batch_size):
         enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        out.extend(entropy.entropy_nats(model(**enc).logits[:, -1, :]).tolist())
+        out.extend(tokens.entropy_nats(model(**enc).logits[:, -1, :]).tolist())
     return np.array(out)
 
 

@@ -10,9 +10,21 @@ from datetime import date
 from pathlib import Path
 
 
+def processor() -> str:
+    """The processor's name where the system states it (Linux: /proc/cpuinfo): two machines with the same
+    architecture and core count can differ threefold in speed, and a result must say which one it had."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.exists()
+        else []
+    )
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def stamp(extra: str = "") -> dict:
     """The date and the machine a result was measured on (`extra`: e.g. the torch build)."""
-    machine = f"{platform.machine()}, {os.cpu_count()} cores" + (f", {extra}" if extra else "")
+    machine = f"{platform.machine()}, {processor()}, {os.cpu_count()} cores" + (f", {extra}" if extra else "")
     return {"date": date.today().isoformat(), "machine": machine}
 
 

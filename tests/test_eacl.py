@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft import answers, entropy, evaluate, metrics, prompts, sets
+from caft import answers, entropy, evaluate, generation, metrics, prompts, sets, tokens
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
 from caft.params import HubSplits, ModelSpec, PromptParams, parse_params
@@ -189,7 +189,7 @@ def test_token_at_char_finds_the_token_that_writes_a_character(tiny_model):
     ids = tok.encode("Total: [[42]] done", add_special_tokens=False)
     text = tok.decode(ids)
     for char in range(len(text)):
-        index = entropy.token_at_char(tok, ids, char)
+        index = tokens.token_at_char(tok, ids, char)
         assert len(tok.decode(ids[:index])) <= char < len(tok.decode(ids[: index + 1]))
 
 
@@ -200,7 +200,7 @@ def test_score_marker_reads_the_step_that_writes_the_answer(tiny_model):
     generated = Generated(ids, tok.decode(ids))
     n = len(ids)
     stats = {"entropy": [0.1 * i for i in range(n)], "top": ids, "p_top": [0.5] * n}
-    step = entropy.token_at_char(tok, ids, generated.text.index("42"))
+    step = tokens.token_at_char(tok, ids, generated.text.index("42"))
     assert step > 0
     row = pd.Series({"options": [], "answer": "42", "answer_index": -1})
     record = entropy.score_marker(stats, generated, "", row, "letter", tok)
@@ -217,7 +217,7 @@ def test_score_marker_reads_the_step_that_writes_the_answer(tiny_model):
     stats |= {"entropy_options": [0.2 * i for i in range(n)], "p_options": [0.9] * n}
     row = pd.Series({"options": ["w", "x", "y", "z"], "answer": "", "answer_index": 1})
     record = entropy.score_marker(stats, generated, "", row, "letter", tok)
-    step = entropy.token_at_char(tok, ids, generated.text.index("B"))
+    step = tokens.token_at_char(tok, ids, generated.text.index("B"))
     assert (record["pred_index"], record["validity"], record["correct"]) == (1, "option", True)
     assert record["entropy_options"] == pytest.approx(0.2 * step)
     no_marker = entropy.score_marker(stats, Generated(ids, "B"), "", row, "letter", tok)
@@ -254,7 +254,7 @@ def _unbatched_marker(model, tok, prompt: str, prefix: str, max_new: int) -> tup
         return text, math.nan
     decoded = [len(tok.decode(new[: i + 1], skip_special_tokens=True)) for i in range(len(new))]
     step = next(i for i, n in enumerate(decoded) if n > found[0])
-    return text, float(entropy.entropy_nats(steps[step]))
+    return text, float(tokens.entropy_nats(steps[step]))
 
 
 def test_marker_entropy_equals_an_unbatched_reference(smollm2, tmp_path):
@@ -355,6 +355,20 @@ def test_make_plan_eacl_runs_for_every_dataset(dataset):
     assert "teacher calls: " in out.stdout and "eval@llama3_2_3b-caft-42" in out.stdout
 
 
+class _Seen:
+    """A stand-in key/value cache that keeps each row's tokens, copied and dropped with its rows as the
+    generation loop copies and drops them."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+
+    def batch_repeat_interleave(self, n: int) -> None:
+        self.rows = [list(r) for r in self.rows for _ in range(n)]
+
+    def batch_select_indices(self, index: torch.Tensor) -> None:
+        self.rows = [self.rows[i] for i in index.tolist()]
+
+
 class _Perfect(torch.nn.Module):
     """A student that answers every GSM8K question right, as its answer-only target `[[n]]` (or with thousands
     separators), one token a step, then the end token: what a direct answer costs in tokens, nothing else."""
@@ -363,19 +377,32 @@ class _Perfect(torch.nn.Module):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.tokenizer, self.written = tokenizer, written
+        self.turn = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
-        rows = []
-        for ids in input_ids.tolist():
-            prompt = self.tokenizer.decode(ids)
-            answer = next(a for q, a in self.written.items() if q in prompt)
-            new = self.tokenizer.encode(f"[[{answer}]]", add_special_tokens=False) + [self.tokenizer.eos_token_id]
-            new = new[:max_new_tokens]
-            rows.append(ids + new + [pad_token_id] * (max_new_tokens - len(new)))
-        return types.SimpleNamespace(sequences=torch.tensor(rows))
+    def forward(self, input_ids, attention_mask, cache: _Seen, **kwargs):
+        width = input_ids.shape[1]
+        cache.rows = cache.rows or [[] for _ in range(len(input_ids))]
+        for row, ids, mask in zip(cache.rows, input_ids.tolist(), attention_mask[:, -width:].tolist(), strict=True):
+            row.extend(t for t, m in zip(ids, mask, strict=True) if m)
+        logits = torch.zeros(len(input_ids), 1, len(self.tokenizer))
+        for b, row in enumerate(cache.rows):
+            prompt = self.tokenizer.decode(row)
+            answer = next((a for q, a in self.written.items() if q in prompt), None)
+            if answer is None:  # the prompts' shared opening, read once before the rows part: no answer yet
+                continue
+            target = self.tokenizer.encode(f"[[{answer}]]", add_special_tokens=False) + [self.tokenizer.eos_token_id]
+            opened = max(i for i in range(len(row)) if row[i : i + len(self.turn)] == self.turn) + len(self.turn)
+            logits[b, 0, target[len(row) - opened]] = 1.0
+        return types.SimpleNamespace(logits=logits)
 
 
-def test_direct_answers_of_up_to_seven_digits_are_never_cut(smollm2):
+@pytest.fixture
+def seen_cache(monkeypatch):
+    """The generation loop builds its cache as `_Seen`: `_Perfect` reads each row's tokens from it."""
+    monkeypatch.setattr(generation, "DynamicCache", _Seen)
+
+
+def test_direct_answers_of_up_to_seven_digits_are_never_cut(smollm2, seen_cache):
     """GSM8K's answer-only target is [[n]] and SmolLM2 writes a digit a token: the eval budget is the longest
     target of the questions (with thousands separators, as a model may write them) plus the end token, not the
     demo's 4 (which read [[1194]] as [[1 and [[1,234,567]] as [[1)."""

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft import entropy
+from caft import entropy, tokens
 from caft.errors import CaftError
 from caft.params import PromptParams
 from tests.conftest import make_questions
@@ -20,17 +20,17 @@ def _np_entropy(logits: np.ndarray) -> float:
 def test_entropy_of_hand_made_logits():
     # p = (1/4, 1/4, 1/2): H = 1.5 ln 2
     logits = torch.tensor([0.0, 0.0, math.log(2.0)])
-    assert float(entropy.entropy_nats(logits)) == pytest.approx(1.5 * math.log(2), abs=1e-6)
-    assert float(entropy.entropy_nats(torch.zeros(7))) == pytest.approx(math.log(7), abs=1e-6)
+    assert float(tokens.entropy_nats(logits)) == pytest.approx(1.5 * math.log(2), abs=1e-6)
+    assert float(tokens.entropy_nats(torch.zeros(7))) == pytest.approx(math.log(7), abs=1e-6)
     rng = np.random.default_rng(0)
     batch = rng.normal(size=(5, 50)) * 4
-    ours = entropy.entropy_nats(torch.tensor(batch, dtype=torch.float32)).numpy()
+    ours = tokens.entropy_nats(torch.tensor(batch, dtype=torch.float32)).numpy()
     assert ours == pytest.approx([_np_entropy(row) for row in batch], abs=1e-5)
 
 
 def test_entropy_is_stable_for_extreme_logits():
     logits = torch.tensor([1000.0, 0.0, -1000.0])
-    assert float(entropy.entropy_nats(logits)) == pytest.approx(0.0, abs=1e-6)
+    assert float(tokens.entropy_nats(logits)) == pytest.approx(0.0, abs=1e-6)
 
 
 IDT = entropy.IdTokens(ids=["A", "B", "C", "D"], tokens=[10, 11, 12, 13], idk_token=20)

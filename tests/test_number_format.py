@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft import answers, entropy, prompts, schema, sets
+from caft import answers, entropy, prompts, schema, sets, tokens
 from caft.errors import CaftError
 from caft.evaluate import extract
 from caft.metrics import score, tiger_correct
@@ -202,7 +202,7 @@ def test_marker_free_entropy_matches_an_unbatched_reference(tiny_model, tmp_path
             )
         new = gen[0, ids.shape[1] :].tolist()
         new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
-        assert row.entropy == pytest.approx(float(entropy.entropy_nats(logits)), abs=1e-5)
+        assert row.entropy == pytest.approx(float(tokens.entropy_nats(logits)), abs=1e-5)
         assert row.continuation == tok.decode(new, skip_special_tokens=True)
         assert row.pred_answer == (answers.first_number(row.continuation) or "")
         assert row.correct == (row.pred_answer == row.answer)

@@ -33,6 +33,7 @@ RESULTS = {
     "entropy_bench": "bench/results/entropy_throughput.json",
     "queue_bench": "bench/results/queue_sweep.json",
     "train_bench": "bench/results/train_step.json",
+    "generation_bench": "bench/results/generation.json",
     "tests": "bench/results/test_suite.json",
     "params": "params.yaml",
 }

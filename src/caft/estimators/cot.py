@@ -7,13 +7,13 @@ import pandas as pd
 import torch
 
 from caft import answers, prompts
-from caft.entropy import entropy_nats, first_token, token_at_char
 from caft.estimators.aggregates import AGGREGATES, aggregate
 from caft.generation import greedy
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 from caft.params import Params
 from caft.scores import ENTROPY, Kind, long
 from caft.teacher.prompt import id_kind, messages
+from caft.tokens import entropy_nats, first_token, token_at_char
 
 MARKER_CONTEXT = {"brackets": "[[", "answer_is": "the answer is ("}
 
