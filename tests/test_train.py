@@ -649,7 +649,8 @@ def test_the_compact_head_computes_trls_loss_gradients_and_metrics(tiny_model, t
         assert loss == pytest.approx(trl_loss, rel=1e-5, abs=1e-6)
         assert grads.keys() == trl_grads.keys() and len(grads) > 0
         for name, grad in grads.items():
-            torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-6)
+            # float32 sums in another order: ~1e-6 apart on some CPUs; a head at the wrong positions is off by far more
+            torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-5)
         assert metrics.keys() == trl_metrics.keys() == {"entropy", "mean_token_accuracy", "num_tokens"}
         assert metrics["num_tokens"] == trl_metrics["num_tokens"]
         for key in ("entropy", "mean_token_accuracy"):
