@@ -15,7 +15,8 @@ from caft.schema import LETTERS
 
 class FakeOpenAI:
     """`script[question] = ["429", "ok"]` answers that question's 1st call with 429, its 2nd with success.
-    Actions: ok, wrong, 429, 500, hang, badjson, length, 401, slow. Unscripted calls get `default`."""
+    Actions: ok, wrong, 429, 500, hang, badjson, length, 401, slow, hold (answers ok once `release` is set, or
+    after `hang_s`). Unscripted calls get `default`."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class FakeOpenAI:
         self.calls: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self.auth: set[str] = set()
         self.lock = threading.Lock()
+        self.release = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -84,6 +86,8 @@ class FakeOpenAI:
                 question = re.search(r"Question: (.*?)\nOptions:", user, re.S).group(1)
                 action = fake._next(question)
                 letter = LETTERS[fake.answers.get(question, 0)]
+                if action == "hold":
+                    fake.release.wait(fake.hang_s)
                 if action in ("hang", "slow"):
                     time.sleep(fake.hang_s if action == "hang" else fake.slow_s)
                 if action == "429":

@@ -56,13 +56,13 @@ def _workspace(root: Path, base_url: str, n: int) -> list[str]:
     return list(q["question"])
 
 
-def _stage(root: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "CAFT_TEST_KEY": KEY}
+def _stage(root: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    env = {**os.environ, "CAFT_TEST_KEY": KEY, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, str(REPO / "stages/teacher.py"), *args],
         cwd=root,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -147,21 +147,32 @@ def test_a_key_pasted_as_api_key_env_is_refused_and_never_printed(tmp_path):
 
 
 def test_two_runs_at_once_pay_once_per_key(tmp_path, response_store):
-    """Two workspaces on one machine (two queue workers) need the same 8 traces at once from a slow server: each
-    is requested exactly once; the run that did not request it waits for it and reads it; both outputs hold all
-    8, and the machine store holds each key once, whole."""
-    with FakeOpenAI({}, default="slow", slow_s=0.5) as api:
+    """Two workspaces on one machine (two queue workers) need the same 8 traces at once: the server holds the
+    first run's requests until the second run says it waits for them. Each key is requested exactly once; the
+    second run reads what the first received; both outputs hold all 8, and the machine store holds each key
+    once, whole."""
+    with FakeOpenAI({}, default="hold", hang_s=60) as api:
         questions = _workspace(tmp_path / "a", api.base_url, 8)
         _workspace(tmp_path / "b", api.base_url, 8)
-        runs = [_stage(tmp_path / "a")]
+        first = _stage(tmp_path / "a")
         deadline = time.monotonic() + 60
-        while not api.calls and time.monotonic() < deadline:  # the second starts while the first is requesting
+        while not api.calls and time.monotonic() < deadline:  # the first has claimed the keys and is requesting
             time.sleep(0.02)
-        runs.append(_stage(tmp_path / "b"))
-        outs = [proc.communicate(timeout=120) for proc in runs]
-    assert [proc.returncode for proc in runs] == [0, 0], outs
+        log = tmp_path / "b.out"
+        with log.open("w") as out_b:
+            second = _stage(tmp_path / "b", stdout=out_b)
+            while "waiting for them" not in log.read_text() and second.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            api.release.set()
+            out_a, err_a = first.communicate(timeout=120)
+            err_b = second.communicate(timeout=120)[1]
+    assert [first.returncode, second.returncode] == [0, 0], (err_a, err_b)
     assert {q: api.count(q) for q in questions} == dict.fromkeys(questions, 1)
-    assert any("in flight in another run on this machine: waiting for them" in out for out, _ in outs), outs
+    assert out_a.startswith("teacher[openai:m]: 8 needed, 0 cached, 8 requested now"), out_a
+    assert log.read_text() == (
+        "teacher: 8 item(s) in flight in another run on this machine: waiting for them\n"
+        "teacher[openai:m]: 8 needed, 8 cached, 0 requested now, 0 failed, 0 truncated, 8 kept\n"
+    )
     for ws in ("a", "b"):
         table = pd.read_parquet(tmp_path / ws / "data/teacher/traces.parquet")
         assert len(table) == 8 and (table["error"] == "").all() and table["kept"].all()
