@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,3 +169,36 @@ def test_metrics_json_never_holds_nan(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"roc_auc": None, "n": 3, "x": [None, 0.5]}
+
+
+def _build_at_once(folder: Path, log: Path, barrier) -> None:
+    """One of two processes asking for the same machine-cache folder at the same moment."""
+    import time
+
+    from caft.io import built_once
+
+    def build(tmp: Path) -> None:
+        with log.open("a") as fh:
+            fh.write("built\n")
+        time.sleep(1)  # long enough for the other process to look while this one builds
+        (tmp / "config.json").write_text("{}")
+
+    barrier.wait()
+    assert (built_once(folder, build) / "config.json").read_text() == "{}"
+
+
+def test_a_cache_folder_asked_for_by_two_processes_at_once_is_built_once(tmp_path):
+    """Two queue workers, or the two ranks of a data-parallel run, resolve a model that is not in the machine
+    cache yet: one builds it, the other waits and reads the same folder (neither replaces it under the other)."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    folder, log, barrier = tmp_path / "models/m", tmp_path / "builds.log", spawn.Barrier(2)
+    procs = [spawn.Process(target=_build_at_once, args=(folder, log, barrier)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    assert log.read_text() == "built\n"
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".m.lock", "m"]

@@ -4,13 +4,14 @@ half-written file or folder behind. Everything is written next to its destinatio
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,32 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on the file `lock` (made if missing) for the block: processes on one machine
+    take turns, and the kernel lets go of a killed holder's lock, so nobody waits on a dead process."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def built_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`folder`, made by `build` (into a temporary sibling renamed into place) the first time any process asks
+    for it. Processes asking at once (two queue workers, the ranks of one data-parallel run) take turns on a lock
+    file beside it: one builds, the others wait and read that folder, so none replaces a folder another process
+    is reading, and the work (minutes for a GGUF conversion) is done once."""
+    if not folder.is_dir():
+        with exclusive(folder.with_name(f".{folder.name}.lock")):
+            if not folder.is_dir():
+                with atomic_path(folder, directory=True) as tmp:
+                    build(tmp)
+    return folder
 
 
 def metric_key(text: object) -> str:

@@ -17,12 +17,13 @@ import hashlib
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from caft.errors import CaftError
-from caft.io import atomic_path
+from caft.io import built_once
 from caft.params import ModelSpec
 from caft.paths import cache_dir
 
@@ -100,11 +101,7 @@ def _tiny_folder() -> Path:
     from caft import tiny
 
     digest = hashlib.sha256(repr(sorted(tiny.TINY_SPEC.items())).encode()).hexdigest()[:12]
-    folder = cache_dir() / "models" / f"tiny-{digest}"
-    if not (folder / "config.json").exists():
-        with atomic_path(folder, directory=True) as tmp:
-            tiny.build(tmp)
-    return folder
+    return built_once(cache_dir() / "models" / f"tiny-{digest}", tiny.build)
 
 
 def _packaged_folder(name: str) -> Path:
@@ -117,10 +114,7 @@ def _packaged_folder(name: str) -> Path:
     gguf = Path(next(iter(spec.submodule_search_locations))) / filename
     stat = gguf.stat()
     folder = cache_dir() / "models" / f"{name}-{stat.st_size}-{int(stat.st_mtime)}"
-    if not (folder / "config.json").exists():
-        with atomic_path(folder, directory=True) as tmp:
-            _convert_gguf(gguf, tmp)
-    return folder
+    return built_once(folder, partial(_convert_gguf, gguf))
 
 
 def _convert_gguf(gguf: Path, dest: Path) -> None:

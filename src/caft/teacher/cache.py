@@ -22,7 +22,6 @@ whole. Two stores are read, in this order, and every received response goes to b
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -31,6 +30,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from caft.io import exclusive
 from caft.paths import response_store
 from caft.store import JsonlStore
 
@@ -110,6 +110,7 @@ class Claims:
         self.folder = Path(folder)
         self.claims = self.folder / "claims"
         self.holders = self.folder / "holders"
+        self.lock = self.folder / "claims.lock"
         self._token: str | None = None
         self._token_fh = None
 
@@ -138,21 +139,11 @@ class Claims:
             path.unlink(missing_ok=True)  # its process is gone: clear the holder file too
             return False
 
-    @contextlib.contextmanager
-    def _serialized(self) -> Iterator[None]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / "claims.lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def take(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
         """Claim every key no live process holds: (claimed now, held by another live process)."""
         me, mine, others, alive = self._me(), set(), set(), {}
         self.claims.mkdir(parents=True, exist_ok=True)
-        with self._serialized():
+        with exclusive(self.lock):
             for key in keys:
                 claim = self.claims / key
                 holder = claim.read_text() if claim.exists() else ""
@@ -166,7 +157,7 @@ class Claims:
     def release(self, keys: Iterable[str]) -> None:
         if self._token is None:
             return
-        with self._serialized():
+        with exclusive(self.lock):
             for key in keys:
                 claim = self.claims / key
                 if claim.exists() and claim.read_text() == self._token:
