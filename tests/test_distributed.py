@@ -116,3 +116,12 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
         assert records.groupby("epoch")["question_id"].apply(sorted).to_dict() == {
             e: sorted(questions_of(tmp_path / "validation.parquet")) for e in (1, 2)
         }
+
+
+def test_every_multi_process_config_asks_for_a_free_port():
+    """Two data-parallel trainings on one machine (two queue workers) must not both take accelerate's default
+    port 29500: port 0 makes each launch pick a free one."""
+    configs = {path.name: yaml.safe_load(path.read_text()) for path in (REPO / "configs/accelerate").glob("*.yaml")}
+    multi = {name for name, cfg in configs.items() if cfg["num_processes"] > 1}
+    assert multi == {"cpu_ddp.yaml", "ddp.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"}
+    assert {name: configs[name].get("main_process_port") for name in multi} == dict.fromkeys(multi, 0)
