@@ -100,3 +100,25 @@ def test_tiny_model_is_deterministic(tmp_path):
     wa, wb = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "a/tokenizer.json").read_text() == (tmp_path / "b/tokenizer.json").read_text()
+
+
+def test_the_tiny_models_cache_key_follows_what_it_is_built_from(monkeypatch):
+    """The machine cache keys the tiny model by its fingerprint: the same inputs give the same key, and an edit to
+    the prompt wording or to the synthetic questions its tokenizer is trained on gives a new one (a new build,
+    never a stale tokenizer)."""
+    from caft import prompts, tiny
+    from caft.paths import cache_dir
+
+    key = tiny.fingerprint()
+    assert tiny.fingerprint() == key
+    assert resolve(ModelSpec(ref="tiny")).location == str(cache_dir() / "models" / f"tiny-{key}")
+    system = next(iter(prompts.SYSTEM))
+    with monkeypatch.context() as m:
+        m.setitem(prompts.SYSTEM, system, prompts.SYSTEM[system] + " Be brief.")
+        reworded = tiny.fingerprint()
+    original = tiny.generate
+    with monkeypatch.context() as m:
+        m.setattr(tiny, "generate", lambda cfg, seed: original(cfg, seed + 1))
+        other_questions = tiny.fingerprint()
+    assert len({key, reworded, other_questions}) == 3
+    assert tiny.fingerprint() == key

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
@@ -100,8 +99,7 @@ def weights(spec: ModelSpec, model=None) -> str:
 def _tiny_folder() -> Path:
     from caft import tiny
 
-    digest = hashlib.sha256(repr(sorted(tiny.TINY_SPEC.items())).encode()).hexdigest()[:12]
-    return built_once(cache_dir() / "models" / f"tiny-{digest}", tiny.build)
+    return built_once(cache_dir() / "models" / f"tiny-{tiny.fingerprint()}", tiny.build)
 
 
 def _packaged_folder(name: str) -> Path:

@@ -7,6 +7,7 @@ tokenizer, ChatML template), a few hundred kilobytes of random weights.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -44,6 +45,16 @@ def _corpus() -> list[str]:
     texts += [q + "\n" + r for q, r in zip(questions["question"], questions["rationale"], strict=True)]
     texts += ["ABCDEFGHIJ 0123456789 [[1]] the answer is (A)"]
     return texts
+
+
+def fingerprint() -> str:
+    """What a built folder depends on: this module's code (the architecture, the seed, the head's shaping) and
+    the exact text the tokenizer is trained on (the prompt wording, the synthetic generator's questions). The
+    machine cache keys the folder by it, so an edit to any of them builds a new model, never reuses a stale one."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for text in _corpus():
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
