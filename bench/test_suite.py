@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from record import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)")
@@ -54,8 +53,7 @@ def main(out: Annotated[Path, typer.Option(help="the JSON result")] = Path("benc
     if proc.returncode:
         typer.echo(log[-6000:], err=True)
     result = {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **stamp(),
         "commit": commit.stdout.strip(),
         "returncode": proc.returncode,
         "wall_s": round(wall, 1),
