@@ -20,7 +20,7 @@ endif
 # Tests and the offline demo never touch the hub (a hub miss otherwise hangs ~46 s before failing).
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl rehearse push pull docs docs-plots
+.PHONY: lock setup demo tiny compare sweep seeds report test test-fast lint bench gpu-check clean-cache plan-emnlp plan-eacl reproduce-emnlp reproduce-eacl rehearse push pull docs docs-plots
 
 setup: $(VENV)/.installed
 
@@ -134,6 +134,13 @@ bench: setup
 	$(OFFLINE) $(BIN)/python bench/train_step.py --out bench/results/train_step.json
 	$(OFFLINE) $(BIN)/python bench/generation.py --out bench/results/generation.json
 	$(OFFLINE) $(BIN)/python bench/queue_sweep.py --out bench/results/queue_sweep.json
+
+## On a GPU machine (nothing downloaded; docs/testing.md says how to install without a network): the demo's
+## entropy, its caft training and that model's eval on CUDA in bf16, each checked against the CPU run in
+## bench/results/gpu_check_cpu.json within stated tolerances, each stage's time beside the CPU's.
+gpu-check: setup
+	$(OFFLINE) $(BIN)/python bench/gpu_check.py --device cuda --reference bench/results/gpu_check_cpu.json \
+	  --out bench/results/gpu_check.json
 
 ## The report as one self-contained HTML page (the summary rendered and every plot, inline SVG; no network
 ## needed) and the plots as PNG files: reports/ only.

@@ -27,19 +27,20 @@ from record import stamp, write
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def stage_order() -> list[str]:
-    """The stages `dvc repro` runs, in its order (a forced dry run lists them all)."""
-    out = subprocess.run(["dvc", "repro", "--dry", "--force"], cwd=ROOT, capture_output=True, text=True, check=True)
+def stage_order(root: Path = ROOT, *targets: str) -> list[str]:
+    """The stages `dvc repro` runs for `targets` (all: none given), in its order (a forced dry run lists them)."""
+    dry = ["dvc", "repro", "--dry", "--force", *targets]
+    out = subprocess.run(dry, cwd=root, capture_output=True, text=True, check=True)
     return list(dict.fromkeys(re.findall(r"Running stage '([^']+)'", out.stdout)))
 
 
-def timed_pass(stages: list[str], env: dict[str, str]) -> dict[str, float]:
+def timed_pass(stages: list[str], env: dict[str, str], root: Path = ROOT) -> dict[str, float]:
     """Wall seconds of each stage run alone, forced."""
     times = {}
     for name in stages:
         began = time.perf_counter()
         subprocess.run(
-            ["dvc", "repro", "--single-item", "--force", name], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+            ["dvc", "repro", "--single-item", "--force", name], cwd=root, env=env, check=True, stdout=subprocess.DEVNULL
         )
         times[name] = round(time.perf_counter() - began, 1)
         typer.echo(f"{name}: {times[name]} s", err=True)

@@ -35,6 +35,8 @@ RESULTS = {
     "train_bench": "bench/results/train_step.json",
     "generation_bench": "bench/results/generation.json",
     "tests": "bench/results/test_suite.json",
+    "gpu_reference": "bench/results/gpu_check_cpu.json",
+    "gpu_check": "bench/results/gpu_check.json",
     "params": "params.yaml",
 }
 
