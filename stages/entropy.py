@@ -8,7 +8,7 @@ import typer
 
 from caft import entropy, entropy_import
 from caft.cli import stage
-from caft.io import atomic_path, write_json, write_table
+from caft.io import atomic_path, digest, write_json, write_table
 from caft.models import load_model, load_tokenizer, pick_device, pick_dtype, weights
 from caft.params import Params, load_params
 from caft.prepare import load_prepared
@@ -34,7 +34,7 @@ def _from_model(
         "max_new_tokens": p.entropy.max_new_tokens,
         "locate": p.entropy.locate,
     }
-    store = entropy.PartialStore(partial_dir / name / f"{entropy.fingerprint(settings)}.jsonl")
+    store = entropy.PartialStore(partial_dir / name / f"{digest(settings, 16)}.jsonl")
     table = entropy.compute(
         questions,
         model,

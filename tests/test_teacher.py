@@ -9,7 +9,7 @@ from caft.errors import CaftError
 from caft.params import SplitParams, parse_params
 from caft.split import make_split
 from caft.teacher import backends, run
-from caft.teacher.cache import ResponseStore, TraceCache
+from caft.teacher.cache import ResponseStore, TraceCache, item_key
 from tests.conftest import make_questions
 from tests.fake_openai import FakeOpenAI
 
@@ -455,3 +455,16 @@ def test_an_api_key_is_trimmed_and_a_bad_one_is_one_line_that_hides_it(tmp_path,
         "the value of CAFT_TEST_KEY is not an API key: it holds spaces or non-ASCII characters (the value is not shown)"
     )
     assert value.strip() not in str(exc.value) and api.calls == {}
+
+
+def test_a_responses_key_keeps_its_form_so_paid_responses_stay_found():
+    """The store finds a paid response by this key: any change of its form (the JSON, the hash, the fields)
+    would silently pay for every response again. The literal is sha256 of the sorted-key JSON of the
+    messages, options, teacher and sampling settings without the token budget."""
+    key = item_key(
+        [{"role": "user", "content": "What is 2 + 2?"}],
+        ["3", "4"],
+        "openai:m",
+        {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": None},
+    )
+    assert key == "c3b6ad2a32167d82f593586684b2ff86ce1c1035388ec2addc2153dc22e9c82a"

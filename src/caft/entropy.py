@@ -23,7 +23,6 @@ processors (repetition penalty, temperature in some generation configs), which w
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Iterator
@@ -218,10 +217,6 @@ class PartialStore(JsonlStore):
 
 def row_key(question_id: str, prompt: str) -> str:
     return f"{question_id}:{hashlib.sha256(prompt.encode()).hexdigest()[:16]}"
-
-
-def fingerprint(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _batches(order: list[int], size: int) -> Iterator[list[int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,13 @@ from typing import Any
 import pandas as pd
 
 from caft.errors import CaftError
+
+
+def digest(payload: Any, length: int = 64) -> str:
+    """sha256 of `payload` as canonical JSON (keys sorted), cut to `length` hex digits: the one content key of
+    the response store, the resumable entropy rows and the training checkpoints. Those stores find earlier
+    results by it, so its form must never change."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def _umask() -> int:

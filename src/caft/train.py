@@ -6,7 +6,6 @@ phase after an interruption.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from caft import reestimate, strategies
 from caft.epochs import EpochEval
 from caft.errors import CaftError
 from caft.faults import kill_point
-from caft.io import atomic_path
+from caft.io import atomic_path, digest
 from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name, weights
 from caft.params import ModelSpec, Params
 
@@ -162,7 +161,7 @@ class Setup:
             "sets": self.sets_digest,
             **({"reband": self.reband} if self.reband else {}),
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return digest(payload, 16)
 
 
 def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: bool, seed: int):

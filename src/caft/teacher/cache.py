@@ -23,14 +23,13 @@ whole. Two stores are read, in this order, and every received response goes to b
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from caft.io import exclusive
+from caft.io import digest, exclusive
 from caft.paths import response_store
 from caft.store import JsonlStore
 
@@ -41,13 +40,13 @@ def item_key(messages: list[dict[str, str]], options: list[str], teacher: str, s
     """The response's key: `sampling` without its token budget (see the module docstring)."""
     decisive = {k: v for k, v in sampling.items() if k != "max_tokens"}
     payload = {"messages": messages, "options": options, "teacher": teacher, "sampling": decisive}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest(payload)
 
 
 def legacy_key(messages: list[dict[str, str]], options: list[str], teacher: str, sampling: dict) -> str:
     """The key earlier versions stored a response under (the budget included), to read their stores."""
     payload = {"messages": messages, "options": options, "teacher": teacher, "sampling": sampling}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest(payload)
 
 
 def usable(record: dict | None, max_tokens: int) -> bool:
