@@ -191,7 +191,11 @@ def main(
             "HF_DATASETS_OFFLINE": "1",
         }
         stages = stage_order(root, f"eval@{student}-{STRATEGY}-{seed}")
-        result["stage_s"] = timed_pass(stages, env, root)
+        try:
+            result["stage_s"] = timed_pass(stages, env, root)
+        except subprocess.CalledProcessError as exc:  # the stage's own error is above; nothing is written
+            typer.echo(f"gpu-check: {exc.cmd[-1]} failed (exit {exc.returncode}); nothing written", err=True)
+            raise typer.Exit(1) from None
         result.update(collect(root, student, seed))
     if ref is not None:
         result["distances"] = distances(result, ref)
