@@ -1,4 +1,5 @@
-"""Stage `check_params`: the whole params.yaml, and the question file it names, validated before any other stage.
+"""Stage `check_params`: the whole params.yaml (its types and the registries' names in it), and the question file it
+names, validated before any other stage.
 
 DVC re-runs a stage only when one of *its* params changed, and removes a stage's outputs before running it, so a
 misspelt key (`split.treshold`) would otherwise pass unnoticed and an out-of-range value would fail only inside
@@ -19,8 +20,9 @@ import typer
 from caft.cli import stage
 from caft.errors import CaftError
 from caft.io import atomic_path
+from caft.names import check_names
 from caft.params import Params, load_params
-from caft.prepare import SOURCES, load_source
+from caft.prepare import load_source, source
 from caft.rollback import revert_params, under_dvc
 
 CHECKED = "params.yaml passed caft.params validation\n"
@@ -29,7 +31,7 @@ REJECTED = Path(".caft") / "rejected"
 
 def check_files(p: Params) -> None:
     """A user's question file is read and validated here, before `prepare` (whose outputs DVC removes first)."""
-    if SOURCES[p.data.source].user_file:
+    if source(p.data.source).user_file:
         load_source(p.data, p.seed)
 
 
@@ -39,7 +41,7 @@ def main(
     params: Annotated[Path, typer.Option()] = Path("params.yaml"),
 ) -> None:
     try:
-        check_files(load_params(params))
+        check_files(check_names(load_params(params)))
     except CaftError as exc:
         baseline = os.environ.get("DVC_EXP_BASELINE_REV")
         kept = revert_params(params, baseline, REJECTED) if under_dvc() and baseline else None

@@ -16,6 +16,7 @@ import torch
 from caft import answers, entropy, evaluate, generation, metrics, prompts, sets, tokens
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
+from caft.names import check_names
 from caft.params import HubSplits, ModelSpec, PromptParams, parse_params
 from caft.prepare import carve, load_source
 from caft.profile import resolve
@@ -144,7 +145,7 @@ def test_auto_picks_the_sources_prompts_and_a_contradicting_marker_is_refused():
             }
         )
     with pytest.raises(CaftError, match=r"unknown data source 'gsm9k' \(known: synthetic, hf, gsm8k, medmcqa, file\)"):
-        parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "data": {"source": "gsm9k"}})
+        check_names(parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "data": {"source": "gsm9k"}}))
 
 
 def test_targets_traces_and_letter_markers_follow_the_dataset():

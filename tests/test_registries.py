@@ -16,7 +16,8 @@ import yaml
 
 from caft import answers, strategies
 from caft.errors import CaftError
-from caft.params import TeacherParams, parse_params
+from caft.names import check_names
+from caft.params import parse_params
 from caft.sources.synthetic import generate
 from tests.conftest import REPO, committed
 from tests.dvc_project import env
@@ -49,9 +50,11 @@ def test_a_new_strategy_is_one_entry(monkeypatch, tmp_path):
         "hard_only", "CoT on hard only", (strategies.Phase("cot", strategies._bands("hard"), "hard"),)
     )
     with pytest.raises(CaftError, match=r"^invalid params: strategies: unknown strategies \['hard_only'\]"):
-        parse_params({**BASE, "strategies": ["sft", "hard_only"]})
+        check_names(parse_params({**BASE, "strategies": ["sft", "hard_only"]}))
     monkeypatch.setitem(strategies.STRATEGIES, "hard_only", toy)
-    p = parse_params({**BASE, "strategies": ["sft", "hard_only"], "train": {"epochs": {"sft": [1], "hard_only": [2]}}})
+    p = check_names(
+        parse_params({**BASE, "strategies": ["sft", "hard_only"], "train": {"epochs": {"sft": [1], "hard_only": [2]}}})
+    )
     assert p.strategies == ["sft", "hard_only"] and p.train.epochs["hard_only"] == [2]
     # the run: the teacher requests (and the sets train on) exactly the hard training rows
     assert strategies.cot_question_ids(_assignments(), ["hard_only"]) == {"q02", "q05", "q08"}
@@ -78,10 +81,10 @@ def test_a_new_teacher_backend_is_one_entry(monkeypatch, tmp_path):
             sink(req, backends._response(f"the answer is ({answers.LETTERS[req.answer_index]}).", "stop", 1, 1, 0.0, 1))
         return backends.Outcome()
 
-    with pytest.raises(ValueError, match="unknown teacher backend 'echo'"):
-        TeacherParams(backend="echo")
+    with pytest.raises(CaftError, match="^invalid params: teacher.backend: unknown teacher backend 'echo'"):
+        check_names(parse_params({**BASE, "teacher": {"backend": "echo"}}))
     monkeypatch.setitem(backends.BACKENDS, "echo", backends.Backend(label=lambda cfg: "echo:v1", paid=False, run=echo))
-    cfg = TeacherParams(backend="echo", marker="answer_is")
+    cfg = check_names(parse_params({**BASE, "teacher": {"backend": "echo", "marker": "answer_is"}})).teacher
     questions = generate(parse_params(BASE).data.synthetic.model_copy(update={"families": ["arithmetic"]}), seed=3)
     requests = build_requests(questions, set(questions["question_id"][:4]), cfg)
     cache = TraceCache(tmp_path / "cache", shared=tmp_path / "shared")
@@ -111,9 +114,9 @@ def test_a_new_estimator_family_is_one_entry(monkeypatch, tmp_path):
         names=lambda p, v: ["toy_length"],
     )
     with pytest.raises(CaftError, match="split.estimator=toy_length is no estimator"):
-        parse_params({**BASE, "split": {"estimator": "toy_length"}})
+        check_names(parse_params({**BASE, "split": {"estimator": "toy_length"}}))
     monkeypatch.setitem(registry.FAMILIES, "toy", family)
-    p = parse_params({**BASE, "split": {"estimator": "toy_length", "max_train": None}})
+    p = check_names(parse_params({**BASE, "split": {"estimator": "toy_length", "max_train": None}}))
     assert registry.available(p, "s")["toy_length"] == "estimate_toy@s"
 
     questions = generate(p.data.synthetic.model_copy(update={"n_questions": 40}), seed=1)

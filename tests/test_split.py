@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from caft.errors import CaftError
+from caft.names import check_names
 from caft.params import SplitParams, parse_params
 from caft.scores import Kind, read
 from caft.split import assign_bands, cut_points, make_split, random_control, select_score
@@ -170,15 +171,15 @@ def test_an_estimator_no_stage_writes_is_one_clear_error(tmp_path):
         match=r"^invalid params: split.estimator=cot_mean_entropy is not computed for "
         r"student s: add the student to its family's estimators.<family>.students$",
     ):
-        parse_params({**base, "split": {"estimator": "cot_mean_entropy"}})
+        check_names(parse_params({**base, "split": {"estimator": "cot_mean_entropy"}}))
     with pytest.raises(
         CaftError,
         match=r"^invalid params: split.estimator=cot_typo is no estimator \(known: "
         r"single_token_entropy, single_token_entropy_options, cot_answer_entropy",
     ):
-        parse_params({**base, "split": {"estimator": "cot_typo"}})
-    assert parse_params(
-        {**base, "split": {"estimator": "cot_mean_entropy"}, "estimators": {"cot": {"students": ["s"]}}}
+        check_names(parse_params({**base, "split": {"estimator": "cot_typo"}}))
+    assert check_names(
+        parse_params({**base, "split": {"estimator": "cot_mean_entropy"}, "estimators": {"cot": {"students": ["s"]}}})
     )
     with pytest.raises(CaftError, match=r"^no estimator output .*/cot_mean_entropy.parquet \(is the stage"):
         read(tmp_path / "cot_mean_entropy.parquet")
@@ -237,5 +238,5 @@ def test_val_size_carve_does_not_move_with_the_threshold():
 )
 def test_validation_and_epoch_settings_that_contradict_are_one_line(raw, message):
     with pytest.raises(CaftError) as exc:
-        parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, **raw})
+        check_names(parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, **raw}))
     assert message in str(exc.value)

@@ -6,6 +6,7 @@ import pytest
 
 from caft import strategies
 from caft.errors import CaftError
+from caft.names import check_names
 from caft.params import SplitParams, parse_params
 from caft.split import make_split
 from caft.teacher import backends, run
@@ -423,7 +424,7 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker(tmp_path, res
 
 def test_an_unknown_backend_names_the_registry():
     with pytest.raises(CaftError, match=r"teacher.backend: .*unknown teacher backend 'gpt' \(known: oracle, dataset, "):
-        parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}})
+        check_names(parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}}))
 
 
 def test_a_long_retry_after_is_said_and_frees_its_slot(tmp_path, monkeypatch, capsys):

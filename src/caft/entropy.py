@@ -38,6 +38,7 @@ from caft import answers, prompts
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
 from caft.params import PromptParams
+from caft.roc import auc_wrong
 from caft.scores import valid_rows
 from caft.store import JsonlStore
 from caft.tokens import entropy_nats, first_token, token_at_char
@@ -439,8 +440,6 @@ def summarize(table: pd.DataFrame) -> dict:
 
 def _auc(valid: pd.DataFrame, score: str) -> float | None:
     """ROC AUC over the rows that have this score (an import publishes no option-restricted entropy: all NaN)."""
-    from caft.roc import auc_wrong
-
     scored = valid[valid[score].notna()]
     return auc_wrong(scored["correct"], scored[score]) if len(scored) else None
 

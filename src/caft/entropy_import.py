@@ -10,7 +10,7 @@ from caft import prompts
 from caft.answers import normalize_number
 from caft.errors import CaftError
 from caft.params import EntropyImport
-from caft.sources.table import load_table
+from caft.tables import load_table
 
 
 def load_raw(cfg: EntropyImport, model: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import torch
 from caft import answers, prompts
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
-from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype
+from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype, resolve
 from caft.params import EvalParams, ModelSpec
 from caft.teacher import prompt as teacher_prompt
 
@@ -114,8 +114,6 @@ def token_ids(texts: list[str], tokenizer) -> list[list[int]]:
 def vllm_predict(model_dir: Path, questions: pd.DataFrame, cfg: EvalParams) -> pd.DataFrame:
     """`predict` through vLLM: the base model plus the folder's LoRA adapter, or the folder's full model."""
     from transformers import AutoTokenizer
-
-    from caft.models import resolve
 
     card = read_card(model_dir)
     if card["lora"]:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from caft.errors import CaftError
+from caft.params import TeacherParams
+from caft.teacher.run import cost
 
 REPORT = "reports/report.json"
 HEADLINE = "metrics/summary"
@@ -170,9 +172,6 @@ FRONTIER_COLUMNS = (
 def _teacher_cost(params: dict, m: dict) -> float:
     """US dollars for a run's teacher tokens at its experiment's configured prices (`teacher.price_*_per_m`;
     0 when unpriced, or for a teacher that reports no tokens: the oracle)."""
-    from caft.params import TeacherParams
-    from caft.teacher.run import cost
-
     prices = TeacherParams(
         price_prompt_per_m=params.get("teacher.price_prompt_per_m") or 0.0,
         price_completion_per_m=params.get("teacher.price_completion_per_m") or 0.0,

@@ -3,6 +3,11 @@
 Every stage loads its parameters here. Two reasons: `dvc exp run -S lr=1e-6` writes YAML 1.2 floats that
 PyYAML reads back as strings (pydantic coerces them), and a typo or an out-of-range value should stop a stage
 with one clear line instead of surfacing as a KeyError deep inside a run.
+
+Only types and the values' own rules live here (pydantic): the names params take from a registry (strategies, data
+sources, teacher backends, estimators) are checked against it in `caft.names`, so a stage depends on params.py
+without depending on every registry. The one registry read here is `caft.prompts`, a leaf of texts:
+`prompt.dataset: auto` resolves at load, because every stage that builds a prompt needs the resolved name.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from caft.errors import CaftError
-from caft.strategies import STRATEGIES
+from caft.prompts import GENERIC, PROMPT_SETS, dataset_names
 
 # TIGER-Lab/MMLU-Pro is pinned: the hub dataset has been re-uploaded several times (answer fixes), and a
 # reproduction must name the exact questions it used.
@@ -28,14 +33,6 @@ MEDMCQA_REVISION = "91c6572c454088bf71b679ad90aa8dffcd0d5868"
 
 # Environment variable names as shells write them; API keys have lower case or dashes (sk-..., hex digests).
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
-
-
-def _one_of(value: str, registry: dict, what: str) -> str:
-    """A name params accept only as a key of its registry, read at validation time (so an entry added there is
-    a valid name at once); the registries import these params, hence the validators' local imports."""
-    if value not in registry:
-        raise ValueError(f"unknown {what} {value!r} (known: {', '.join(registry)})")
-    return value
 
 
 class _Strict(BaseModel):
@@ -104,7 +101,7 @@ class FileData(_Strict):
 
 
 class DataParams(_Strict):
-    source: str = "synthetic"  # a key of caft.prepare.SOURCES
+    source: str = "synthetic"  # a key of caft.prepare.SOURCES (caft.names checks it)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     categories: list[str] = Field(default_factory=list)
     max_train: int | None = Field(None, ge=1)
@@ -114,13 +111,6 @@ class DataParams(_Strict):
     file: FileData = Field(default_factory=FileData)
     gsm8k: HubSplits = Field(default_factory=_gsm8k)
     medmcqa: MedMCQAData = Field(default_factory=_medmcqa)
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        from caft.prepare import SOURCES
-
-        return _one_of(value, SOURCES, "data source")
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> DataParams:
@@ -297,7 +287,7 @@ class TeacherImport(TableSource):
 
 
 class TeacherParams(_Strict):
-    backend: str = "oracle"  # a key of caft.teacher.backends.BACKENDS
+    backend: str = "oracle"  # a key of caft.teacher.backends.BACKENDS (caft.names checks it)
     marker: Literal["brackets", "answer_is"] = "answer_is"
     keep: Literal["correct", "all"] = "correct"
     subject: bool = True
@@ -315,13 +305,6 @@ class TeacherParams(_Strict):
     import_: TeacherImport = Field(default_factory=TeacherImport, alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        from caft.teacher.backends import BACKENDS
-
-        return _one_of(value, BACKENDS, "teacher backend")
 
     @model_validator(mode="after")
     def _import_needs_location(self) -> TeacherParams:
@@ -371,16 +354,6 @@ class TrainParams(_Strict):
     answer_variant: Literal["plain", "fallback"] = "plain"
     lora: LoraParams = Field(default_factory=LoraParams)
     accelerate_config: str = "configs/accelerate/cpu.yaml"
-
-    @model_validator(mode="after")
-    def _phases(self) -> TrainParams:
-        for name, epochs in self.epochs.items():
-            if name not in STRATEGIES:
-                raise ValueError(f"train.epochs.{name}: unknown strategy")
-            n_phases = len(STRATEGIES[name].phases)
-            if len(epochs) != n_phases or any(e <= 0 for e in epochs):
-                raise ValueError(f"train.epochs.{name} needs {n_phases} positive value(s), got {epochs}")
-        return self
 
 
 class EvalParams(_Strict):
@@ -466,16 +439,6 @@ class Params(_Strict):
     eval: EvalParams = Field(default_factory=EvalParams)
     estimators: EstimatorParams = Field(default_factory=EstimatorParams)
 
-    @field_validator("strategies")
-    @classmethod
-    def _known_strategies(cls, value: list[str]) -> list[str]:
-        """Names from the registry (caft.strategies.STRATEGIES), read at validation time: an entry added there
-        is a valid name at once."""
-        unknown = [name for name in value if name not in STRATEGIES]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown} (known: {', '.join(STRATEGIES)})")
-        return value
-
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, value: list[int]) -> list[int]:
@@ -487,8 +450,6 @@ class Params(_Strict):
     def _prompt_set(self) -> Params:
         """`prompt.dataset: auto` becomes the source's own prompt set; a set's own option ids and marker are
         what its texts ask for, so params that contradict them are refused (one line, before any stage runs)."""
-        from caft.prompts import GENERIC, PROMPT_SETS, dataset_names
-
         if self.prompt.dataset == "auto":
             self.prompt.dataset = self.data.source if self.data.source in PROMPT_SETS else GENERIC
         if self.prompt.dataset not in dataset_names():
@@ -508,25 +469,8 @@ class Params(_Strict):
         unknown = [s for s in self.students if s not in self.models]
         if unknown:
             raise ValueError(f"students {unknown} have no entry under models (known: {sorted(self.models)})")
-        missing = [s for s in self.strategies if s not in self.train.epochs]
-        if missing:
-            raise ValueError(f"strategies {missing} have no train.epochs entry")
-        self._estimators_known()
         self._epoch_eval()
-        self._reband_estimator()
         return self
-
-    def _reband_estimator(self) -> None:
-        """A re-banded phase (caft_reestimate) re-scores with the model being trained: only an estimator that
-        model computes itself, its first answer token's entropy, can be re-estimated."""
-        from caft.scores import SINGLE_TOKEN
-
-        reband = [s for s in self.strategies if STRATEGIES[s].rebands]
-        if reband and self.split.estimator not in SINGLE_TOKEN:
-            raise ValueError(
-                f"strategy {reband[0]} re-scores with the student's own first-token entropy: split.estimator must "
-                f"be one of {', '.join(SINGLE_TOKEN)}, not {self.split.estimator}"
-            )
 
     def _epoch_eval(self) -> None:
         """Per-epoch accuracy needs questions to measure it on, and picking the best epoch needs the curve."""
@@ -536,25 +480,6 @@ class Params(_Strict):
             raise ValueError("eval.every_epoch_test answers the test set after every epoch: set eval.every_epoch=true")
         if self.eval.select == "best" and not self.eval.every_epoch:
             raise ValueError("eval.select=best picks an epoch by validation accuracy: set eval.every_epoch=true")
-
-    def _estimators_known(self) -> None:
-        """Every estimator family scores known students, and the split's estimator is written for each
-        student (a name no stage writes would otherwise surface as a missing DVC dependency)."""
-        from caft.estimators.registry import FAMILIES, available, every_name  # the registry's names only
-
-        for key, family in FAMILIES.items():
-            unknown = [s for s in family.students(self) if s not in self.students]
-            if unknown:
-                raise ValueError(f"estimators.{key}.students {unknown} are not in students {self.students}")
-        name = self.split.estimator
-        if name not in every_name(self):
-            raise ValueError(f"split.estimator={name} is no estimator (known: {', '.join(every_name(self))})")
-        for student in self.students:
-            if name not in available(self, student):
-                raise ValueError(
-                    f"split.estimator={name} is not computed for student {student}: "
-                    "add the student to its family's estimators.<family>.students"
-                )
 
     def model(self, name: str) -> ModelSpec:
         if name not in self.models:

@@ -47,11 +47,18 @@ SOURCES: dict[str, Source] = {
 }
 
 
+def source(name: str) -> Source:
+    """The registry's entry for `data.source`; a name it does not hold is one line listing those it does."""
+    if name not in SOURCES:
+        raise CaftError(f"unknown data source {name!r} (known: {', '.join(SOURCES)})")
+    return SOURCES[name]
+
+
 def load_source(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, list[str]]:
     """Questions from the configured source, validated, and one line per row that `data.file.bad_rows` skipped
     or repaired (a user's file only; otherwise the first bad row is one CaftError)."""
-    source = SOURCES[cfg.source]
-    return schema.validate(source.load(cfg, seed), cfg.file.bad_rows if source.user_file else "error")
+    entry = source(cfg.source)
+    return schema.validate(entry.load(cfg, seed), cfg.file.bad_rows if entry.user_file else "error")
 
 
 def stratified_take(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.Index:

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from caft.errors import CaftError
+from caft.names import check_names
 from caft.params import Params, parse_params
 
 
@@ -44,8 +45,9 @@ def apply(raw: dict, overrides: dict[str, object]) -> dict:
 
 
 def validate(raw: dict, overrides: dict[str, object]) -> Params:
-    """The params a profile produces, validated against the schema (bad profiles fail before any run)."""
-    return parse_params(apply(raw, overrides))
+    """The params a profile produces, validated against the schema and the registries' names (bad profiles fail
+    before any run)."""
+    return check_names(parse_params(apply(raw, overrides)))
 
 
 def resolve(paths: list[str | Path], params_file: str | Path = "params.yaml") -> tuple[dict[str, object], Params]:

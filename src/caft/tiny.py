@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from caft.params import SyntheticData
+from caft.prompts import SYSTEM, USER
 from caft.sources.synthetic import generate
 
 CHATML_TEMPLATE = (
@@ -38,8 +39,6 @@ TINY_SPEC = {
 
 def _corpus() -> list[str]:
     """Training text for the BPE: the prompt wording plus synthetic questions (all offline, fixed)."""
-    from caft.prompts import SYSTEM, USER
-
     texts = [t for table in (SYSTEM, USER) for t in table.values()]
     questions = generate(SyntheticData(n_questions=200, max_steps=6), seed=0)
     texts += [q + "\n" + r for q, r in zip(questions["question"], questions["rationale"], strict=True)]

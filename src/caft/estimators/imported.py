@@ -11,7 +11,7 @@ import pandas as pd
 from caft.errors import CaftError
 from caft.params import Params
 from caft.scores import Kind, long
-from caft.sources.table import load_table
+from caft.tables import load_table
 
 
 def run(questions: pd.DataFrame, p: Params, student: str, variant: None, workdir) -> tuple[pd.DataFrame, pd.DataFrame]:

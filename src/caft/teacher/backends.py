@@ -18,8 +18,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from caft.errors import CaftError
-from caft.params import OpenAIBackend, TeacherHF, TeacherImport, TeacherParams
-from caft.sources.table import load_table
+from caft.params import ModelSpec, OpenAIBackend, TeacherHF, TeacherImport, TeacherParams
+from caft.prompts import apply_chat_template
+from caft.tables import load_table
 from caft.teacher.prompt import answer_marker, number_marker
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -136,11 +137,11 @@ def imported(requests: list[Request], cfg: TeacherImport, sink: Sink) -> Outcome
 
 def hf_generate(requests: list[Request], cfg: TeacherHF, sampling: dict, sink: Sink) -> Outcome:
     """Batched `generate` with a local model (a GPU teacher); left padding, greedy unless temperature > 0."""
+    # torch and the model code load only for a local teacher: check_params and the `caft` commands read this
+    # registry's names without them.
     import torch
 
     from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
-    from caft.params import ModelSpec
-    from caft.prompts import apply_chat_template
 
     spec = ModelSpec(ref=cfg.ref, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     device = pick_device(cfg.device)
@@ -352,3 +353,10 @@ BACKENDS: dict[str, Backend] = {
         lambda reqs, cfg, sink: openai_api(reqs, cfg.openai, cfg.sampling(), api_key(cfg), sink),
     ),
 }
+
+
+def backend(name: str) -> Backend:
+    """The registry's entry for `teacher.backend`; a name it does not hold is one line listing those it does."""
+    if name not in BACKENDS:
+        raise CaftError(f"unknown teacher backend {name!r} (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name]

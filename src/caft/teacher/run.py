@@ -39,7 +39,7 @@ TRACE_COLUMNS = [
 
 def teacher_label(cfg: TeacherParams) -> str:
     """Names the teacher in every output (and in the cache key): the oracle is never mistaken for a model."""
-    return backends.BACKENDS[cfg.backend].label(cfg)
+    return backends.backend(cfg.backend).label(cfg)
 
 
 def needed_ids(
@@ -89,7 +89,7 @@ def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
     """What a run would pay for: calls, and token estimates (prompt ≈ characters / 4; completion = the
     cached mean where the cache has responses, else the max_tokens upper bound)."""
     todo = missing(requests, cache, cfg.max_tokens, adopt=False)
-    generated = todo if backends.BACKENDS[cfg.backend].paid else []  # the oracle, datasets and imports are free
+    generated = todo if backends.backend(cfg.backend).paid else []  # the oracle, datasets and imports are free
     prompt_tokens = sum(sum(len(m["content"]) for m in r.messages) // 4 for r in generated)
     stored = (cache.get(r.key, r.legacy_key, adopt=False) for r in requests)
     cached = [rec["completion_tokens"] for rec in stored if rec and rec.get("completion_tokens")]
@@ -121,7 +121,7 @@ def execute(
     process fails it or dies."""
     outcome, fresh = backends.Outcome(), set()
     label, budget = teacher_label(cfg), cfg.max_tokens
-    paid = backends.BACKENDS[cfg.backend].paid
+    paid = backends.backend(cfg.backend).paid
 
     def sink(req: backends.Request, response: dict) -> None:
         record = {"key": req.key, "question_id": req.question_id, "teacher": label, "backend": cfg.backend}
@@ -163,7 +163,7 @@ def execute(
 
 
 def _run_backend(todo: list[backends.Request], cfg: TeacherParams, sink, outcome: backends.Outcome) -> None:
-    result = backends.BACKENDS[cfg.backend].run(todo, cfg, sink)
+    result = backends.backend(cfg.backend).run(todo, cfg, sink)
     outcome.failures.update(result.failures)
     outcome.unavailable.update(result.unavailable)
     outcome.attempts += result.attempts
@@ -235,7 +235,7 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
         "teacher": teacher_label(cfg),
         "requested": len(table),
         "cache_hits": len(answered) - len(new),
-        "new_calls": (len(fresh) + sum(failures.values())) if backends.BACKENDS[cfg.backend].paid else 0,
+        "new_calls": (len(fresh) + sum(failures.values())) if backends.backend(cfg.backend).paid else 0,
         "new_traces": len(fresh),
         "api_attempts": outcome.attempts,
         "failures": sum(failures.values()),
