@@ -22,6 +22,9 @@ from caft.models import load_model, load_tokenizer
 from caft.params import ModelSpec, PromptParams, SyntheticData
 from caft.sources.synthetic import generate
 
+# The measured setup: multiple-choice questions asked with the paper's prompt (subject, fallback, letters).
+PROMPT = PromptParams(variant="fallback", option_ids="letter", subject=True, answer_prefix="", dataset="generic")
+
 
 def ours(model, tok, questions, batch_size: int) -> np.ndarray:
     """The entropy stage's library call (rendering, tokenisation, batching, resume store included)."""
@@ -31,7 +34,7 @@ def ours(model, tok, questions, batch_size: int) -> np.ndarray:
             questions,
             model,
             tok,
-            PromptParams(),
+            PROMPT,
             batch_size=batch_size,
             max_length=4096,
             id_collision="error",
@@ -78,9 +81,12 @@ def _timed(fn, *args) -> tuple[float, np.ndarray]:
 def bench_model(ref: str, n: int, batch_size: int) -> dict:
     spec = ModelSpec(ref=ref, dtype="float32")
     model, tok = load_model(spec, torch.device("cpu"), torch.float32), load_tokenizer(spec)
-    questions = generate(SyntheticData(n_questions=n), seed=123)
+    data = SyntheticData(
+        n_questions=n, min_steps=1, max_steps=4, min_options=4, max_options=10, families=["arithmetic", "units"]
+    )
+    questions = generate(data, seed=123)
     questions["subset"] = "train"
-    prompts = entropy.render_prompts(questions, tok, PromptParams())
+    prompts = entropy.render_prompts(questions, tok, PROMPT)
     ours(model, tok, questions.head(batch_size), batch_size)  # warm-up (first-call allocations)
     t_ours, h_ours = _timed(ours, model, tok, questions, batch_size)
     t_item, h_item = _timed(per_item_generate, model, tok, prompts)

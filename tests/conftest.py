@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from pydantic import BaseModel
+
+from caft.params import Params, parse_params
+from caft.profile import apply
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -28,6 +33,44 @@ def committed(name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(proc.stdout)
     return path
+
+
+def committed_params() -> dict:
+    """params.yaml as committed, a fresh copy: the values every test starts from (code holds no defaults)."""
+    return yaml.safe_load(committed("params.yaml").read_text())
+
+
+def leaves(overrides: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested overrides as dotted leaves (`{"split": {"val_size": 4}}` -> `{"split.val_size": 4}`), so a section
+    given in part keeps the committed values of its other keys."""
+    out: dict[str, object] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            out |= leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def raw_params(overrides: dict[str, object] | None = None) -> dict:
+    """The committed params mapping with overrides (dotted keys or nested sections, applied leaf by leaf)."""
+    return apply(committed_params(), leaves(overrides or {}))
+
+
+def params(overrides: dict[str, object] | None = None) -> Params:
+    """`raw_params`, validated as a stage would."""
+    return parse_params(raw_params(overrides))
+
+
+def section(where: str, /, **fields: object) -> BaseModel:
+    """One section of the committed params (`"split"`, `"data.synthetic"`) with `fields` replaced (leaf by leaf),
+    validated by that section's own model alone (a unit under test needs no students or models)."""
+    model: type[BaseModel] = Params
+    node = params().model_dump(by_alias=True)  # parsed: `prompt.dataset: auto` is resolved, as a stage sees it
+    for key in where.split("."):
+        name = next(n for n, f in model.model_fields.items() if (f.alias or n) == key)
+        model, node = model.model_fields[name].annotation, node[key]
+    return model.model_validate(apply(node, leaves(fields)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,12 +17,12 @@ from caft import answers, entropy, evaluate, generation, metrics, prompts, sets,
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
 from caft.names import check_names
-from caft.params import HubSplits, ModelSpec, PromptParams, parse_params
+from caft.params import ModelSpec
 from caft.prepare import carve, load_source
 from caft.profile import resolve
 from caft.teacher import backends, run
 from caft.teacher import prompt as teacher_prompt
-from tests.conftest import REPO, committed
+from tests.conftest import REPO, committed, params, section
 from tests.dvc_project import env
 
 FIXTURES = REPO / "tests/fixtures/hub"
@@ -46,12 +46,12 @@ MEDMCQA_COT = (
 def _params(source: str, **data) -> object:
     block = {"gsm8k": {"repo": str(FIXTURES / "gsm8k"), "config": "main", "revision": "fixture"}}
     block |= {"medmcqa": {"repo": str(FIXTURES / "medmcqa"), "revision": "fixture", "test_split": "validation"}}
-    return parse_params(
+    return params(
         {
             "students": ["t"],
             "models": {"t": {"ref": "tiny"}},
             "data": {"source": source, **block, **data},
-            "prompt": {"dataset": "auto"},
+            "prompt": {"dataset": "auto", "answer_prefix": ""},  # as the EACL recipes set them
             "teacher": {"marker": "brackets", "backend": "dataset"},
         }
     )
@@ -108,7 +108,7 @@ def test_medmcqa_hub_schema_maps_to_the_question_table():
 
 
 def test_an_unreachable_hub_dataset_is_one_line(tmp_path):
-    cfg = HubSplits(repo=str(tmp_path / "nothing-here"), config="main", revision="abc")
+    cfg = section("data.gsm8k", repo=str(tmp_path / "nothing-here"), config="main", revision="abc")
     with pytest.raises(CaftError, match=r"^could not load GSM8K .*nothing-here \(main\)@abc split 'train' from"):
         load_source(_params("gsm8k", gsm8k=cfg.model_dump()).data, 0)
 
@@ -129,13 +129,11 @@ def test_the_datasets_prompts_are_the_authors_texts_verbatim():
 def test_auto_picks_the_sources_prompts_and_a_contradicting_marker_is_refused():
     assert _params("gsm8k").prompt.dataset == "gsm8k" and _params("medmcqa").prompt.dataset == "medmcqa"
     assert (
-        parse_params(
-            {"students": ["t"], "models": {"t": {"ref": "tiny"}}, "prompt": {"dataset": "auto"}}
-        ).prompt.dataset
+        params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "prompt": {"dataset": "auto"}}).prompt.dataset
         == "generic"
     )
     with pytest.raises(CaftError, match=r"prompt.dataset=medmcqa: its CoT prompt asks for the brackets marker; set "):
-        parse_params(
+        params(
             {
                 "students": ["t"],
                 "models": {"t": {"ref": "tiny"}},
@@ -145,7 +143,7 @@ def test_auto_picks_the_sources_prompts_and_a_contradicting_marker_is_refused():
             }
         )
     with pytest.raises(CaftError, match=r"unknown data source 'gsm9k' \(known: synthetic, hf, gsm8k, medmcqa, file\)"):
-        check_names(parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "data": {"source": "gsm9k"}}))
+        check_names(params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "data": {"source": "gsm9k"}}))
 
 
 def test_targets_traces_and_letter_markers_follow_the_dataset():
@@ -281,7 +279,7 @@ def test_marker_entropy_equals_an_unbatched_reference(smollm2, tmp_path):
         }
     )
     for prefix in ("", "[[", "The correct answer is [["):
-        cfg = PromptParams(dataset="gsm8k", answer_prefix=prefix)
+        cfg = section("prompt", dataset="gsm8k", answer_prefix=prefix)
         out = entropy.compute(
             questions,
             model,
@@ -425,7 +423,7 @@ def test_direct_answers_of_up_to_seven_digits_are_never_cut(smollm2, seen_cache)
     )
     reading = {"mode": "direct", "dataset": "gsm8k", "variant": "plain", "option_ids": "letter", "subject": False,
                "answer_prefix": ""}  # fmt: skip
-    cfg = parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}}).eval.model_copy(
+    cfg = params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}}).eval.model_copy(
         update={"max_new_tokens_direct": 4, "batch_size": 4}
     )
     longest = len(tok.encode("[[1,234,567]]", add_special_tokens=False))

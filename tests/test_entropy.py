@@ -7,8 +7,7 @@ import torch
 
 from caft import entropy, tokens
 from caft.errors import CaftError
-from caft.params import PromptParams
-from tests.conftest import make_questions
+from tests.conftest import make_questions, section
 
 
 def _np_entropy(logits: np.ndarray) -> float:
@@ -95,7 +94,7 @@ def _run(questions, tiny_model, tmp_path, batch_size, name="p.jsonl"):
         questions,
         model,
         tok,
-        PromptParams(),
+        section("prompt", answer_prefix=""),
         batch_size=batch_size,
         max_length=512,
         id_collision="error",
@@ -147,7 +146,7 @@ def test_prompt_longer_than_max_length_is_an_error(tiny_model, tmp_path):
             make_questions(6),
             model,
             tok,
-            PromptParams(),
+            section("prompt", answer_prefix=""),
             batch_size=2,
             max_length=10,
             id_collision="error",

@@ -4,10 +4,9 @@ import pytest
 from caft import schema
 from caft.entropy_import import join, load_raw
 from caft.errors import CaftError
-from caft.params import EntropyImport
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, section
 
-CFG = EntropyImport(path=str(FIXTURES / "labarss_entropy_qwen2.tsv"))
+CFG = section("entropy.import", path=str(FIXTURES / "labarss_entropy_qwen2.tsv"))
 
 
 def _questions() -> pd.DataFrame:
@@ -37,14 +36,16 @@ def test_import_errors():
     with pytest.raises(CaftError, match="published entropy table file not found: .*labarss_entropy_phi3.tsv"):
         load_raw(CFG.model_copy(update={"path": str(FIXTURES / "labarss_entropy_phi3.tsv")}), "phi3")
     with pytest.raises(ValueError, match="the path is a DVC dependency and cannot hold {model}"):
-        EntropyImport(path="data/{model}.tsv")
+        section("entropy.import", path="data/{model}.tsv")
     with pytest.raises(CaftError, match="no question id of the prepared data appears"):
         join(_questions().assign(question_id="zzz"), load_raw(CFG, "qwen2"), CFG, "qwen2")
 
 
 def test_hub_import_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = EntropyImport(hub_id="LabARSS/MMLU-Pro-single-token-entropy", config="{model}_w_fallback_if_unknown")
+    cfg = section(
+        "entropy.import", hub_id="LabARSS/MMLU-Pro-single-token-entropy", config="{model}_w_fallback_if_unknown"
+    )
     with pytest.raises(CaftError) as exc:
         load_raw(cfg, "qwen_3b")
     message = str(exc.value)

@@ -111,10 +111,10 @@ def test_bootstrap_ci_against_an_independent_bootstrap():
 
 def test_import_of_a_published_categorical_estimator():
     from caft.estimators.imported import run
-    from caft.params import EstimatorImport
-    from tests.conftest import FIXTURES
+    from tests.conftest import FIXTURES, section
 
-    cfg = EstimatorImport(
+    cfg = section(
+        "estimators.import",
         path=str(FIXTURES / "labarss_education_level.csv"),
         score_column="education_level",
         name="masj_education_level_published",
@@ -221,9 +221,8 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
     """A second workspace (a queued experiment, a fresh clone) finds the judgements in the machine-wide store:
     nothing is asked again, and its own response store still holds every one of them."""
     from caft.estimators.judge import run
-    from caft.params import parse_params
     from caft.teacher import backends
-    from tests.conftest import make_questions
+    from tests.conftest import make_questions, params
 
     calls = []
 
@@ -234,9 +233,7 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
         return backends.Outcome()
 
     monkeypatch.setitem(backends.BACKENDS, "rater", backends.Backend(label=lambda cfg: "rater", paid=True, run=rater))
-    p = parse_params(
-        {"students": ["s"], "models": {"s": {"ref": "tiny"}}, "estimators": {"judge": {"backend": "rater"}}}
-    )
+    p = params({"students": ["s"], "models": {"s": {"ref": "tiny"}}, "estimators": {"judge": {"backend": "rater"}}})
     questions = make_questions(4)
     first, _ = run(questions, p, "s", "reasoning_steps", tmp_path / "one")
     second, wide = run(questions, p, "s", "reasoning_steps", tmp_path / "two")

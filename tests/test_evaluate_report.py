@@ -3,18 +3,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from caft import evaluate, metrics, report
-from caft.params import parse_params
 from caft.sets import reading
-from tests.conftest import committed
+from tests.conftest import params
 
 
 def _params(**prompt):
-    raw = yaml.safe_load(committed("params.yaml").read_text())
-    raw["prompt"].update(prompt)
-    return parse_params(raw)
+    return params({"prompt": prompt})
 
 
 @pytest.mark.parametrize(
@@ -48,7 +44,7 @@ def test_direct_and_cot_extraction_per_format():
     assert evaluate.extract("10", 10, numeric) == 9
     assert evaluate.extract("11", 10, numeric) is None
     assert evaluate.extract("step... so the answer is (B).", 4, reading("distill", letters)) == 1
-    brackets = parse_params({**yaml.safe_load(committed("params.yaml").read_text()), "teacher": {"marker": "brackets"}})
+    brackets = params({"teacher": {"marker": "brackets"}})
     assert evaluate.extract("the answer is (B) [[3]]", 4, reading("caft", brackets)) == 2
 
 

@@ -14,21 +14,10 @@ from caft import answers, entropy, prompts, schema, sets, tokens
 from caft.errors import CaftError
 from caft.evaluate import extract
 from caft.metrics import score, tiger_correct
-from caft.params import PromptParams, SyntheticData, parse_params
 from caft.sets import reading
 from caft.sources import synthetic
 from caft.teacher import backends, prompt
-from tests.conftest import committed
-
-
-def _params(**sections) -> object:
-    """The repository's params.yaml with some sections' keys replaced."""
-    import yaml
-
-    raw = yaml.safe_load(committed("params.yaml").read_text())
-    for section, values in sections.items():
-        raw[section].update(values)
-    return parse_params(raw)
+from tests.conftest import params, section
 
 
 @pytest.mark.parametrize(
@@ -92,7 +81,9 @@ def test_direct_number_is_the_first_number_of_the_continuation():
 
 
 def test_chain_rationale_always_computes_the_gold():
-    table = synthetic.generate(SyntheticData(n_questions=200, families=["chain"], min_steps=1, max_steps=5), 3)
+    table = synthetic.generate(
+        section("data.synthetic", n_questions=200, families=["chain"], min_steps=1, max_steps=5), 3
+    )
     for row in table.itertuples(index=False):
         numbers = [int(n) for n in re.findall(r"-?\d+", row.expression)]
         ops = re.findall(r" ([+-]) ", row.expression)
@@ -142,29 +133,33 @@ def test_number_prompts_and_prefix():
     with pytest.raises(CaftError, match="no expression"):
         prompts.answer_prefix("{expression} = ", "")
     with pytest.raises(Exception, match="may only use the field"):
-        PromptParams(answer_prefix="{question} = ")
+        section("prompt", answer_prefix="{question} = ")
     cot = prompt.messages("What is 2 + 2?", [], None, "answer_is")
     assert cot[0]["content"].endswith('finish your answer with "The answer is N." where N is the final number.')
 
 
 def test_oracle_trace_and_answer_target(tmp_path):
-    row = synthetic.generate(SyntheticData(n_questions=1, families=["chain"], min_steps=2, max_steps=2), 0).iloc[0]
+    row = synthetic.generate(
+        section("data.synthetic", n_questions=1, families=["chain"], min_steps=2, max_steps=2), 0
+    ).iloc[0]
     req = backends.Request("k", row.question_id, [], 0, -1, row.rationale, row.answer)
     texts: list[str] = []
     for marker in ("answer_is", "brackets"):
-        backends.oracle([req], _params(teacher={"marker": marker}).teacher, lambda _r, resp: texts.append(resp["text"]))
+        backends.oracle(
+            [req], params({"teacher": {"marker": marker}}).teacher, lambda _r, resp: texts.append(resp["text"])
+        )
     got = dict(zip(("answer_is", "brackets"), texts, strict=True))
     steps = row.rationale.splitlines()[:-1]
     assert got["answer_is"] == "\n".join([*steps, f"The answer is {row.answer}."])
     assert got["brackets"] == "\n".join([*steps, f"The answer is [[{row.answer}]]."])
     assert answers.cot_answer(got["brackets"], 0, "brackets") == row.answer
-    p = _params(prompt={"answer_prefix": "{expression} = "})
+    p = params({"prompt": {"answer_prefix": "{expression} = "}})
     messages, target = sets.answer_example(row, p)
     assert target == f"{row.expression} = {row.answer}" and messages[1]["content"] == row.question
 
 
 def _chain_questions(n: int) -> pd.DataFrame:
-    table, _ = schema.validate(synthetic.generate(SyntheticData(n_questions=n, families=["chain"]), 1))
+    table, _ = schema.validate(synthetic.generate(section("data.synthetic", n_questions=n, families=["chain"]), 1))
     return table.assign(subset="train")
 
 
@@ -173,7 +168,7 @@ def test_marker_free_entropy_matches_an_unbatched_reference(tiny_model, tmp_path
     one-question-at-a-time forward pass and generation."""
     model, tok = tiny_model
     questions = _chain_questions(10)
-    cfg = PromptParams(answer_prefix="{expression} = ", subject=False)
+    cfg = section("prompt", answer_prefix="{expression} = ", subject=False)
     store = entropy.PartialStore(tmp_path / "p.jsonl")
     out = entropy.compute(
         questions,
@@ -218,7 +213,7 @@ def test_entropy_refuses_a_mix_of_formats(tiny_model, tmp_path):
             mixed,
             model,
             tok,
-            PromptParams(),
+            section("prompt", answer_prefix=""),
             batch_size=2,
             max_length=512,
             id_collision="first",
@@ -246,7 +241,7 @@ def test_entropy_summary_reports_accuracy_per_step():
 
 
 def test_eval_of_number_answers_strict_flexible_and_tiger():
-    p = _params()
+    p = params()
     assert extract("The answer is 12.", 0, reading("distill", p)) == "12"
     assert extract("12 - 5 = 7", 0, reading("distill", p)) is None
     assert extract("7\n", 0, reading("sft", p)) == "7"
@@ -274,7 +269,6 @@ def test_eval_of_number_answers_strict_flexible_and_tiger():
 
 
 def test_number_format_file_source(tmp_path):
-    from caft.params import DataParams
     from caft.prepare import load_source
 
     path = Path(tmp_path / "q.jsonl")
@@ -287,13 +281,15 @@ def test_number_format_file_source(tmp_path):
             "rationale": ["2 + 3 = 5.\nThe answer is 5.", ""],
         }
     ).to_json(path, orient="records", lines=True)
-    table, _ = load_source(DataParams(source="file", file={"path": str(path)}), 0)
+    table, _ = load_source(section("data", source="file", file={"path": str(path)}), 0)
     assert table["answer"].tolist() == ["5", "5"] and table["options"].map(len).tolist() == [0, 0]
 
 
 def test_chains_never_repeat_and_an_exhausted_step_count_is_one_line():
-    table = synthetic.generate(SyntheticData(n_questions=600, families=["chain"], min_steps=1, max_steps=4), 42)
+    table = synthetic.generate(
+        section("data.synthetic", n_questions=600, families=["chain"], min_steps=1, max_steps=4), 42
+    )
     assert table["question"].is_unique
     assert table["difficulty"].value_counts().min() > 120  # the step counts keep their uniform draw
     with pytest.raises(CaftError, match="no new 1-step chain left"):
-        synthetic.generate(SyntheticData(n_questions=200, families=["chain"], min_steps=1, max_steps=1), 0)
+        synthetic.generate(section("data.synthetic", n_questions=200, families=["chain"], min_steps=1, max_steps=1), 0)

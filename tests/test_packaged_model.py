@@ -12,8 +12,8 @@ import torch
 from caft import entropy
 from caft.errors import CaftError
 from caft.models import load_model, load_tokenizer, resolve
-from caft.params import ModelSpec, PromptParams
-from tests.conftest import make_questions
+from caft.params import ModelSpec
+from tests.conftest import make_questions, section
 
 SPEC = ModelSpec(ref="packaged:smollm2-135m-instruct")
 
@@ -42,7 +42,7 @@ def test_entropy_on_the_real_model(smollm2, tmp_path):
         questions,
         model,
         tok,
-        PromptParams(),
+        section("prompt", answer_prefix="", subject=True),
         batch_size=4,
         max_length=512,
         id_collision="error",

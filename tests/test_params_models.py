@@ -1,16 +1,46 @@
+import typing
+
 import pytest
 import torch
 import yaml
+from pydantic import BaseModel
 
 from caft import profile
 from caft.errors import CaftError
 from caft.models import resolve
-from caft.params import ModelSpec, load_params, parse_params
+from caft.params import ModelSpec, Params, load_params, parse_params
 from tests.conftest import REPO, committed
 
 
 def _raw() -> dict:
     return yaml.safe_load(committed("params.yaml").read_text())
+
+
+def _sections(model: type[BaseModel], where: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Every params model under `model` with its dotted place (a model nested in a dict or a list included)."""
+    out = [(where, model)]
+    for name, field in model.model_fields.items():
+        for arg in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                out += _sections(arg, f"{where}{field.alias or name}.")
+    return out
+
+
+def test_every_value_lives_in_params_yaml_alone():
+    """No params field has a default in code, so what a stage runs is what params.yaml says (a test starts from
+    it too). A model entry's optional keys are the exception: an entry added by a profile names only its ref."""
+    sections = _sections(Params)
+    assert {"models.", "teacher.openai.", "estimators.judge.hf."} <= {where for where, _ in sections}
+    defaults = [
+        f"{where}{field.alias or name}"
+        for where, model in sections
+        if model is not ModelSpec
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    ]
+    assert defaults == []
+    with pytest.raises(CaftError, match=r"^invalid params: seed: Field required \(and \d+ more\)$"):
+        parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}})
 
 
 def test_repo_params_and_tiny_profile_validate():

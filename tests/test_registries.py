@@ -17,9 +17,8 @@ import yaml
 from caft import answers, strategies
 from caft.errors import CaftError
 from caft.names import check_names
-from caft.params import parse_params
 from caft.sources.synthetic import generate
-from tests.conftest import REPO, committed
+from tests.conftest import REPO, committed, params, raw_params
 from tests.dvc_project import env
 
 BASE = {"students": ["s"], "models": {"s": {"ref": "tiny"}}}
@@ -50,10 +49,10 @@ def test_a_new_strategy_is_one_entry(monkeypatch, tmp_path):
         "hard_only", "CoT on hard only", (strategies.Phase("cot", strategies._bands("hard"), "hard"),)
     )
     with pytest.raises(CaftError, match=r"^invalid params: strategies: unknown strategies \['hard_only'\]"):
-        check_names(parse_params({**BASE, "strategies": ["sft", "hard_only"]}))
+        check_names(params({**BASE, "strategies": ["sft", "hard_only"]}))
     monkeypatch.setitem(strategies.STRATEGIES, "hard_only", toy)
     p = check_names(
-        parse_params({**BASE, "strategies": ["sft", "hard_only"], "train": {"epochs": {"sft": [1], "hard_only": [2]}}})
+        params({**BASE, "strategies": ["sft", "hard_only"], "train": {"epochs": {"sft": [1], "hard_only": [2]}}})
     )
     assert p.strategies == ["sft", "hard_only"] and p.train.epochs["hard_only"] == [2]
     # the run: the teacher requests (and the sets train on) exactly the hard training rows
@@ -61,9 +60,9 @@ def test_a_new_strategy_is_one_entry(monkeypatch, tmp_path):
     # the DAG: train and eval expand over the new name (dvc reads the list from params.yaml)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(committed(name), tmp_path / name)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["strategies"] = ["sft", "hard_only"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["strategies"] = ["sft", "hard_only"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=env(), check=True)
     listed = subprocess.run(["dvc", "stage", "list", "--all"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     stages = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
@@ -82,10 +81,10 @@ def test_a_new_teacher_backend_is_one_entry(monkeypatch, tmp_path):
         return backends.Outcome()
 
     with pytest.raises(CaftError, match="^invalid params: teacher.backend: unknown teacher backend 'echo'"):
-        check_names(parse_params({**BASE, "teacher": {"backend": "echo"}}))
+        check_names(params({**BASE, "teacher": {"backend": "echo"}}))
     monkeypatch.setitem(backends.BACKENDS, "echo", backends.Backend(label=lambda cfg: "echo:v1", paid=False, run=echo))
-    cfg = check_names(parse_params({**BASE, "teacher": {"backend": "echo", "marker": "answer_is"}})).teacher
-    questions = generate(parse_params(BASE).data.synthetic.model_copy(update={"families": ["arithmetic"]}), seed=3)
+    cfg = check_names(params({**BASE, "teacher": {"backend": "echo", "marker": "answer_is"}})).teacher
+    questions = generate(params(BASE).data.synthetic.model_copy(update={"families": ["arithmetic"]}), seed=3)
     requests = build_requests(questions, set(questions["question_id"][:4]), cfg)
     cache = TraceCache(tmp_path / "cache", shared=tmp_path / "shared")
     outcome, fresh = execute(requests, cache, cfg)
@@ -114,9 +113,18 @@ def test_a_new_estimator_family_is_one_entry(monkeypatch, tmp_path):
         names=lambda p, v: ["toy_length"],
     )
     with pytest.raises(CaftError, match="split.estimator=toy_length is no estimator"):
-        check_names(parse_params({**BASE, "split": {"estimator": "toy_length"}}))
+        check_names(params({**BASE, "split": {"estimator": "toy_length"}}))
     monkeypatch.setitem(registry.FAMILIES, "toy", family)
-    p = check_names(parse_params({**BASE, "split": {"estimator": "toy_length", "max_train": None}}))
+    p = check_names(
+        params(
+            {
+                **BASE,
+                "split": {"estimator": "toy_length", "max_train": None, "val_size": 0},
+                "eval": {"every_epoch": False},
+                "strategies": ["sft", "caft"],
+            }
+        )
+    )
     assert registry.available(p, "s")["toy_length"] == "estimate_toy@s"
 
     questions = generate(p.data.synthetic.model_copy(update={"n_questions": 40}), seed=1)
@@ -173,7 +181,7 @@ def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_mode
         gold=lambda index, answer: answer,
         answer_start=dict.fromkeys(("brackets", "answer_is"), re.compile(r"Final:\s*([-+]?\d)")),
     )
-    p = parse_params(BASE)
+    p = params(BASE)
     text = "3 + 4 = 7, so [[7]]. Final: 12"
     cot = reading("distill", p.model_copy(update={"teacher": p.teacher.model_copy(update={"marker": "brackets"})}))
     assert extract(text, 0, cot) == "7"
@@ -188,7 +196,7 @@ def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_mode
 
 
 def test_an_unknown_estimator_module_is_one_line_and_writes_nothing(tmp_path, capsys):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(BASE)))
     for module, message in (
         ("caft.estimators.nope", "error: --module caft.estimators.nope: no such estimator family module\n"),
         ("os", "error: --module os: an estimator family lives under caft.estimators\n"),

@@ -7,10 +7,14 @@ import pytest
 
 from caft import schema
 from caft.errors import CaftError
-from caft.params import DataParams, SyntheticData
 from caft.prepare import carve, load_source, stratified_take, summary
 from caft.sources import mmlu_pro, synthetic
-from tests.conftest import FIXTURES, make_questions
+from tests.conftest import FIXTURES, make_questions, section
+
+
+def _synthetic(**fields: object):
+    """params.yaml's generator, on the multiple-choice families these tests check unless one is named."""
+    return section("data.synthetic", **{"families": ["arithmetic", "units"], **fields})
 
 
 @pytest.mark.parametrize(
@@ -59,7 +63,7 @@ def test_authors_tsv_options_are_parsed():
 
 
 def test_synthetic_is_deterministic_and_correct():
-    cfg = SyntheticData(n_questions=40, max_steps=5)
+    cfg = _synthetic(n_questions=40, max_steps=5)
     a, b = synthetic.generate(cfg, 1), synthetic.generate(cfg, 1)
     pd.testing.assert_frame_equal(a, b)
     assert not a["question"].equals(synthetic.generate(cfg, 2)["question"])
@@ -72,11 +76,11 @@ def test_synthetic_is_deterministic_and_correct():
         assert 4 <= len(row["options"]) <= 10 and 1 <= row["difficulty"] <= 5
     assert set(a["category"]) == {"arithmetic", "unit conversion"}
     # a prefix of the questions does not depend on how many are generated
-    pd.testing.assert_frame_equal(synthetic.generate(SyntheticData(n_questions=10, max_steps=5), 1), a.head(10))
+    pd.testing.assert_frame_equal(synthetic.generate(_synthetic(n_questions=10, max_steps=5), 1), a.head(10))
 
 
 def test_arithmetic_rationale_steps_are_right():
-    row = synthetic.generate(SyntheticData(n_questions=1, families=["arithmetic"]), 0).iloc[0]
+    row = synthetic.generate(_synthetic(n_questions=1, families=["arithmetic"]), 0).iloc[0]
     for line in row["rationale"].splitlines()[1:-1]:
         lhs, rhs = line.split(": ", 1)[1].rstrip(".").split(" = ")
         assert eval(lhs.replace("×", "*")) == int(rhs)
@@ -101,16 +105,16 @@ def test_mmlu_pro_records_drop_na_and_reindex():
 def test_hub_source_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CaftError, match=r"^could not load TIGER-Lab/MMLU-Pro@ce40ce1\w+ split 'test' from the Hug"):
-        load_source(DataParams(source="hf"), 0)
+        load_source(section("data", source="hf"), 0)
 
 
 def test_file_source(tmp_path):
     path = tmp_path / "mine.jsonl"
     make_questions(4).to_json(path, orient="records", lines=True)
-    df, skipped = load_source(DataParams(source="file", file={"path": str(path)}), 0)
+    df, skipped = load_source(section("data", source="file", file={"path": str(path)}), 0)
     assert skipped == [] and list(df["question_id"]) == ["q0", "q1", "q2", "q3"]
     with pytest.raises(CaftError, match="data.file.path not found"):
-        load_source(DataParams(source="file", file={"path": str(tmp_path / "nope.jsonl")}), 0)
+        load_source(section("data", source="file", file={"path": str(tmp_path / "nope.jsonl")}), 0)
 
 
 def test_stratified_take_keeps_category_shares():
@@ -120,19 +124,19 @@ def test_stratified_take_keeps_category_shares():
 
 
 def test_carve_split_filter_and_caps():
-    df, _ = schema.validate(synthetic.generate(SyntheticData(n_questions=100), 3))
-    train, test = carve(df, DataParams(test_fraction=0.2), seed=0)
+    df, _ = schema.validate(synthetic.generate(_synthetic(n_questions=100), 3))
+    train, test = carve(df, section("data", test_fraction=0.2), seed=0)
     assert (len(train), len(test)) == (80, 20)
     assert test["category"].value_counts().to_dict() == {"arithmetic": 10, "unit conversion": 10}
     assert not set(train["question_id"]) & set(test["question_id"])
-    capped, _ = carve(df, DataParams(test_fraction=0.2, max_train=30, categories=["arithmetic"]), seed=0)
+    capped, _ = carve(df, section("data", test_fraction=0.2, max_train=30, categories=["arithmetic"]), seed=0)
     assert len(capped) == 30 and set(capped["category"]) == {"arithmetic"}
-    again, _ = carve(df, DataParams(test_fraction=0.2), seed=0)
+    again, _ = carve(df, section("data", test_fraction=0.2), seed=0)
     pd.testing.assert_frame_equal(again, train)
-    s = summary(train, test, DataParams(), [])
+    s = summary(train, test, section("data"), [])
     assert s["train_by_category"] == {"arithmetic": 40, "unit_conversion": 40}  # metric keys are identifiers
     with pytest.raises(CaftError, match=r"data.categories not in the data: \['law'\]"):
-        carve(df, DataParams(categories=["law"]), seed=0)
+        carve(df, section("data", categories=["law"]), seed=0)
 
 
 def test_written_outputs_get_the_usual_modes(tmp_path):

@@ -4,9 +4,14 @@ import pytest
 
 from caft.errors import CaftError
 from caft.names import check_names
-from caft.params import SplitParams, parse_params
 from caft.scores import Kind, read
 from caft.split import assign_bands, cut_points, make_split, random_control, select_score
+from tests.conftest import params, section
+
+
+def _split(**fields: object):
+    """params.yaml's split, for a 20-row table: no pool cap and no validation carve unless a test sets one."""
+    return section("split", **{"max_train": None, "val_size": 0, **fields})
 
 
 def _table() -> pd.DataFrame:
@@ -45,18 +50,18 @@ def _table() -> pd.DataFrame:
 
 def test_quantile_cut_points_match_numpy():
     scores = np.arange(1, 21) * 0.1
-    easy, hard = cut_points(scores, SplitParams())
+    easy, hard = cut_points(scores, _split())
     assert easy == pytest.approx(np.quantile(scores, 0.25)) and hard == pytest.approx(np.quantile(scores, 0.75))
     assert (easy, hard) == pytest.approx((0.575, 1.525))
 
 
 def test_normalized_and_nats_units():
     scores = np.array([0.5, 1.0, 2.0])
-    assert cut_points(scores, SplitParams(units="normalized", threshold=0.5, easy_threshold=0.1)) == (
+    assert cut_points(scores, _split(units="normalized", threshold=0.5, easy_threshold=0.1)) == (
         0.2,
         1.0,
     )
-    assert cut_points(scores, SplitParams(units="nats", threshold=1.5, easy_threshold=0.7)) == (0.7, 1.5)
+    assert cut_points(scores, _split(units="nats", threshold=1.5, easy_threshold=0.7)) == (0.7, 1.5)
 
 
 def test_bands_are_half_open():
@@ -65,7 +70,7 @@ def test_bands_are_half_open():
 
 
 def test_split_exact_sizes_disjoint_and_covering():
-    out, m = make_split(_table(), SplitParams(), seed=0)
+    out, m = make_split(_table(), _split(), seed=0)
     train = out[out["subset"] == "train"]
     # cuts 0.575 / 1.525: train easy 0.1..0.5 (5), hard 1.6..2.0 (5), medium 10
     assert train.groupby("band").size().to_dict() == {"easy": 5, "hard": 5, "medium": 10}
@@ -90,14 +95,14 @@ def test_split_exact_sizes_disjoint_and_covering():
 
 
 def test_threshold_change_moves_only_the_hard_cut():
-    a, _ = make_split(_table(), SplitParams(), seed=0)
-    b, mb = make_split(_table(), SplitParams(threshold=0.5), seed=0)
+    a, _ = make_split(_table(), _split(), seed=0)
+    b, mb = make_split(_table(), _split(threshold=0.5), seed=0)
     assert mb["train_hard_n"] == 10 and mb["train_easy_n"] == 5
     assert set(a.query("band == 'easy'")["question_id"]) == set(b.query("band == 'easy'")["question_id"])
 
 
 def test_per_band_caps_and_validation_are_seeded():
-    cfg = SplitParams(train_per_band=3, val_per_band=1)
+    cfg = _split(train_per_band=3, val_per_band=1)
     out, m = make_split(_table(), cfg, seed=7)
     assert [m[f"train_{b}_n"] for b in ("easy", "medium", "hard")] == [3, 3, 3]
     assert [m[f"validation_{b}_n"] for b in ("easy", "medium", "hard")] == [1, 1, 1]
@@ -108,7 +113,7 @@ def test_per_band_caps_and_validation_are_seeded():
 
 
 def test_option_score_is_selectable():
-    out, m = make_split(_table(), SplitParams(estimator="single_token_entropy_options"), seed=0)
+    out, m = make_split(_table(), _split(estimator="single_token_entropy_options"), seed=0)
     assert m["cut_hard"] == pytest.approx(1.525 / 2) and m["cut_units"] == "nats"
 
 
@@ -123,13 +128,13 @@ def test_option_score_is_selectable():
 )
 def test_invalid_thresholds_fail_when_params_load(split, message):
     with pytest.raises(CaftError) as exc:
-        parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, "split": split})
+        params({"split": split})
     assert message in str(exc.value)
 
 
 def test_max_train_pool_does_not_move_with_the_threshold():
-    a, ma = make_split(_table(), SplitParams(max_train=8), seed=0)
-    b, mb = make_split(_table(), SplitParams(max_train=8, threshold=0.5, easy_threshold=0.1), seed=0)
+    a, ma = make_split(_table(), _split(max_train=8), seed=0)
+    b, mb = make_split(_table(), _split(max_train=8, threshold=0.5, easy_threshold=0.1), seed=0)
     pool_a = set(a.query("subset == 'train'")["question_id"])
     assert len(pool_a) == 8 and pool_a == set(b.query("subset == 'train'")["question_id"])
     # cut points still come from all 20 valid train rows
@@ -153,7 +158,7 @@ def test_categorical_estimator_bands_by_level():
     levels = [0, 1, 2, 1, 0] * 4 + [2, 1, 0, 2] + [None] * 5  # the last 5 test rows were not scored (malformed)
     table = select_score(_table(), "masj_reasoning_steps", _estimators(levels))
     kind = Kind(units="level", levels=3)
-    out, m = make_split(table, SplitParams(estimator="masj_reasoning_steps"), seed=0, kind=kind)
+    out, m = make_split(table, _split(estimator="masj_reasoning_steps"), seed=0, kind=kind)
     train = out[out["subset"] == "train"]
     assert train.groupby("band").size().to_dict() == {"easy": 8, "medium": 8, "hard": 4}
     assert set(train.loc[train["band"] == "hard", "score"]) == {2.0}
@@ -171,16 +176,15 @@ def test_an_estimator_no_stage_writes_is_one_clear_error(tmp_path):
         match=r"^invalid params: split.estimator=cot_mean_entropy is not computed for "
         r"student s: add the student to its family's estimators.<family>.students$",
     ):
-        check_names(parse_params({**base, "split": {"estimator": "cot_mean_entropy"}}))
+        check_names(params({**base, "split": {"estimator": "cot_mean_entropy"}}))
     with pytest.raises(
         CaftError,
         match=r"^invalid params: split.estimator=cot_typo is no estimator \(known: "
         r"single_token_entropy, single_token_entropy_options, cot_answer_entropy",
     ):
-        check_names(parse_params({**base, "split": {"estimator": "cot_typo"}}))
-    assert check_names(
-        parse_params({**base, "split": {"estimator": "cot_mean_entropy"}, "estimators": {"cot": {"students": ["s"]}}})
-    )
+        check_names(params({**base, "split": {"estimator": "cot_typo"}}))
+    cot = {"split": {"estimator": "cot_mean_entropy"}, "estimators": {"cot": {"students": ["s"]}}}
+    assert check_names(params({**base, **cot, "strategies": ["sft", "caft"]}))  # caft_reestimate needs one token
     with pytest.raises(CaftError, match=r"^no estimator output .*/cot_mean_entropy.parquet \(is the stage"):
         read(tmp_path / "cot_mean_entropy.parquet")
     with pytest.raises(CaftError, match=r"^split.estimator=cot_mean_entropy: no such column of the entropy table"):
@@ -188,29 +192,29 @@ def test_an_estimator_no_stage_writes_is_one_clear_error(tmp_path):
 
 
 def test_compat_medium_overlap_reproduces_the_authors_band():
-    cfg = SplitParams(train_per_band=4, compat_medium_overlap=True)
+    cfg = _split(train_per_band=4, compat_medium_overlap=True)
     out, m = make_split(_table(), cfg, seed=3)
     medium = out[(out["subset"] == "train") & (out["band"] == "medium")]
     assert len(medium) == 4 and m["medium_above_hard_cut_n"] == int((medium["score"] >= 1.525).sum())
-    clean, mc = make_split(_table(), SplitParams(train_per_band=4), seed=3)
+    clean, mc = make_split(_table(), _split(train_per_band=4), seed=3)
     assert mc["medium_above_hard_cut_n"] == 0
     assert out["question_id"].is_unique
     with pytest.raises(ValueError, match="compat_medium_overlap reproduces the authors' capped bands"):
-        SplitParams(compat_medium_overlap=True)
+        _split(compat_medium_overlap=True)
 
 
 def test_val_size_carve_does_not_move_with_the_threshold():
     """The seeded validation carve comes off the pool before banding: the same questions at any threshold,
     every band represented as the pool has it, and none of them in train."""
-    a, ma = make_split(_table(), SplitParams(max_train=12, val_size=4), seed=0)
-    b, _ = make_split(_table(), SplitParams(max_train=12, val_size=4, threshold=0.5, easy_threshold=0.1), seed=0)
+    a, ma = make_split(_table(), _split(max_train=12, val_size=4), seed=0)
+    b, _ = make_split(_table(), _split(max_train=12, val_size=4, threshold=0.5, easy_threshold=0.1), seed=0)
     val_a = set(a.query("subset == 'validation'")["question_id"])
     assert len(val_a) == 4 and val_a == set(b.query("subset == 'validation'")["question_id"])
     assert set(a.query("subset == 'train'")["question_id"]).isdisjoint(val_a)
     assert sum(ma[f"train_{band}_n"] for band in ("easy", "medium", "hard")) == 8
     assert sum(ma[f"validation_{band}_n"] for band in ("easy", "medium", "hard")) == 4
     # the pool itself is the one max_train draws without a carve
-    pool, _ = make_split(_table(), SplitParams(max_train=12), seed=0)
+    pool, _ = make_split(_table(), _split(max_train=12), seed=0)
     train_a = set(a.query("subset == 'train'")["question_id"])
     assert set(pool.query("subset == 'train'")["question_id"]) == val_a | train_a
 
@@ -219,17 +223,20 @@ def test_val_size_carve_does_not_move_with_the_threshold():
     ("raw", "message"),
     [
         ({"split": {"val_size": 4, "val_per_band": 2}}, "split.val_size and split.val_per_band are two validation"),
-        ({"eval": {"every_epoch": True}}, "eval.every_epoch needs a validation carve: set split.val_size or"),
-        ({"eval": {"select": "best"}, "split": {"val_size": 4}}, "eval.select=best picks an epoch by validation"),
         (
-            {"eval": {"every_epoch_test": True}, "split": {"val_size": 4}},
+            {"eval": {"every_epoch": True}, "split": {"val_size": 0}},
+            "eval.every_epoch needs a validation carve: set split.val_size or",
+        ),
+        ({"eval": {"select": "best", "every_epoch": False}}, "eval.select=best picks an epoch by validation"),
+        (
+            {"eval": {"every_epoch_test": True, "every_epoch": False}},
             "eval.every_epoch_test answers the test set after every epoch: set eval.every_epoch=true",
         ),
         (
             {
                 "strategies": ["caft_reestimate"],
                 "split": {"estimator": "cot_mean_entropy"},
-                "estimators": {"cot": {"students": ["tiny"]}},
+                "estimators": {"cot": {"students": ["smollm2"]}},
             },
             "strategy caft_reestimate re-scores with the student's own first-token entropy: split.estimator must "
             "be one of single_token_entropy, single_token_entropy_options, not cot_mean_entropy",
@@ -238,5 +245,5 @@ def test_val_size_carve_does_not_move_with_the_threshold():
 )
 def test_validation_and_epoch_settings_that_contradict_are_one_line(raw, message):
     with pytest.raises(CaftError) as exc:
-        check_names(parse_params({"students": ["tiny"], "models": {"tiny": {"ref": "tiny"}}, **raw}))
+        check_names(params(raw))
     assert message in str(exc.value)

@@ -7,11 +7,10 @@ import pytest
 from caft import strategies
 from caft.errors import CaftError
 from caft.names import check_names
-from caft.params import SplitParams, parse_params
 from caft.split import make_split
 from caft.teacher import backends, run
 from caft.teacher.cache import ResponseStore, TraceCache, item_key
-from tests.conftest import make_questions
+from tests.conftest import make_questions, params, section
 from tests.fake_openai import FakeOpenAI
 
 KEY = "sk-test-SECRET-0123456789"
@@ -35,7 +34,7 @@ def _params(base_url: str = "http://127.0.0.1:9/v1", **teacher) -> object:
         "strategies": ["distill"],
         "teacher": {"backend": "openai", "max_tokens": 64, "openai": openai, **teacher},
     }
-    return parse_params(raw)
+    return params(raw)
 
 
 def _questions(n: int = 6) -> pd.DataFrame:
@@ -144,8 +143,8 @@ def test_threshold_change_requests_exactly_the_newly_hard_uncached_items(tmp_pat
         }
     )
     questions = make_questions(40).assign(question=[f"Q{i}?" for i in range(40)])
-    old, _ = make_split(scores, SplitParams(threshold=0.75), seed=0)
-    new, _ = make_split(scores, SplitParams(threshold=0.5), seed=0)
+    old, _ = make_split(scores, section("split", threshold=0.75, max_train=None, val_size=0), seed=0)
+    new, _ = make_split(scores, section("split", threshold=0.5, max_train=None, val_size=0), seed=0)
     hard_old = run.needed_ids({"tiny": old}, ["caft"], [42])
     hard_new = run.needed_ids({"tiny": new}, ["caft"], [42])
     with FakeOpenAI({}) as api:
@@ -260,12 +259,11 @@ def test_an_earlier_versions_store_is_read_not_paid_again(tmp_path, response_sto
 
 
 def test_oracle_traces_and_label():
-    from caft.params import SyntheticData
     from caft.sources.synthetic import generate
 
-    q = generate(SyntheticData(n_questions=4), seed=1)
+    q = generate(section("data.synthetic", n_questions=4, families=["arithmetic", "units"]), seed=1)
     for marker, ending in (("answer_is", "the answer is ({})."), ("brackets", "[[{}]].")):
-        p = parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"marker": marker}})
+        p = params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"marker": marker}})
         requests = run.build_requests(q, set(q["question_id"]), p.teacher)
         got: dict[str, str] = {}
 
@@ -396,7 +394,7 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker(tmp_path, res
             "rationale": ["48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.", "B12 deficiency causes it.", ""],
         }
     )
-    p = parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "dataset"}})
+    p = params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "dataset"}})
     requests = run.build_requests(rows, set(rows["question_id"]), p.teacher)
     got: dict[str, str] = {}
     outcome = backends.BACKENDS["dataset"].run(
@@ -424,7 +422,7 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker(tmp_path, res
 
 def test_an_unknown_backend_names_the_registry():
     with pytest.raises(CaftError, match=r"teacher.backend: .*unknown teacher backend 'gpt' \(known: oracle, dataset, "):
-        check_names(parse_params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}}))
+        check_names(params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}}))
 
 
 def test_a_long_retry_after_is_said_and_frees_its_slot(tmp_path, monkeypatch, capsys):

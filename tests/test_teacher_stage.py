@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from caft.teacher.cache import ResponseStore
-from tests.conftest import REPO, make_questions
+from tests.conftest import REPO, make_questions, raw_params
 from tests.fake_openai import FakeOpenAI
 
 KEY = "sk-test-SECRET-kill-9876"
@@ -52,7 +52,7 @@ def _workspace(root: Path, base_url: str, n: int) -> list[str]:
             },
         },
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text(yaml.safe_dump(raw_params(params)))
     return list(q["question"])
 
 

@@ -3,26 +3,26 @@ import json
 import pandas as pd
 import pytest
 import torch
-import yaml
 from transformers import TrainerCallback
 
 from caft import sets, train
 from caft.errors import CaftError
-from caft.params import SyntheticData, parse_params
 from caft.sources.synthetic import generate
-from tests.conftest import REPO, committed
+from tests.conftest import REPO, params, section
 
 
 def _params(**train_overrides):
-    raw = yaml.safe_load(committed("params.yaml").read_text())
-    raw["students"] = ["tiny"]
-    raw["prompt"]["answer_prefix"] = ""  # multiple-choice questions below (the demo's prefix quotes a chain)
-    raw["train"].update({"batch_size": 4, "save_steps": 1, **train_overrides})
-    return parse_params(raw)
+    return params(
+        {
+            "students": ["tiny"],
+            "prompt": {"answer_prefix": ""},  # multiple-choice questions below (the demo's prefix quotes a chain)
+            "train": {"batch_size": 4, "save_steps": 1, **train_overrides},
+        }
+    )
 
 
 def _data(n: int = 16):
-    q = generate(SyntheticData(n_questions=n), 0)
+    q = generate(section("data.synthetic", n_questions=n, families=["arithmetic", "units"]), 0)
     bands = (["easy", "medium", "hard", "medium"] * n)[:n]
     a = pd.DataFrame(
         {

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from caft.errors import CaftError
-from caft.params import TeacherParams
 from caft.teacher.run import cost
 
 REPORT = "reports/report.json"
@@ -172,10 +171,7 @@ FRONTIER_COLUMNS = (
 def _teacher_cost(params: dict, m: dict) -> float:
     """US dollars for a run's teacher tokens at its experiment's configured prices (`teacher.price_*_per_m`;
     0 when unpriced, or for a teacher that reports no tokens: the oracle)."""
-    prices = TeacherParams(
-        price_prompt_per_m=params.get("teacher.price_prompt_per_m") or 0.0,
-        price_completion_per_m=params.get("teacher.price_completion_per_m") or 0.0,
-    )
+    prices = (params.get("teacher.price_prompt_per_m") or 0.0, params.get("teacher.price_completion_per_m") or 0.0)
     return round(cost(m.get("teacher_prompt_tokens") or 0, m.get("teacher_completion_tokens") or 0, prices), 6)
 
 

@@ -17,7 +17,7 @@ from caft.params import Params
 from caft.prepare import source
 from caft.scores import SINGLE_TOKEN
 from caft.strategies import STRATEGIES
-from caft.teacher.backends import backend
+from caft.teacher.backends import BACKENDS, backend
 
 
 def _refuse(where: str, message: str) -> None:
@@ -36,6 +36,9 @@ def _registered(p: Params) -> None:
     _known("data.source", source, p.data.source)
     _known("teacher.backend", backend, p.teacher.backend)
     _known("estimators.judge.backend", backend, p.estimators.judge.backend)
+    if not backend(p.estimators.judge.backend).paid:
+        generating = [name for name, entry in BACKENDS.items() if entry.paid]
+        _refuse("estimators.judge.backend: ", f"the judge needs a backend that generates ({', '.join(generating)})")
 
 
 def _strategies(p: Params) -> None:

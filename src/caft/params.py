@@ -22,15 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from caft.errors import CaftError
 from caft.prompts import GENERIC, PROMPT_SETS, dataset_names
 
-# TIGER-Lab/MMLU-Pro is pinned: the hub dataset has been re-uploaded several times (answer fixes), and a
-# reproduction must name the exact questions it used.
-MMLU_PRO_REVISION = "ce40ce14728b2606c6cc04e9666df4aa95e80740"
-# The EACL-era datasets, pinned the same way (commits of the hub repos as public pipelines pin them; the
-# repos were last changed before 2024).
-GSM8K_REVISION = "cc7b047b6e5bb11b4f1af84efc572db110a51b3c"
-MEDMCQA_REVISION = "91c6572c454088bf71b679ad90aa8dffcd0d5868"
-
-
 # Environment variable names as shells write them; API keys have lower case or dashes (sk-..., hex digests).
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
@@ -42,12 +33,12 @@ class _Strict(BaseModel):
 class SyntheticData(_Strict):
     """Offline MMLU-Pro-shaped questions whose difficulty is the number of reasoning steps."""
 
-    n_questions: int = Field(300, ge=1)
-    min_steps: int = Field(1, ge=1)
-    max_steps: int = Field(4, ge=1, le=8)
-    min_options: int = Field(4, ge=2, le=10)
-    max_options: int = Field(10, ge=2, le=10)
-    families: list[Literal["arithmetic", "units", "chain"]] = Field(default_factory=lambda: ["arithmetic", "units"])
+    n_questions: int = Field(ge=1)
+    min_steps: int = Field(ge=1)
+    max_steps: int = Field(ge=1, le=8)
+    min_options: int = Field(ge=2, le=10)
+    max_options: int = Field(ge=2, le=10)
+    families: list[Literal["arithmetic", "units", "chain"]]
 
     @model_validator(mode="after")
     def _ranges(self) -> SyntheticData:
@@ -61,9 +52,9 @@ class SyntheticData(_Strict):
 
 
 class HubData(_Strict):
-    repo: str = "TIGER-Lab/MMLU-Pro"
-    revision: str = MMLU_PRO_REVISION
-    split: str = "test"
+    repo: str
+    revision: str
+    split: str
 
 
 class HubSplits(_Strict):
@@ -71,46 +62,37 @@ class HubSplits(_Strict):
     local folder laid out as the hub repo (the tests' fixtures), read through the same `datasets` call."""
 
     repo: str
-    config: str | None = None
+    config: str | None
     revision: str
-    train_split: str = "train"
-    test_split: str = "test"
-
-
-def _gsm8k() -> HubSplits:
-    return HubSplits(repo="openai/gsm8k", config="main", revision=GSM8K_REVISION)
+    train_split: str
+    test_split: str
 
 
 class MedMCQAData(HubSplits):
     # `choice_type: multi` rows carry one gold letter too and the authors keep them (so the test set is the whole
     # 4,183-row validation split); true leaves them out.
-    drop_multi: bool = False
-
-
-def _medmcqa() -> MedMCQAData:
-    # the public `test` split has no labels: `validation` is the test set
-    return MedMCQAData(repo="openlifescienceai/medmcqa", revision=MEDMCQA_REVISION, test_split="validation")
+    drop_multi: bool
 
 
 class FileData(_Strict):
-    path: str | None = None
+    path: str | None
     # error: the first bad row stops prepare (named, with its problem); skip: bad rows are left out; repair:
     # options written as a Python list with unescaped quotes (the authors' TSVs) are re-split, other bad rows
     # stop prepare. Rows skipped or repaired are named on stderr and counted in metrics/prepare.json.
-    bad_rows: Literal["error", "skip", "repair"] = "error"
+    bad_rows: Literal["error", "skip", "repair"]
 
 
 class DataParams(_Strict):
-    source: str = "synthetic"  # a key of caft.prepare.SOURCES (caft.names checks it)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    categories: list[str] = Field(default_factory=list)
-    max_train: int | None = Field(None, ge=1)
-    max_test: int | None = Field(None, ge=1)
-    synthetic: SyntheticData = Field(default_factory=SyntheticData)
-    hf: HubData = Field(default_factory=HubData)
-    file: FileData = Field(default_factory=FileData)
-    gsm8k: HubSplits = Field(default_factory=_gsm8k)
-    medmcqa: MedMCQAData = Field(default_factory=_medmcqa)
+    source: str  # a key of caft.prepare.SOURCES (caft.names checks it)
+    test_fraction: float = Field(gt=0, lt=1)
+    categories: list[str]
+    max_train: int | None = Field(ge=1)
+    max_test: int | None = Field(ge=1)
+    synthetic: SyntheticData
+    hf: HubData
+    file: FileData
+    gsm8k: HubSplits
+    medmcqa: MedMCQAData
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> DataParams:
@@ -132,15 +114,15 @@ class ModelSpec(_Strict):
 
 
 class PromptParams(_Strict):
-    variant: Literal["plain", "fallback"] = "fallback"
-    option_ids: Literal["numeric", "letter"] = "letter"
-    subject: bool = True
+    variant: Literal["plain", "fallback"]
+    option_ids: Literal["numeric", "letter"]
+    subject: bool
     # Opens the assistant turn of the answer-only prompt (entropy, answer-only targets, direct eval), so a small
     # model answers at once instead of writing prose first; `{expression}` quotes the question's formula.
-    answer_prefix: str = ""
+    answer_prefix: str
     # Whose prompt texts: `generic` (MMLU-Pro's, above), a dataset's own (caft.prompts.PROMPT_SETS: gsm8k,
     # medmcqa), or `auto` (params.yaml): the data source's own set when it has one, else generic.
-    dataset: str = "generic"
+    dataset: str
 
     @field_validator("answer_prefix")
     @classmethod
@@ -156,12 +138,12 @@ class TableSource(_Strict):
     """A published table: a hub dataset (id, config, revision, split) when `hub_id` is set, else a local file.
     The file's path is a literal one: dvc.yaml lists it as the reading stage's dependency."""
 
-    path: str | None = None
-    hub_id: str | None = None
-    config: str | None = None
-    revision: str | None = None
-    split: str = "train"
-    id_column: str = "question_id"
+    path: str | None
+    hub_id: str | None
+    config: str | None
+    revision: str | None
+    split: str
+    id_column: str
 
     @field_validator("path")
     @classmethod
@@ -178,23 +160,23 @@ class EntropyImport(TableSource):
     """Published per-question entropies. Column names and `config` may contain `{model}`: the student's
     `models.<name>.import_key`, or its key."""
 
-    score_column: str = "entropy_value_{model}"
-    answer_column: str = "entropy_ans_{model}"
+    score_column: str
+    answer_column: str
 
 
 class EntropyParams(_Strict):
-    source: Literal["model", "import"] = "model"
-    batch_size: int = Field(8, ge=1)
-    max_length: int = Field(2048, ge=8)
-    id_collision: Literal["error", "first", "skip"] = "error"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    source: Literal["model", "import"]
+    batch_size: int = Field(ge=1)
+    max_length: int = Field(ge=8)
+    id_collision: Literal["error", "first", "skip"]
+    device: Literal["auto", "cpu", "cuda", "mps"]
     # Where the entropy is read. `next`: the first token after the prompt (and prompt.answer_prefix). `marker`
     # (the authors' GSM8K way): greedy generation of max_new_tokens; the first token inside the first `[[...]]`
     # (the answer prefix counts: "[[" opens it); rows without a marker are invalid.
-    locate: Literal["next", "marker"] = "next"
+    locate: Literal["next", "marker"]
     # number-format questions and `marker`: the greedy answer is read from this many new tokens
-    max_new_tokens: int = Field(8, ge=1)
-    import_: EntropyImport = Field(default_factory=EntropyImport, alias="import")
+    max_new_tokens: int = Field(ge=1)
+    import_: EntropyImport = Field(alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -208,23 +190,23 @@ class EntropyParams(_Strict):
 class SplitParams(_Strict):
     """Bands by complexity: easy < easy_threshold <= medium < threshold <= hard (in `units`)."""
 
-    threshold: float = 0.75
-    easy_threshold: float = 0.25
-    units: Literal["quantile", "normalized", "nats"] = "quantile"
+    threshold: float
+    easy_threshold: float
+    units: Literal["quantile", "normalized", "nats"]
     # Any estimator's name: single_token_entropy (the paper), single_token_entropy_options, cot_<aggregate>,
     # masj_education_level, masj_reasoning_steps, or an imported one. Categorical ones band by their levels.
-    estimator: str = "single_token_entropy"
-    max_train: int | None = Field(None, ge=1)
-    train_per_band: int | None = Field(None, ge=1)
-    val_per_band: int = Field(0, ge=0)
+    estimator: str
+    max_train: int | None = Field(ge=1)
+    train_per_band: int | None = Field(ge=1)
+    val_per_band: int = Field(ge=0)
     # A validation carve drawn from the training pool before banding (seeded): it does not move with the
     # thresholds, so a threshold sweep does not retrain sft / distill for it. The paper's carve is per band.
-    val_size: int = Field(0, ge=0)
-    balanced_test: bool = True
-    random_control: bool = True
+    val_size: int = Field(ge=0)
+    balanced_test: bool
+    random_control: bool
     # The authors' released medium band had no upper bound (~34 % of its rows lie above the hard cut).
     # Off: disjoint bands. On: medium's training rows are drawn from everything at or above the easy cut.
-    compat_medium_overlap: bool = False
+    compat_medium_overlap: bool
 
     @model_validator(mode="after")
     def _bands(self) -> SplitParams:
@@ -247,16 +229,16 @@ class OpenAIBackend(_Strict):
     """Any OpenAI-compatible chat-completions endpoint. The key is read from the environment variable named
     here and never stored anywhere else."""
 
-    base_url: str = "https://openrouter.ai/api/v1"
-    model: str = "deepseek/deepseek-chat-v3-0324"
-    api_key_env: str = "OPENROUTER_API_KEY"
-    concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0)
-    backoff_base_s: float = Field(1.0, ge=0)
-    backoff_max_s: float = Field(60.0, ge=0)
+    base_url: str
+    model: str
+    api_key_env: str
+    concurrency: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    max_retries: int = Field(ge=0)
+    backoff_base_s: float = Field(ge=0)
+    backoff_max_s: float = Field(ge=0)
     # A server's Retry-After is honoured up to this many seconds (a misbehaving proxy can ask for hours).
-    retry_after_max_s: float = Field(300.0, ge=0)
+    retry_after_max_s: float = Field(ge=0)
 
     @field_validator("api_key_env", mode="before")
     @classmethod
@@ -271,38 +253,51 @@ class OpenAIBackend(_Strict):
 
 
 class TeacherHF(_Strict):
-    ref: str = "tiny"
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
-    batch_size: int = Field(4, ge=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    ref: str
+    revision: str | None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    trust_remote_code: bool
+    batch_size: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"]
 
 
 class TeacherImport(TableSource):
     """Published traces (e.g. the authors' DeepSeek-V3 responses), joined on question id."""
 
-    text_column: str = "distill_response"
-    label: str = "published"
+    text_column: str
+    label: str
 
 
-class TeacherParams(_Strict):
-    backend: str = "oracle"  # a key of caft.teacher.backends.BACKENDS (caft.names checks it)
-    marker: Literal["brackets", "answer_is"] = "answer_is"
-    keep: Literal["correct", "all"] = "correct"
-    subject: bool = True
+class GenerationParams(_Strict):
+    """What a call to a generating backend takes: the settings the teacher and the judge share."""
+
+    backend: str  # a key of caft.teacher.backends.BACKENDS (caft.names checks it)
+    max_tokens: int = Field(ge=1)
+    temperature: float | None = Field(ge=0)  # null: not sent, the provider's default (the authors' EACL runs)
+    top_p: float = Field(gt=0, le=1)
+    seed: int | None
+    price_prompt_per_m: float = Field(ge=0)
+    price_completion_per_m: float = Field(ge=0)
+    openai: OpenAIBackend
+    hf: TeacherHF
+
+    def sampling(self) -> dict:
+        """What, besides the prompt and the model, determines a response (part of the cache key)."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+
+    def prices(self) -> tuple[float, float]:
+        """US dollars per million prompt and completion tokens."""
+        return self.price_prompt_per_m, self.price_completion_per_m
+
+
+class TeacherParams(GenerationParams):
+    marker: Literal["brackets", "answer_is"]
+    keep: Literal["correct", "all"]
+    subject: bool
     # Items still failing after every retry: beyond this many the teacher stage stops (non-zero) instead of
     # training without them; the next run requests only those items.
-    max_failures: int = Field(0, ge=0)
-    max_tokens: int = Field(2048, ge=1)
-    temperature: float | None = Field(0.0, ge=0)  # null: not sent, the provider's default (the authors' EACL runs)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
-    price_prompt_per_m: float = Field(0.0, ge=0)
-    price_completion_per_m: float = Field(0.0, ge=0)
-    openai: OpenAIBackend = Field(default_factory=OpenAIBackend)
-    hf: TeacherHF = Field(default_factory=TeacherHF)
-    import_: TeacherImport = Field(default_factory=TeacherImport, alias="import")
+    max_failures: int = Field(ge=0)
+    import_: TeacherImport = Field(alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -312,132 +307,110 @@ class TeacherParams(_Strict):
             raise ValueError("teacher.backend=import needs teacher.import.path or teacher.import.hub_id")
         return self
 
-    def sampling(self) -> dict:
-        """What, besides the prompt and the model, determines a response (part of the cache key)."""
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
-
 
 class LoraParams(_Strict):
-    enabled: bool = True
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    enabled: bool
+    r: int = Field(ge=1)
+    alpha: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str]
 
 
 class TrainParams(_Strict):
     """Training recipe shared by every strategy; `epochs.<strategy>` lists epochs per phase."""
 
-    epochs: dict[str, list[float]] = Field(
-        default_factory=lambda: {
-            "sft": [2],
-            "distill": [2],
-            "caft": [1, 1],
-            "caft_reestimate": [1, 1],
-            "curriculum": [1, 1, 1],
-            "random": [1, 1],
-            "alternative": [1, 1],
-        }
-    )
-    learning_rate: float = Field(1e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=16)
-    max_grad_norm: float = Field(1.0, gt=0)
-    warmup_steps: float = Field(0, ge=0)  # steps, or a ratio of all steps when < 1
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    weight_decay: float = Field(0.0, ge=0)
-    gradient_checkpointing: bool = False
-    save_steps: int = Field(50, ge=1)
-    answer_variant: Literal["plain", "fallback"] = "plain"
-    lora: LoraParams = Field(default_factory=LoraParams)
-    accelerate_config: str = "configs/accelerate/cpu.yaml"
+    epochs: dict[str, list[float]]
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    max_length: int = Field(ge=16)
+    max_grad_norm: float = Field(gt=0)
+    warmup_steps: float = Field(ge=0)  # steps, or a ratio of all steps when < 1
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+    weight_decay: float = Field(ge=0)
+    gradient_checkpointing: bool
+    save_steps: int = Field(ge=1)
+    answer_variant: Literal["plain", "fallback"]
+    lora: LoraParams
+    accelerate_config: str
 
 
 class EvalParams(_Strict):
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens_direct: int = Field(8, ge=1)
-    max_new_tokens_cot: int = Field(512, ge=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    seed: int = 0  # for accuracy_tiger's random guesses
+    backend: Literal["hf", "vllm"]
+    batch_size: int = Field(ge=1)
+    max_new_tokens_direct: int = Field(ge=1)
+    max_new_tokens_cot: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    seed: int  # for accuracy_tiger's random guesses
     # The authors divided by *parsed* answers only. On: the report adds that number (clearly labelled).
-    compat_parsed_only: bool = False
+    compat_parsed_only: bool
     # Accuracy on the validation carve after every epoch of every phase (the paper's curves), during training.
-    every_epoch: bool = False
+    every_epoch: bool
     # ... and on all test questions too (the report keeps the balanced ones): off, the test set is seen once.
-    every_epoch_test: bool = False
+    every_epoch_test: bool
     # The GPU memory fraction the per-epoch pass's vLLM engine takes beside the model being trained.
-    vllm_memory_epoch: float = Field(0.3, gt=0, lt=1)
+    vllm_memory_epoch: float = Field(gt=0, lt=1)
     # Which weights the train stage keeps (and the test set sees): the last epoch's (the paper), or the epoch
     # with the best validation accuracy (earliest on a tie; needs every_epoch).
-    select: Literal["final", "best"] = "final"
-    n_boot: int = Field(2000, ge=100)  # bootstrap resamples of the report's paired differences
+    select: Literal["final", "best"]
+    n_boot: int = Field(ge=100)  # bootstrap resamples of the report's paired differences
 
 
 class EstimatorImport(TableSource):
     """A published estimator (e.g. LabARSS/MMLU-Pro-education-level); text levels map to their index in
     `levels`."""
 
-    students: list[str] = Field(default_factory=list)  # the students whose rows it is joined to
-    score_column: str = "score"
-    name: str = "imported"
-    levels: list[str] = Field(default_factory=list)
+    students: list[str]  # the students whose rows it is joined to
+    score_column: str
+    name: str
+    levels: list[str]
 
 
 class CotEstimatorParams(_Strict):
     """The student's CoT-entropy aggregates (`caft.estimators.cot`)."""
 
-    students: list[str] = Field(default_factory=list)
-    batch_size: int = Field(8, ge=1)
-    max_new_tokens: int = Field(96, ge=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    students: list[str]
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"]
 
 
-class JudgeParams(TeacherParams):
-    """Model-as-judge (`caft.estimators.judge`): any teacher backend, one stage per student x scale."""
+class JudgeParams(GenerationParams):
+    """Model-as-judge (`caft.estimators.judge`): a generating teacher backend, one stage per student x scale."""
 
-    students: list[str] = Field(default_factory=list)
+    students: list[str]
     # the scales of caft.estimators.judge.SCALES (a test keeps the two in step)
-    scales: list[Literal["education_level", "reasoning_steps"]] = Field(
-        default_factory=lambda: ["education_level", "reasoning_steps"]
-    )
-
-
-def _default_judge() -> JudgeParams:
-    return JudgeParams(backend="hf", max_tokens=32, hf=TeacherHF(ref="packaged:smollm2-135m-instruct"))
+    scales: list[Literal["education_level", "reasoning_steps"]]
 
 
 class EstimatorParams(_Strict):
     """One block per family of `caft.estimators.registry.FAMILIES`; each runs for the students it lists."""
 
-    max_questions: int | None = Field(96, ge=1)  # the same seeded subset for every family
-    n_boot: int = Field(1000, ge=10)
-    cot: CotEstimatorParams = Field(default_factory=CotEstimatorParams)
-    judge: JudgeParams = Field(default_factory=_default_judge)
-    import_: EstimatorImport = Field(default_factory=EstimatorImport, alias="import")
+    max_questions: int | None = Field(ge=1)  # the same seeded subset for every family
+    n_boot: int = Field(ge=10)
+    cot: CotEstimatorParams
+    judge: JudgeParams
+    import_: EstimatorImport = Field(alias="import")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class Params(_Strict):
-    seed: int = 42  # data: the carve, the training pool, the validation and balanced test draws
+    seed: int  # data: the carve, the training pool, the validation and balanced test draws
     # Training seeds: every (student, strategy) is trained and evaluated once per seed (LoRA init, data order,
     # dropout, and the random control's draw), on the same data; the report averages over them.
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    seeds: list[int] = Field(min_length=1)
     students: list[str] = Field(min_length=1)
     models: dict[str, ModelSpec]
-    data: DataParams = Field(default_factory=DataParams)
-    prompt: PromptParams = Field(default_factory=PromptParams)
-    entropy: EntropyParams = Field(default_factory=EntropyParams)
-    split: SplitParams = Field(default_factory=SplitParams)
-    strategies: list[str] = Field(default_factory=lambda: ["sft", "distill", "caft", "random"])
-    teacher: TeacherParams = Field(default_factory=TeacherParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    eval: EvalParams = Field(default_factory=EvalParams)
-    estimators: EstimatorParams = Field(default_factory=EstimatorParams)
+    data: DataParams
+    prompt: PromptParams
+    entropy: EntropyParams
+    split: SplitParams
+    strategies: list[str]
+    teacher: TeacherParams
+    train: TrainParams
+    eval: EvalParams
+    estimators: EstimatorParams
 
     @field_validator("seeds")
     @classmethod

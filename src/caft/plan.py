@@ -118,7 +118,7 @@ def plan(p: Params, n_questions: int) -> dict:
         "teacher_prompt_tokens": {k: v * prompt_tokens for k, v in calls.items() if k != "per_student"},
         "teacher_completion_tokens_max": {k: v * p.teacher.max_tokens for k, v in calls.items() if k != "per_student"},
         "teacher_cost_max_usd": {
-            k: round(cost(v * prompt_tokens, v * p.teacher.max_tokens, p.teacher), 2)
+            k: round(cost(v * prompt_tokens, v * p.teacher.max_tokens, p.teacher.prices()), 2)
             for k, v in calls.items()
             if k != "per_student"
         },

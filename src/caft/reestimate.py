@@ -40,7 +40,9 @@ def rebanded(model, tokenizer, candidates: pd.DataFrame, settings: dict, folder:
     path = folder / file_name(phase)
     if path.exists():
         return pd.read_parquet(path)
-    cfg = SplitParams(**settings["split"])
+    # the card holds the four split keys re-banding reads (estimator, thresholds, units), validated when the
+    # params loaded: nothing else of the section is needed, or present
+    cfg = SplitParams.model_construct(**settings["split"])
     e = settings["entropy"]
     questions = candidates[["question_id", *REBAND_QUESTION]].reset_index(drop=True)
     rank = os.environ.get("RANK", "0")  # under DDP every process scores (the same model): a store each

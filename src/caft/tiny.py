@@ -40,7 +40,12 @@ TINY_SPEC = {
 def _corpus() -> list[str]:
     """Training text for the BPE: the prompt wording plus synthetic questions (all offline, fixed)."""
     texts = [t for table in (SYSTEM, USER) for t in table.values()]
-    questions = generate(SyntheticData(n_questions=200, max_steps=6), seed=0)
+    questions = generate(
+        SyntheticData(
+            n_questions=200, min_steps=1, max_steps=6, min_options=4, max_options=10, families=["arithmetic", "units"]
+        ),
+        seed=0,
+    )
     texts += [q + "\n" + r for q, r in zip(questions["question"], questions["rationale"], strict=True)]
     texts += ["ABCDEFGHIJ 0123456789 [[1]] the answer is (A)"]
     return texts

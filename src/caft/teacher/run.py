@@ -11,7 +11,7 @@ import pandas as pd
 
 from caft import answers, split, strategies
 from caft.errors import CaftError
-from caft.params import TeacherParams
+from caft.params import GenerationParams, TeacherParams
 from caft.prompts import GENERIC
 from caft.teacher import backends, prompt
 from caft.teacher.cache import TraceCache, item_key, legacy_key, usable
@@ -37,7 +37,7 @@ TRACE_COLUMNS = [
 ]
 
 
-def teacher_label(cfg: TeacherParams) -> str:
+def teacher_label(cfg: GenerationParams) -> str:
     """Names the teacher in every output (and in the cache key): the oracle is never mistaken for a model."""
     return backends.backend(cfg.backend).label(cfg)
 
@@ -102,8 +102,8 @@ def plan(requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams
         "prompt_tokens_est": prompt_tokens,
         "completion_tokens_est": completion_tokens,
         "completion_tokens_max": cfg.max_tokens * len(generated),
-        "cost_est_usd": round(cost(prompt_tokens, completion_tokens, cfg), 4),
-        "cost_max_usd": round(cost(prompt_tokens, cfg.max_tokens * len(generated), cfg), 4),
+        "cost_est_usd": round(cost(prompt_tokens, completion_tokens, cfg.prices()), 4),
+        "cost_max_usd": round(cost(prompt_tokens, cfg.max_tokens * len(generated), cfg.prices()), 4),
     }
 
 
@@ -112,7 +112,7 @@ WAIT_POLL_S = 0.5
 
 
 def execute(
-    requests: list[backends.Request], cache: TraceCache, cfg: TeacherParams, poll_s: float = WAIT_POLL_S
+    requests: list[backends.Request], cache: TraceCache, cfg: GenerationParams, poll_s: float = WAIT_POLL_S
 ) -> tuple[backends.Outcome, set[str]]:
     """Call the backend for every request no store answers; responses are stored the moment they arrive.
 
@@ -162,7 +162,7 @@ def execute(
     return outcome, fresh
 
 
-def _run_backend(todo: list[backends.Request], cfg: TeacherParams, sink, outcome: backends.Outcome) -> None:
+def _run_backend(todo: list[backends.Request], cfg: GenerationParams, sink, outcome: backends.Outcome) -> None:
     result = backends.backend(cfg.backend).run(todo, cfg, sink)
     outcome.failures.update(result.failures)
     outcome.unavailable.update(result.unavailable)
@@ -249,8 +249,8 @@ def summarize(table: pd.DataFrame, outcome: backends.Outcome, fresh: set[str], c
         "new_prompt_tokens": int(new["prompt_tokens"].sum()),
         "new_completion_tokens": int(new["completion_tokens"].sum()),
     }
-    out["cost_usd"] = round(cost(out["prompt_tokens"], out["completion_tokens"], cfg), 6)
-    out["new_cost_usd"] = round(cost(out["new_prompt_tokens"], out["new_completion_tokens"], cfg), 6)
+    out["cost_usd"] = round(cost(out["prompt_tokens"], out["completion_tokens"], cfg.prices()), 6)
+    out["new_cost_usd"] = round(cost(out["new_prompt_tokens"], out["new_completion_tokens"], cfg.prices()), 6)
     for error_class, count in sorted(failures.items()):
         out[f"failures_{error_class}"] = count
     out["unavailable"] = sum(unavailable.values())  # items the backend has no trace for (left out, counted)
@@ -306,6 +306,6 @@ def load_assignments(split_dir: str | Path, students: list[str]) -> dict[str, pd
     return out
 
 
-def cost(prompt_tokens: float, completion_tokens: float, cfg: TeacherParams) -> float:
-    """US dollars at the configured per-million-token prices (0 when unpriced)."""
-    return (prompt_tokens * cfg.price_prompt_per_m + completion_tokens * cfg.price_completion_per_m) / 1e6
+def cost(prompt_tokens: float, completion_tokens: float, prices: tuple[float, float]) -> float:
+    """US dollars at per-million-token prices (prompt, completion; 0 when unpriced)."""
+    return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
