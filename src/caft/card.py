@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCard
 
 from caft.errors import CaftError
 from caft.io import umask_modes
-from caft.models import MODEL_CARD
+from caft.models import MODEL_CARD, read_card
 
 EVAL_SCRIPT = "stages/evaluate.py"
 
@@ -125,12 +125,10 @@ def export(root: Path, model_dir: Path, out: Path, license: str | None) -> Path:
     """Copy `model_dir` to `out` with the card that carries its results; `out` must not exist or be empty
     (nothing of the user's is overwritten), and is written whole or not at all, with the modes any new file gets
     under the user's umask (it is meant to be shared)."""
-    if not (model_dir / MODEL_CARD).exists():
-        raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
+    spec = read_card(model_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CaftError(f"{out} exists and is not empty: give a new folder (nothing was written)")
     metrics = eval_metrics(root, model_dir)
-    spec = json.loads((model_dir / MODEL_CARD).read_text())
     card = results_card(ModelCard.load(model_dir / "README.md"), spec, metrics, dataset(root), out.name, license)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:

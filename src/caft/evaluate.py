@@ -15,7 +15,7 @@ import torch
 from caft import answers, prompts
 from caft.errors import CaftError
 from caft.generation import Generated, greedy
-from caft.models import MODEL_CARD, load_model, pick_device, pick_dtype, resolve
+from caft.models import load_model, pick_device, pick_dtype, read_card, resolve
 from caft.params import EvalParams, ModelSpec
 from caft.teacher import prompt as teacher_prompt
 
@@ -44,17 +44,6 @@ def extract(text: str, n_options: int, reading: dict) -> answers.Answer | None:
     if reading["mode"] == "cot":
         return fmt.cot(text, n_options, reading["marker"])
     return fmt.direct(text, n_options, reading["option_ids"])
-
-
-def read_card(model_dir: Path) -> dict:
-    """The model folder's caft card (written by the train stage)."""
-    card_file = model_dir / MODEL_CARD
-    if not card_file.exists():
-        raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
-    card = json.loads(card_file.read_text())
-    if "reading" not in card:
-        raise CaftError(f"{card_file} predates self-describing models (no `reading`): re-run its train stage")
-    return card
 
 
 def load_trained(model_dir: Path, device: torch.device):

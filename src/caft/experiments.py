@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from caft.errors import CaftError
+from caft.strategies import baselines
 from caft.teacher.run import cost
 
 REPORT = "reports/report.json"
@@ -152,7 +153,7 @@ def show(extra_args: list[str]) -> list[dict]:
 
 
 # answer-only (no CoT tokens) and CoT on everything: the end points, whatever the threshold
-FRONTIER_ENDS = ("sft", "distill")
+FRONTIER_ENDS = baselines()
 FRONTIER_SWEPT = ("caft", "random")  # the paper, and its control: the same number of CoT items, drawn at random
 FRONTIER_COLUMNS = (
     "student",

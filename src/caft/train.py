@@ -23,7 +23,7 @@ from caft.epochs import EpochEval
 from caft.errors import CaftError
 from caft.faults import kill_point
 from caft.io import atomic_path, digest
-from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name, weights
+from caft.models import MODEL_CARD, load_model, load_tokenizer, pick_device, public_name, weights, write_card
 from caft.params import ModelSpec, Params
 
 DONE = "PHASE_DONE"
@@ -405,7 +405,7 @@ def save(
         "phases": [{k: r[k] for k in CARD_PHASE_KEYS} | {"train_loss": _rounded(r["train_loss"])} for r in phases],
         "selection": selection,  # which epoch's weights these are (eval.select), with the validation evidence
     }
-    (out / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    write_card(out, card)
     if lora:
         config_file = out / "adapter_config.json"
         config = json.loads(config_file.read_text())
