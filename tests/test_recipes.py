@@ -69,7 +69,8 @@ def test_recipe_renders_the_papers_exact_prompts():
 
 def test_plan_mode_counts_teacher_calls_on_the_standin():
     p = _recipe("emnlp2025.yaml")
-    result = plan.plan(p, plan.MMLU_PRO_TEST_QUESTIONS)
+    assert plan.questions_in_source(p) == 12_032  # TIGER-Lab/MMLU-Pro's test split, from the source's entry
+    result = plan.plan(p, plan.questions_in_source(p))
     # 900 train + 100 validation per band (the stand-in has >= 1,000 per band): caft pays for the hard band
     # (1,000), alternative for the easy band (1,000), random for as many train items as hard ones (900), and
     # distill for every train + validation item (3,000) — which covers all the others.
@@ -95,7 +96,7 @@ def test_plan_mode_counts_teacher_calls_on_the_standin():
 def test_caft_only_plan_pays_for_the_hard_band_only():
     p = _recipe("emnlp2025.yaml")
     p.strategies[:] = ["sft", "caft"]
-    result = plan.plan(p, plan.MMLU_PRO_TEST_QUESTIONS)
+    result = plan.plan(p, plan.questions_in_source(p))
     assert result["teacher_calls"] == {"per_student": 1000, "lower": 1000, "upper": 2000}
 
 

@@ -13,17 +13,13 @@ import pandas as pd
 
 from caft import strategies
 from caft.estimators.registry import available
-from caft.io import read_table
 from caft.params import Params
+from caft.prepare import source
 from caft.prompts import build_messages
 from caft.split import make_split, random_control
 from caft.teacher.prompt import messages as cot_messages
 from caft.teacher.run import cost, needed_ids
 
-MMLU_PRO_TEST_QUESTIONS = 12_032
-# (train, test) rows of the sources that ship their own splits (dataset cards; MedMCQA's test = validation,
-# before its multi-answer rows are dropped)
-HUB_SPLITS = {"gsm8k": (7_473, 1_319), "medmcqa": (182_822, 4_183)}
 # The authors' token count of question + options, mean over 11,932 MMLU-Pro questions (their metadata).
 QUESTION_TOKENS = 163
 # The authors' DeepSeek-V3 traces: 1,956,671 Qwen tokens for the 2,700 distillation items (v1) ≈ 725 each.
@@ -41,8 +37,9 @@ KNOWN_PARAMS = {
 
 def sides(p: Params, n_questions: int) -> tuple[int, int]:
     """(train, test) questions the recipe's prepare would keep: the source's own splits or the carve, capped."""
-    if p.data.source in HUB_SPLITS and n_questions == sum(HUB_SPLITS[p.data.source]):
-        n_train, n_test = HUB_SPLITS[p.data.source]
+    splits = source(p.data.source).splits
+    if splits and n_questions == sum(splits):
+        n_train, n_test = splits
     else:
         n_test = round(n_questions * p.data.test_fraction)
         n_train = n_questions - n_test
@@ -172,11 +169,5 @@ def render(result: dict) -> str:
 
 
 def questions_in_source(p: Params) -> int:
-    """How many questions the recipe's data source holds (the hub split's known size, or the local data)."""
-    if p.data.source == "synthetic":
-        return p.data.synthetic.n_questions
-    if p.data.source == "file":
-        return len(read_table(p.data.file.path))
-    if p.data.source in HUB_SPLITS:
-        return sum(HUB_SPLITS[p.data.source])
-    return MMLU_PRO_TEST_QUESTIONS
+    """How many questions the recipe's data source holds (its registry entry says, without a download)."""
+    return source(p.data.source).size(p.data)

@@ -31,19 +31,27 @@ def _file(cfg: DataParams, seed: int) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Source:
-    """One `data.source`: its loader (rows in the question schema) and whether a user's bad-row policy
-    (`data.file.bad_rows`) applies; a published dataset's bad row is an error (the pinned data is fixed)."""
+    """One `data.source`: its loader (rows in the question schema), how many questions it holds without loading
+    a hub dataset (`caft plan` prices a recipe from it), the (train, test) sizes of the splits it ships when it
+    has its own (kept as they are: no carve), and whether a user's bad-row policy (`data.file.bad_rows`) applies;
+    a published dataset's bad row is an error (the pinned data is fixed)."""
 
     load: Callable[[DataParams, int], pd.DataFrame]
+    size: Callable[[DataParams], int]
+    splits: tuple[int, int] | None = None
     user_file: bool = False
 
 
+# (train, test) rows as the dataset cards state them: MedMCQA's test is its validation split, counted before
+# its multi-answer rows are dropped; TIGER-Lab/MMLU-Pro's test split holds 12,032 questions.
 SOURCES: dict[str, Source] = {
-    "synthetic": Source(lambda cfg, seed: synthetic.generate(cfg.synthetic, seed)),
-    "hf": Source(lambda cfg, seed: mmlu_pro.load(cfg.hf)),  # TIGER-Lab/MMLU-Pro
-    "gsm8k": Source(lambda cfg, seed: gsm8k.load(cfg.gsm8k)),
-    "medmcqa": Source(lambda cfg, seed: medmcqa.load(cfg.medmcqa)),
-    "file": Source(_file, user_file=True),
+    "synthetic": Source(
+        lambda cfg, seed: synthetic.generate(cfg.synthetic, seed), lambda cfg: cfg.synthetic.n_questions
+    ),
+    "hf": Source(lambda cfg, seed: mmlu_pro.load(cfg.hf), lambda cfg: 12_032),
+    "gsm8k": Source(lambda cfg, seed: gsm8k.load(cfg.gsm8k), lambda cfg: 7_473 + 1_319, (7_473, 1_319)),
+    "medmcqa": Source(lambda cfg, seed: medmcqa.load(cfg.medmcqa), lambda cfg: 182_822 + 4_183, (182_822, 4_183)),
+    "file": Source(_file, lambda cfg: len(_file(cfg, 0)), user_file=True),
 }
 
 
