@@ -240,3 +240,19 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
     assert len(calls) == 4 and first["score"].tolist() == second["score"].tolist() == [0.0] * 4
     assert set(wide["judgement"]) == {"low"} and set(second["levels"]) == {3}
     assert len(list(ResponseStore(tmp_path / "two").stored_keys())) == 4
+
+
+@pytest.mark.parametrize("backend", ["oracle", "dataset", "import"])
+def test_a_judge_needs_a_backend_that_generates(backend):
+    """The free backends only return what the data already holds (a rationale, a published trace): they have
+    nothing to judge with, so the params are refused before any stage runs."""
+    from caft.errors import CaftError
+    from caft.names import check_names
+    from tests.conftest import params
+
+    with pytest.raises(
+        CaftError,
+        match=r"^invalid params: estimators.judge.backend: the judge needs a backend that generates "
+        r"\(hf, openai\)$",
+    ):
+        check_names(params({"estimators": {"judge": {"backend": backend}}}))
