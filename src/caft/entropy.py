@@ -26,7 +26,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +154,24 @@ def last_logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
     return out.logits[:, -1, :].float().cpu()
 
 
+@dataclass
+class Scored:
+    """What the entropy stage keeps about one question (a row of its scores table). The defaults are a row
+    nothing could be read from: no entropy, no prediction, invalid."""
+
+    entropy: float = math.nan
+    entropy_options: float = math.nan  # over the option-id tokens (choice rows)
+    p_options: float = math.nan
+    p_top: float = math.nan
+    pred_token_id: int = -1
+    pred_token: str = ""
+    pred_index: int = -1
+    pred_answer: str = ""  # a number row's parsed answer
+    continuation: str = ""
+    validity: str = "other"
+    correct: bool = False
+
+
 def score_logits(logits: torch.Tensor, n_options: int, answer_index: int, idt: IdTokens, tokenizer) -> dict:
     """Everything the pipeline keeps about one question's next-token distribution."""
     probs = torch.softmax(logits, dim=-1)
@@ -167,19 +185,20 @@ def score_logits(logits: torch.Tensor, n_options: int, answer_index: int, idt: I
         validity, pred = "idk", -1
     else:
         validity, pred = "other", -1
-    return {
-        "entropy": float(entropy_nats(logits)),
-        "entropy_options": float(entropy_nats(logits[option_tokens])),
-        "p_options": float(probs[option_tokens].sum()),
-        "p_top": float(probs[top]),
-        "pred_token_id": top,
-        "pred_token": tokenizer.decode([top]),
-        "pred_index": pred,
-        "pred_answer": "",
-        "continuation": tokenizer.decode([top]),
-        "validity": validity,
-        "correct": validity == "option" and pred == answer_index,
-    }
+    return asdict(
+        Scored(
+            entropy=float(entropy_nats(logits)),
+            entropy_options=float(entropy_nats(logits[option_tokens])),
+            p_options=float(probs[option_tokens].sum()),
+            p_top=float(probs[top]),
+            pred_token_id=top,
+            pred_token=tokenizer.decode([top]),
+            pred_index=pred,
+            continuation=tokenizer.decode([top]),
+            validity=validity,
+            correct=validity == "option" and pred == answer_index,
+        )
+    )
 
 
 def score_number(logits: torch.Tensor, continuation: str, gold: str, tokenizer) -> dict:
@@ -187,19 +206,18 @@ def score_number(logits: torch.Tensor, continuation: str, gold: str, tokenizer) 
     continuation as the answer."""
     top = int(torch.argmax(logits))
     parsed = answers.first_number(continuation)
-    return {
-        "entropy": float(entropy_nats(logits)),
-        "entropy_options": math.nan,
-        "p_options": math.nan,
-        "p_top": float(torch.softmax(logits, dim=-1)[top]),
-        "pred_token_id": top,
-        "pred_token": tokenizer.decode([top]),
-        "pred_index": -1,
-        "pred_answer": parsed or "",
-        "continuation": continuation,
-        "validity": "number" if parsed is not None else "other",
-        "correct": parsed is not None and parsed == gold,
-    }
+    return asdict(
+        Scored(
+            entropy=float(entropy_nats(logits)),
+            p_top=float(torch.softmax(logits, dim=-1)[top]),
+            pred_token_id=top,
+            pred_token=tokenizer.decode([top]),
+            pred_answer=parsed or "",
+            continuation=continuation,
+            validity="number" if parsed is not None else "other",
+            correct=parsed is not None and parsed == gold,
+        )
+    )
 
 
 class PartialStore(JsonlStore):
@@ -347,25 +365,13 @@ def step_stats(logits: torch.Tensor, ids: list[int], option_tokens: list[int]) -
 def score_marker(stats: dict, generated: Generated, prefix: str, row, ids: str, tokenizer) -> dict:
     """One row, entropy inside the marker: the step that writes the answer's first character."""
     located = marker_answer(prefix, generated.text)
-    record = {
-        "entropy": math.nan,
-        "entropy_options": math.nan,
-        "p_options": math.nan,
-        "p_top": math.nan,
-        "pred_token_id": -1,
-        "pred_token": "",
-        "pred_index": -1,
-        "pred_answer": "",
-        "continuation": generated.text,
-        "validity": "other",
-        "correct": False,
-    }
+    record = Scored(continuation=generated.text)
     if located is None:
-        return record
+        return asdict(record)
     offset, answer = located
     step = token_at_char(tokenizer, generated.token_ids, offset)
     if step >= len(stats["entropy"]):  # decoded prefixes that do not add up to the full text: no step to read
-        return record
+        return asdict(record)
     n_options = len(row.options)
     if n_options:
         labels = prompts.option_ids(ids, n_options)
@@ -374,7 +380,8 @@ def score_marker(stats: dict, generated: Generated, prefix: str, row, ids: str, 
     else:
         parsed = answers.normalize_number(answer)
         index, validity, correct = -1, "number" if parsed is not None else "other", parsed == row.answer
-    record.update(
+    record = replace(
+        record,
         entropy=stats["entropy"][step],
         p_top=stats["p_top"][step],
         pred_token_id=stats["top"][step],
@@ -385,8 +392,8 @@ def score_marker(stats: dict, generated: Generated, prefix: str, row, ids: str, 
         correct=bool(correct),
     )
     if n_options:
-        record.update(entropy_options=stats["entropy_options"][step], p_options=stats["p_options"][step])
-    return record
+        record = replace(record, entropy_options=stats["entropy_options"][step], p_options=stats["p_options"][step])
+    return asdict(record)
 
 
 def _score_marker(
