@@ -168,7 +168,7 @@ def test_a_sweep_from_an_uncommitted_base_is_one_line(tmp_path):
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):
     """`caft reset`'s clean-up of DVC's `.gitignore` files on a hand-made tree: an untracked one left alone in its
     folder (a dropped student's) goes; a tracked one, or one beside a kept output, stays."""
-    from caft.commands import orphan_ignores
+    from caft.reset import orphan_ignores
 
     files = [
         "data/eval/s/caft/42/predictions.parquet",  # an output of the pipeline

@@ -116,53 +116,7 @@ def reset(
     keeps a copy of each in a folder it names."""
     from caft import reset as resetting
 
-    root = Path.cwd()
-    uncached = _uncached_outputs(root)
-    kept = ["params.yaml", "dvc.lock", *uncached]
-    in_git = [p for p in kept if _git_lines(["ls-tree", "--name-only", "HEAD", "--", p])]  # in the last commit
-    # where other runs leave files: the report's input folders, the folders git keeps (a file the commit lacks
-    # there is another run's), and outputs git would keep that the commit lacks
-    folders = _report_folders(root) + [root / p for p in uncached if (root / p).is_dir() or p not in in_git]
-    folders = [f for f in folders if f.exists()]
-    todo = resetting.plan(root, in_git, folders)
-    backup = resetting.apply(todo, root, force, in_git, typer.echo)
-    if backup is not None:
-        typer.echo(f"caft reset: your files are kept in {backup.relative_to(root)}")
-    tracked = set(_git_lines(["ls-files"]))
-    for path in orphan_ignores(root, folders, tracked, gone=set()):
-        typer.echo(f"- {path.relative_to(root)}")
-        path.unlink()
-    top = sorted({Path(p).parts[0] for p in todo.committed if len(Path(p).parts) > 1})
-    modified = _git_lines(["ls-files", "--modified", "--", *top]) if top else []
-    ignores = [f for f in modified if Path(f).name == ".gitignore"]
-    if ignores:  # DVC added other runs' entries; the committed ones go with the committed dvc.lock
-        _echo_call(["git", "checkout", "HEAD", "--", *ignores])
-
-
-def _report_folders(root: Path) -> list[Path]:
-    """The folders the report stage depends on (absolute paths)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        report = next(s for s in repo.index.stages if s.addressing == "report")
-        return [Path(d.fs_path) for d in report.deps if Path(d.fs_path).is_dir()]
-
-
-def orphan_ignores(root: Path, folders: list[Path], tracked: set[str], gone: set[Path]) -> list[Path]:
-    """`.gitignore` files DVC wrote for outputs that are gone: untracked by git (`tracked`: paths relative to
-    `root`) and alone in their folder once `gone` is removed. DVC hashes them as part of a
-    folder dependency, so one left behind keeps the report out of date."""
-    return sorted(
-        ignore
-        for folder in folders
-        for ignore in folder.rglob(".gitignore")
-        if str(ignore.relative_to(root)) not in tracked
-        and all(f == ignore or f in gone for f in ignore.parent.rglob("*") if f.is_file())
-    )
-
-
-def _git_lines(args: list[str]) -> list[str]:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.splitlines()
+    resetting.run(Path.cwd(), force, typer.echo)
 
 
 def _remote_args(remote: str | None) -> list[str]:
@@ -297,12 +251,3 @@ def sweep(
     if failed:
         raise CaftError(f"sweep points failed: {', '.join(failed)} (`dvc queue logs NAME` shows why)")
     typer.echo(_write_frontier([], out_dir), nl=False)
-
-
-def _uncached_outputs(root: Path) -> list[str]:
-    """The outputs kept in git (`cache: false`: the report's, the headline metrics, every plot), as the
-    workspace's params expand dvc.yaml; `dvc checkout` does not restore them."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return sorted({out.def_path for stage in repo.index.stages for out in stage.outs if not out.use_cache})

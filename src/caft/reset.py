@@ -191,3 +191,62 @@ def _prune(folder: Path, root: Path) -> None:
         if parent == root or any(parent.iterdir()):
             break
         parent.rmdir()
+
+
+def run(root: Path, force: bool, say: Callable[[str], None]) -> None:
+    """`caft reset` in `root` (the current directory): plan, say, apply; then DVC's `.gitignore` entries for
+    outputs that are gone, and those it added to committed ones for other runs."""
+    uncached = _uncached_outputs(root)
+    kept = ["params.yaml", "dvc.lock", *uncached]
+    in_git = [p for p in kept if _git("ls-tree", "--name-only", "HEAD", "--", p).strip()]  # in the last commit
+    # where other runs leave files: the report's input folders, the folders git keeps (a file the commit lacks
+    # there is another run's), and outputs git would keep that the commit lacks
+    folders = _report_folders(root) + [root / p for p in uncached if (root / p).is_dir() or p not in in_git]
+    folders = [f for f in folders if f.exists()]
+    todo = plan(root, in_git, folders)
+    backup = apply(todo, root, force, in_git, say)
+    if backup is not None:
+        say(f"caft reset: your files are kept in {backup.relative_to(root)}")
+    tracked = set(_git("ls-files").splitlines())
+    for path in orphan_ignores(root, folders, tracked, gone=set()):
+        say(f"- {path.relative_to(root)}")
+        path.unlink()
+    top = sorted({Path(p).parts[0] for p in todo.committed if len(Path(p).parts) > 1})
+    modified = _git("ls-files", "--modified", "--", *top).splitlines() if top else []
+    ignores = [f for f in modified if Path(f).name == ".gitignore"]
+    if ignores:  # DVC added other runs' entries; the committed ones go with the committed dvc.lock
+        cmd = ["git", "checkout", "HEAD", "--", *ignores]
+        say("+ " + " ".join(cmd))
+        if subprocess.call(cmd) != 0:
+            raise CaftError(f"{' '.join(cmd)} failed")
+
+
+def _report_folders(root: Path) -> list[Path]:
+    """The folders the report stage depends on (absolute paths)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        report = next(s for s in repo.index.stages if s.addressing == "report")
+        return [Path(d.fs_path) for d in report.deps if Path(d.fs_path).is_dir()]
+
+
+def _uncached_outputs(root: Path) -> list[str]:
+    """The outputs kept in git (`cache: false`: the report's, the headline metrics, every plot), as the
+    workspace's params expand dvc.yaml; `dvc checkout` does not restore them."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return sorted({out.def_path for stage in repo.index.stages for out in stage.outs if not out.use_cache})
+
+
+def orphan_ignores(root: Path, folders: list[Path], tracked: set[str], gone: set[Path]) -> list[Path]:
+    """`.gitignore` files DVC wrote for outputs that are gone: untracked by git (`tracked`: paths relative to
+    `root`) and alone in their folder once `gone` is removed. DVC hashes them as part of a
+    folder dependency, so one left behind keeps the report out of date."""
+    return sorted(
+        ignore
+        for folder in folders
+        for ignore in folder.rglob(".gitignore")
+        if str(ignore.relative_to(root)) not in tracked
+        and all(f == ignore or f in gone for f in ignore.parent.rglob("*") if f.is_file())
+    )
