@@ -8,64 +8,10 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from caft import report, strategies
+from caft import report, report_markdown
 from caft.cli import stage
-from caft.errors import CaftError
 from caft.io import atomic_path, write_json
-from caft.metrics import score
 from caft.params import load_params
-
-
-def _predictions(eval_dir: Path, student: str, strategy: str, seed: int) -> pd.DataFrame:
-    preds_file = eval_dir / student / strategy / str(seed) / "predictions.parquet"
-    if not preds_file.exists():
-        raise CaftError(f"no predictions for {student}/{strategy}/{seed}: {preds_file} (run `dvc repro`)")
-    return pd.read_parquet(preds_file)
-
-
-def _student_rows(student: str, dirs: dict[str, Path], traces, difficulty, p) -> tuple[list[dict], dict]:
-    """One student's runs (strategy x seed: each one's own numbers) and, per strategy, its paired differences
-    against the baselines over questions and seeds."""
-    preds = {(x, seed): _predictions(dirs["eval"], student, x, seed) for x in p.strategies for seed in p.seeds}
-    assignments = pd.read_parquet(dirs["split"] / student / "assignments.parquet")
-    runs = [
-        _row(student, x, seed, preds[x, seed], assignments, dirs, traces, difficulty, p)
-        for x in p.strategies
-        for seed in p.seeds
-    ]
-    return runs, report.paired(preds, assignments, p.eval.seed, p.eval.n_boot)
-
-
-def _row(
-    student: str,
-    strategy: str,
-    seed: int,
-    preds: pd.DataFrame,
-    assignments: pd.DataFrame,
-    dirs: dict[str, Path],
-    traces: pd.DataFrame,
-    difficulty: pd.Series,
-    p,
-) -> dict:
-    trained = json.loads((dirs["train"] / student / strategy / f"{seed}.json").read_text())
-    sets = pd.read_parquet(dirs["sets"] / student / strategy / f"{seed}.parquet")
-    usage = report.teacher_usage(sets[sets["subset"] == "train"], traces)
-    tokens = {
-        k: trained[k]
-        for k in ("n_items", "cot_target_tokens", "target_tokens_one_pass", "target_tokens_epoch_weighted")
-    }
-    selection = {k: trained.get(k) for k in report.SELECTION}
-    return {
-        "student": student,
-        "strategy": strategy,
-        "seed": seed,
-        **score(preds, p.eval.seed),
-        **report.band_metrics(preds, assignments, p.eval.seed, parsed_only=p.eval.compat_parsed_only),
-        **report.step_accuracy(preds, difficulty),
-        **usage,
-        **tokens,
-        **selection,
-    }
 
 
 @stage
@@ -97,7 +43,7 @@ def main(
     difficulty = pd.read_parquet(test, columns=["question_id", "difficulty"]).set_index("question_id")["difficulty"]
     runs, differences = [], {}
     for s in p.students:
-        student_runs, differences[s] = _student_rows(s, dirs, trace_table, difficulty, p)
+        student_runs, differences[s] = report.student_rows(s, dirs, trace_table, difficulty, p)
         runs += student_runs
     runs = report.savings(pd.DataFrame(runs))
     rows = report.over_seeds(runs, differences)
@@ -107,18 +53,7 @@ def main(
     with atomic_path(metrics, directory=True) as tmp:
         for name, values in report.headline(numbers, entropy).items():
             write_json(values, tmp / name)
-    control = [report.control_line(s, entropy[s]) for s in p.students]
-    text = "# caft: students × strategies\n\n" + "\n".join(control) + "\n\n" + report.to_markdown(runs)
-    rebanded = [
-        {"student": s, "strategy": x, "seed": seed, **json.loads((train_metrics / s / x / f"{seed}.json").read_text())}
-        for s in p.students
-        for x in p.strategies
-        for seed in p.seeds
-        if strategies.get(x).rebands
-    ]
-    extras = (report.seeds_markdown(rows), report.paired_markdown(rows), report.epoch_markdown(runs))
-    for extra in (*extras, report.reband_markdown(rebanded)):
-        text += "\n" + extra if extra else ""
+    text = report_markdown.summary(runs, rows, entropy, report.rebanded_trainings(train_metrics, p))
     with atomic_path(out_md) as tmp:
         tmp.write_text(text)
     with atomic_path(plots, directory=True) as tmp:

@@ -310,7 +310,7 @@ def test_over_seeds_averages_runs_and_gives_the_seed_spread():
 def test_the_summary_table_says_n_a_where_a_run_has_no_value():
     """A user's own free-form file with the `dataset` teacher: a run can lack a band, its CIs or its token
     counts; the table says n/a there instead of failing on a None."""
-    from caft.report import to_markdown
+    from caft.report_markdown import to_markdown
 
     row = {
         "student": "tiny", "strategy": "sft", "balanced_set_accuracy": 0.25, "balanced_set_accuracy_ci_low": 0.1,
