@@ -10,6 +10,7 @@ which take params types, form no import circle with it). The check runs where ev
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 
 from caft.errors import CaftError
 from caft.estimators.registry import FAMILIES, available, every_name
@@ -20,7 +21,7 @@ from caft.strategies import STRATEGIES
 from caft.teacher.backends import BACKENDS, backend
 
 
-def _refuse(where: str, message: str) -> None:
+def _refuse(where: str, message: str) -> NoReturn:
     raise CaftError(f"invalid params: {where}{message}")
 
 
