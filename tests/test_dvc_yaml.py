@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, committed
+from tests.conftest import REPO, committed, committed_params, leaves
 from tests.dvc_project import call, copy_project
 
 CAFT = REPO / "src" / "caft"
@@ -199,18 +199,11 @@ def test_the_import_walk_sees_indirect_modules():
     assert "strategies.py" not in required(REPO / "stages/split.py")  # only through params.py (an unused edge)
 
 
-def _leaves(node: dict, prefix: str = "") -> set[str]:
-    out = set()
-    for key, value in node.items():
-        out |= _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
-    return out
-
-
 def test_every_listed_param_is_a_leaf_of_params_yaml():
     """DVC fails a stage whose listed param is missing from params.yaml, and only when that stage runs (a
     family's stage runs only when a profile enables it): every listed key must be there, whatever the item."""
-    params = yaml.safe_load(committed("params.yaml").read_text())
-    leaves = _leaves(params)
+    params = committed_params()
+    names = set(leaves(params))
     models = {f"models.{name}." for name in params["models"]}
     missing = set()
     for name, body in _stages():
@@ -220,7 +213,7 @@ def test_every_listed_param_is_a_leaf_of_params_yaml():
             if "${item" in key:
                 key = re.sub(r"^models\.\$\{item(\.student)?\}\.", next(iter(sorted(models))), key)
                 key = re.sub(r"\$\{item\.strategy\}", "sft", key)
-            if key not in leaves:
+            if key not in names:
                 missing.add(f"{name}: {key}")
     assert sorted(missing) == []
 

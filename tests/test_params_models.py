@@ -2,18 +2,13 @@ import typing
 
 import pytest
 import torch
-import yaml
 from pydantic import BaseModel
 
 from caft import profile
 from caft.errors import CaftError
 from caft.models import resolve
 from caft.params import ModelSpec, Params, load_params, parse_params
-from tests.conftest import REPO, committed
-
-
-def _raw() -> dict:
-    return yaml.safe_load(committed("params.yaml").read_text())
+from tests.conftest import REPO, committed, committed_params
 
 
 def _sections(model: type[BaseModel], where: str = "") -> list[tuple[str, type[BaseModel]]]:
@@ -46,12 +41,12 @@ def test_every_value_lives_in_params_yaml_alone():
 def test_repo_params_and_tiny_profile_validate():
     p = load_params(committed("params.yaml"))
     assert p.students == ["smollm2"] and p.models["smollm2"].ref == "packaged:smollm2-135m-instruct"
-    tiny = profile.validate(_raw(), profile.load_overrides(REPO / "profiles/tiny.yaml"))
+    tiny = profile.validate(committed_params(), profile.load_overrides(REPO / "profiles/tiny.yaml"))
     assert tiny.students == ["tiny"] and tiny.data.synthetic.n_questions == 160
 
 
 def test_yaml12_float_strings_are_coerced():
-    raw = _raw()
+    raw = committed_params()
     raw["split"]["threshold"] = "5e-1"  # what PyYAML returns for `dvc exp run -S split.threshold=5e-1`
     assert parse_params(raw).split.threshold == 0.5
 
@@ -74,7 +69,7 @@ def test_yaml12_float_strings_are_coerced():
     ],
 )
 def test_bad_params_give_one_line(path, value, message):
-    raw = _raw()
+    raw = committed_params()
     node = raw
     for key in path[:-1]:
         node = node[key]
