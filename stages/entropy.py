@@ -27,7 +27,7 @@ def _from_model(
     tokenizer = load_tokenizer(spec)
     model = load_model(spec, device, dtype)
     settings = {
-        "model": spec.model_dump(),
+        "model": spec.loading(),
         "prompt": p.prompt.model_dump(),
         "dtype": str(dtype),
         "id_collision": p.entropy.id_collision,

@@ -22,6 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+# Where `committed` puts its copies: one folder per test process, removed when the process ends.
+_COMMITTED = tempfile.TemporaryDirectory(prefix="caft-committed-")
 
 
 @functools.cache
@@ -29,7 +31,7 @@ def committed(name: str) -> Path:
     """A copy of file `name` as the last commit holds it. Tests must not read what a profile or an experiment
     left in the workspace (`make tiny` rewrites params.yaml), so they pass in any state of the checkout."""
     proc = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, text=True, check=True)
-    path = Path(tempfile.mkdtemp(prefix="caft-committed-")) / name
+    path = Path(_COMMITTED.name) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(proc.stdout)
     return path

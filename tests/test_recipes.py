@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
 from caft import plan, profile
 from caft.prompts import build_messages
@@ -91,6 +92,35 @@ def test_plan_mode_counts_teacher_calls_on_the_standin():
     assert "estimate_cot@qwen2_5_3b" in result["stages"] and not result["priced"]
     assert set(result["gpu_hours_h100"]) == {"qwen2_5_3b", "phi4_mini"}
     assert result["gpu_hours_h100"]["phi4_mini"]["train"] > result["gpu_hours_h100"]["qwen2_5_3b"]["train"] > 0
+
+
+def test_a_students_gpu_hours_come_from_its_params_entry(tmp_path):
+    """`caft plan` with a student a profile adds: the H100-hours are 6·N·(training tokens) and 2·N·(generated
+    tokens) at the stated utilisations, N from `models.<name>.n_parameters`; a student without one gets no
+    estimate and a line that says which key to set."""
+    added = {
+        "students": ["mine", "theirs"],
+        "estimators.cot.students": [],
+        "models.mine.ref": "org/mine-7b",
+        "models.mine.n_parameters": 7.0e9,
+        "models.theirs.ref": "org/theirs",
+    }
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(added))
+    (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())  # not the workspace's
+    out = tmp_path / "plan.json"
+    proc = subprocess.run(
+        ["caft", "plan", str(REPO / "recipes/emnlp2025.yaml"), "mine.yaml", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    tokens = sum(result["training_tokens_per_student"].values())
+    assert result["gpu_hours_h100"]["mine"]["train"] == round(6 * 7e9 * tokens / (989e12 * 0.40) / 3600, 2)
+    assert result["gpu_hours_h100"]["theirs"] is None
+    assert "H100-hours for theirs: unknown (set models.theirs.n_parameters for an estimate)" in proc.stdout
 
 
 def test_caft_only_plan_pays_for_the_hard_band_only():

@@ -301,6 +301,64 @@ def test_hf_backend_on_the_tiny_model(tmp_path):
         assert row.teacher == "hf:tiny"
 
 
+def _argmax_continuation(model, tokenizer, text: str, budget: int) -> str:
+    """Greedy by hand: the whole sequence through the model at every step, no cache, no logits processor."""
+    import torch
+
+    from caft.generation import end_tokens
+
+    ids, ends, new = tokenizer(text, add_special_tokens=False)["input_ids"], end_tokens(model, tokenizer), []
+    with torch.inference_mode():
+        while len(new) < budget:
+            token = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token in ends:
+                break
+            new.append(token)
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+@pytest.fixture
+def penalised_tiny(monkeypatch, tiny_model):
+    """The tiny model with a generation config like Qwen2.5-Instruct's, only stronger: a repetition penalty and
+    top-k that `model.generate` would apply to a greedy or a sampled answer unless told not to."""
+    import copy
+
+    import caft.models
+
+    model = copy.deepcopy(tiny_model[0])
+    model.generation_config.repetition_penalty, model.generation_config.top_k = 10.0, 1
+    monkeypatch.setattr(caft.models, "load_model", lambda *args: model)
+    return model
+
+
+def test_a_local_teacher_at_temperature_0_writes_the_argmax_whatever_the_models_generation_config(
+    tmp_path, penalised_tiny, tiny_model
+):
+    from caft.prompts import apply_chat_template
+
+    p = _params(backend="hf", max_tokens=8, temperature=0.0, hf={"ref": "tiny", "batch_size": 2, "dtype": "float32"})
+    questions = _questions(3)
+    table, _ = _run(p, questions, tmp_path)
+    tokenizer = tiny_model[1]
+    for request in _requests(p, questions):
+        text = apply_chat_template(tokenizer, request.messages)
+        assert table.loc[request.question_id, "trace"] == _argmax_continuation(tiny_model[0], tokenizer, text, 8)
+
+
+def test_a_local_teacher_that_samples_draws_with_only_the_asked_temperature(tmp_path, penalised_tiny):
+    """temperature 1.5, seed 5: the same draw twice; not the greedy answer the model's top-k 1 would force."""
+    hf = {"ref": "tiny", "batch_size": 2, "dtype": "float32"}
+    drawn = [
+        _run(_params(backend="hf", max_tokens=8, temperature=1.5, seed=5, hf=hf), _questions(3), tmp_path / name)[0]
+        for name in ("a", "b")
+    ]
+    greedy, _ = _run(_params(backend="hf", max_tokens=8, temperature=0.0, hf=hf), _questions(3), tmp_path / "g")
+    assert list(drawn[0]["trace"]) == list(drawn[1]["trace"])
+    assert list(drawn[0]["trace"]) != list(greedy["trace"])
+    for row in drawn[0].itertuples():
+        assert (row.finish_reason == "length") == (row.completion_tokens == 8) and row.prompt_tokens > 20
+
+
 def test_strategy_cot_masks():
     a = pd.DataFrame(
         {

@@ -1,4 +1,5 @@
-"""Batched greedy generation: the one loop that evaluation, the CoT estimator and the free-form entropy share.
+"""Batched greedy generation: the one loop that evaluation, the CoT estimator, the free-form entropy and a local
+teacher share (and, for a teacher that samples, `sampled`).
 
 Greedy means the argmax of the raw logits at every step (no sampling, no logits processor: a repetition
 penalty or temperature in a model's generation config would change both the answers and an entropy), as the
@@ -178,3 +179,47 @@ def greedy(
         if on_batch is not None:
             on_batch(idx, done)
     return out  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def sampled(
+    model,
+    tokenizer,
+    texts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    desc: str = "sample",
+    on_batch: Callable[[list[int], list[Generated]], None] | None = None,
+) -> list[Generated]:
+    """Sampled continuations (a teacher or judge at temperature > 0) through `model.generate`, in input order.
+
+    Only the temperature and top-p asked for shape the draw: `generate` fills every setting left unset from the
+    model's generation config, so top-k and the repetition penalty are set to "off" here rather than left to
+    the model's defaults (Qwen2.5-Instruct: top-k 20, penalty 1.05). An answer ends at any end token."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    ends = end_tokens(model, tokenizer)
+    draw = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0, "repetition_penalty": 1.0}
+    out: list[Generated] = []
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
+        batch = texts[start : start + batch_size]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        new = model.generate(
+            **enc, **draw, max_new_tokens=max_new_tokens, eos_token_id=sorted(ends), pad_token_id=tokenizer.pad_token_id
+        )[:, enc["input_ids"].shape[1] :]
+        done = [_until_end(tokenizer, row.tolist(), ends) for row in new]
+        out += done
+        if on_batch is not None:
+            on_batch(list(range(start, start + len(batch))), done)
+    return out
+
+
+def _until_end(tokenizer, row: list[int], ends: set[int]) -> Generated:
+    """A generated row up to its first end token (what follows is padding); cut when it has none."""
+    stop = next((i for i, token in enumerate(row) if token in ends), None)
+    ids = row if stop is None else row[:stop]
+    return Generated(ids, tokenizer.decode(ids, skip_special_tokens=True), cut=stop is None)

@@ -111,6 +111,14 @@ class ModelSpec(_Strict):
     # `{model}` in published tables (entropy.import): the authors name columns by model type
     # (entropy_value_qwen2, entropy_value_phi3), not by our student keys. None = the student's key.
     import_key: str | None = None
+    # Parameter count, for `caft plan`'s GPU-hour estimate only (null: unknown, no estimate). It decides nothing
+    # about the weights, so `loading()` leaves it out of every fingerprint and model card.
+    n_parameters: float | None = Field(default=None, gt=0)
+
+    def loading(self) -> dict:
+        """What decides which weights load and how: the checkpoint fingerprint, the entropy store's key and the
+        trained model's card record this, never the plan-only size."""
+        return self.model_dump(exclude={"n_parameters"})
 
 
 class PromptParams(_Strict):

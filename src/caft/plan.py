@@ -27,12 +27,6 @@ COT_TRACE_TOKENS = 725
 # Rough GPU throughput: 6·N FLOPs per trained token, 2·N per generated token, on an H100's 989 TFLOP/s
 # (bf16 dense) at 40 % utilisation for training and 10 % for generation.
 H100_FLOPS, TRAIN_MFU, GENERATE_MFU = 989e12, 0.40, 0.10
-KNOWN_PARAMS = {
-    "Qwen/Qwen2.5-3B-Instruct": 3.09e9,
-    "microsoft/Phi-4-mini-instruct": 3.84e9,
-    "meta-llama/Llama-3.2-3B-Instruct": 3.21e9,
-    "packaged:smollm2-135m-instruct": 0.135e9,
-}
 
 
 def sides(p: Params, n_questions: int) -> tuple[int, int]:
@@ -95,7 +89,7 @@ def plan(p: Params, n_questions: int) -> dict:
     n_eval = int(assignments["balanced"].sum())
     gpu_hours = {}
     for student in p.students:
-        n_params = KNOWN_PARAMS.get(p.models[student].ref)
+        n_params = p.models[student].n_parameters
         if n_params is None:
             gpu_hours[student] = None
             continue
@@ -163,7 +157,11 @@ def render(result: dict) -> str:
     for student, hours in result["gpu_hours_h100"].items():
         lines.append(
             f"H100-hours for {student}: "
-            + ("unknown model size" if hours is None else f"train ≈ {hours['train']}, eval ≈ {hours['eval']}")
+            + (
+                f"unknown (set models.{student}.n_parameters for an estimate)"
+                if hours is None
+                else f"train ≈ {hours['train']}, eval ≈ {hours['eval']}"
+            )
         )
     return "\n".join(lines)
 

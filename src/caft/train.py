@@ -153,7 +153,7 @@ class Setup:
     def fingerprint(self) -> str:
         payload = {
             "checkpoint_format": CHECKPOINT_FORMAT,
-            "spec": self.spec.model_dump(),
+            "spec": self.spec.loading(),
             "strategy": self.strategy,
             "seed": self.seed,
             "train": self.params.train.model_dump(),
@@ -394,7 +394,7 @@ def save(
     base, revision = public_name(setup.spec)
     lora = setup.params.train.lora.enabled
     card = {
-        "base": setup.spec.model_dump(),
+        "base": setup.spec.loading(),
         "base_model": base,
         "base_revision": revision,
         "base_weights": weights(setup.spec, model),  # what was trained on (a packaged model: its quantised file)

@@ -136,41 +136,36 @@ def imported(requests: list[Request], cfg: TeacherImport, sink: Sink) -> Outcome
 
 
 def hf_generate(requests: list[Request], cfg: TeacherHF, sampling: dict, sink: Sink) -> Outcome:
-    """Batched `generate` with a local model (a GPU teacher); left padding, greedy unless temperature > 0."""
+    """A local model (a GPU teacher, or the judge) through `caft.generation`, the loops evaluation uses: greedy
+    at temperature 0 or null, else sampled with exactly the temperature and top-p asked for. Either way the
+    model's own generation config adds nothing (Qwen2.5-Instruct's would add a repetition penalty of 1.05 and
+    top-k 20, even to a "greedy" `model.generate`) and an answer ends at any of the model's end tokens."""
     # torch and the model code load only for a local teacher: check_params and the `caft` commands read this
     # registry's names without them.
-    import torch
-
+    from caft.generation import Generated, greedy, sampled
     from caft.models import load_model, load_tokenizer, pick_device, pick_dtype
 
     spec = ModelSpec(ref=cfg.ref, revision=cfg.revision, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     device = pick_device(cfg.device)
     tok, model = load_tokenizer(spec), load_model(spec, device, pick_dtype(cfg.dtype, device))
-    do_sample = (sampling["temperature"] or 0) > 0  # null (the provider's default) is greedy here
-    if sampling["seed"] is not None:
-        torch.manual_seed(sampling["seed"])
-    for start in tqdm(range(0, len(requests), cfg.batch_size), desc="teacher(hf)", unit="batch"):
-        batch = requests[start : start + cfg.batch_size]
-        texts = [apply_chat_template(tok, r.messages) for r in batch]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        began = time.monotonic()
-        with torch.inference_mode():
-            out = model.generate(
-                **enc,
-                max_new_tokens=sampling["max_tokens"],
-                do_sample=do_sample,
-                pad_token_id=tok.pad_token_id,
-                **({"temperature": sampling["temperature"], "top_p": sampling["top_p"]} if do_sample else {}),
-            )
-        latency = (time.monotonic() - began) / len(batch)
-        prompt_len = enc["input_ids"].shape[1]
-        for i, req in enumerate(batch):
-            new = out[i, prompt_len:].tolist()
-            stopped = tok.eos_token_id in new
-            new = new[: new.index(tok.eos_token_id)] if stopped else [t for t in new if t != tok.pad_token_id]
-            text = tok.decode(new, skip_special_tokens=True)
-            n_prompt = int(enc["attention_mask"][i].sum())
-            sink(req, _response(text, "stop" if stopped else "length", n_prompt, len(new), latency, 1))
+    texts = [apply_chat_template(tok, r.messages) for r in requests]
+    prompt_tokens = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    began = time.monotonic()
+
+    def store(positions: list[int], batch: list[Generated]) -> None:
+        """Each finished batch into the store at once (a kill loses at most the batch being generated)."""
+        nonlocal began
+        latency, began = (time.monotonic() - began) / len(batch), time.monotonic()
+        for i, out in zip(positions, batch, strict=True):
+            finish = "length" if out.cut else "stop"
+            sink(requests[i], _response(out.text, finish, prompt_tokens[i], len(out.token_ids), latency, 1))
+
+    budget, temperature = sampling["max_tokens"], sampling["temperature"] or 0.0  # null: the greedy default
+    if temperature > 0:
+        draw = {"temperature": temperature, "top_p": sampling["top_p"], "seed": sampling["seed"]}
+        sampled(model, tok, texts, budget, cfg.batch_size, **draw, desc="teacher(hf)", on_batch=store)
+    else:
+        greedy(model, tok, texts, budget, cfg.batch_size, desc="teacher(hf)", on_batch=store)
     return Outcome(attempts=len(requests))
 
 
