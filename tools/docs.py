@@ -34,6 +34,7 @@ RESULTS = {
     "queue_bench": "bench/results/queue_sweep.json",
     "train_bench": "bench/results/train_step.json",
     "generation_bench": "bench/results/generation.json",
+    "cot_stop_bench": "bench/results/cot_stop.json",
     "tests": "bench/results/test_suite.json",
     "gpu_reference": "bench/results/gpu_check_cpu.json",
     "gpu_check": "bench/results/gpu_check.json",
