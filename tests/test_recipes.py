@@ -135,6 +135,10 @@ def test_the_caft_command_has_help_and_one_line_errors(tmp_path):
     for args in (["--help"], ["profile", "--help"], ["plan", "--help"]):
         proc = subprocess.run(["caft", *args], capture_output=True, text=True, env=env())
         assert proc.returncode == 0 and "Usage: caft" in proc.stdout, args
+    # the command list rewraps each summary: no docstring line break shows (COLUMNS=200: one line per summary)
+    listing = subprocess.run(["caft", "--help"], capture_output=True, text=True, env={**env(), "COLUMNS": "200"})
+    profile_line = next(line for line in listing.stdout.splitlines() if "│ profile" in line)
+    assert "then apply them through dvc exp run -S key=value ...; any other argument" in profile_line
     proc = subprocess.run(["caft", "profile", str(tmp_path / "nope.yaml")], capture_output=True, text=True, env=env())
     assert (proc.returncode, proc.stderr) == (2, f"error: profile not found: {tmp_path / 'nope.yaml'}\n")
     proc = subprocess.run(["caft", "profile", "split@x"], capture_output=True, text=True, env=env())

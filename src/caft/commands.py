@@ -25,7 +25,10 @@ import typer
 from caft.cli import stage
 from caft.errors import CaftError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+# markdown: a docstring's line breaks are soft, so `caft --help` rewraps each command's summary to the terminal
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", help=__doc__.split("\n\n")[0]
+)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
