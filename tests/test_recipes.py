@@ -153,3 +153,29 @@ def test_the_caft_command_has_help_and_one_line_errors(tmp_path):
     )
     assert proc.returncode == 0 and proc.stdout.startswith("stages (37): prepare, entropy@qwen2_5_3b")
     assert json.loads(out.read_text())["stages"][0] == "prepare"
+
+
+def test_a_profile_in_params_yaml_shape_sets_only_the_leaves_it_names(tmp_path):
+    """`split: {threshold: 0.5}` is `split.threshold: 0.5` (the section's other leaves stay), and a typo inside
+    a nested section is named as a dotted key: one line, exit 2, no run."""
+    (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())
+    (tmp_path / "nested.yaml").write_text("split:\n  threshold: 0.5\n  easy_threshold: 0.1\nseed: 7\n")
+    (tmp_path / "typo.yaml").write_text("split:\n  treshold: 0.5\n")
+
+    def caft_profile(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["caft", "profile", name], capture_output=True, text=True, env=env(), cwd=tmp_path)
+
+    # no DVC project here: dvc exp run fails after caft printed the command it built
+    proc = caft_profile("nested.yaml")
+    assert proc.stdout.splitlines()[0] == "+ dvc exp run -S split.threshold=0.5 -S split.easy_threshold=0.1 -S seed=7"
+    assert profile.merged_overrides([tmp_path / "nested.yaml"]) == {
+        "split.threshold": 0.5,
+        "split.easy_threshold": 0.1,
+        "seed": 7,
+    }
+    proc = caft_profile("typo.yaml")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "error: invalid params: split.treshold: Extra inputs are not permitted\n",
+    )

@@ -21,7 +21,21 @@ def load_overrides(path: str | Path) -> dict[str, object]:
     overrides = yaml.safe_load(path.read_text()) or {}
     if not isinstance(overrides, dict):
         raise CaftError(f"profile {path} must map dotted param keys to values")
-    return overrides
+    return flatten(overrides)
+
+
+def flatten(overrides: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted leaf keys for a profile written in params.yaml's nested shape too (`split: {threshold: 0.5}` is
+    `split.threshold: 0.5`): a nested mapping sets the leaves it names and keeps the section's others, where
+    passing it whole would replace the section (and fail validation on every leaf it left out)."""
+    flat: dict[str, object] = {}
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def merged_overrides(paths: list[str | Path]) -> dict[str, object]:
