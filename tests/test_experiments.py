@@ -165,6 +165,32 @@ def test_a_sweep_from_an_uncommitted_base_is_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
+def test_a_sweep_with_a_bad_threshold_queues_nothing(tmp_path):
+    """`caft sweep --thresholds 0.5,abc` (or 1.5, or 0.5 twice): one line naming the value, exit 2, and no
+    point queued (the good ones would otherwise run for an hour beside a failed one)."""
+    from tests.conftest import committed
+
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env(), check=True)
+    (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, env=env(), check=True)
+    subprocess.run(["git", "commit", "-qm", "base"], cwd=tmp_path, env=env(), check=True)
+    expected = {
+        "0.5,abc": "error: --thresholds abc: invalid params: split.threshold: Input should be a valid number, "
+        "unable to parse string as a number\n",
+        "1.5": "error: --thresholds 1.5: invalid params: split.threshold=1.5 is out of range for units=quantile "
+        "([0.0, 1.0])\n",
+        "0.5,0.6,0.5": "error: --thresholds repeats 0.5\n",
+    }
+    for thresholds, stderr in expected.items():
+        proc = subprocess.run(
+            ["caft", "sweep", "--thresholds", thresholds], cwd=tmp_path, env=env(), capture_output=True, text=True
+        )
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", stderr)
+    queued = subprocess.run(["dvc", "queue", "status"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert "sweep-t" not in queued.stdout
+
+
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):
     """`caft reset`'s clean-up of DVC's `.gitignore` files on a hand-made tree: an untracked one left alone in its
     folder (a dropped student's) goes; a tracked one, or one beside a kept output, stays."""

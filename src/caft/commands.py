@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from caft.cli import stage
 from caft.errors import CaftError
@@ -136,6 +137,22 @@ def _echo_call(cmd: list[str], hint: str = "") -> None:
         raise CaftError(f"{' '.join(cmd)} failed{hint}")
 
 
+def _check_thresholds(values: list[str]) -> None:
+    """Every point's params valid before anything is queued: a bad value would otherwise fail in its worker
+    while the good points run for an hour, and a repeated one would queue the same experiment name twice."""
+    from caft.profile import validate
+
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise CaftError(f"--thresholds repeats {', '.join(repeated)}")
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    for value in values:
+        try:
+            validate(raw, {"split.threshold": yaml.safe_load(value)})
+        except CaftError as exc:
+            raise CaftError(f"--thresholds {value}: {exc}") from None
+
+
 RemoteOption = Annotated[str | None, typer.Option("-r", "--remote", help="DVC remote (default: the project's)")]
 
 
@@ -233,6 +250,7 @@ def sweep(
             "params.yaml / dvc.lock differ from the last commit: queued points run copies of the last "
             "commit, so commit the base run first (`git add -A && git commit`)"
         )
+    _check_thresholds(values)
     names = [f"sweep-t{v.replace('.', '')}" for v in values]
     for name, value in zip(names, values, strict=True):
         _echo_call(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", name])
