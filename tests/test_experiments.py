@@ -3,9 +3,11 @@
 import subprocess
 
 import pytest
+import yaml
 
 from caft import experiments
 from caft.errors import CaftError
+from tests.conftest import committed
 from tests.dvc_project import env
 
 
@@ -168,8 +170,6 @@ def test_a_sweep_from_an_uncommitted_base_is_one_line(tmp_path):
 def test_a_sweep_with_a_bad_threshold_queues_nothing(tmp_path):
     """`caft sweep --thresholds 0.5,abc` (or 1.5, or 0.5 twice): one line naming the value, exit 2, and no
     point queued (the good ones would otherwise run for an hour beside a failed one)."""
-    from tests.conftest import committed
-
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=tmp_path, env=env(), check=True)
     (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())
@@ -189,6 +189,31 @@ def test_a_sweep_with_a_bad_threshold_queues_nothing(tmp_path):
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", stderr)
     queued = subprocess.run(["dvc", "queue", "status"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert "sweep-t" not in queued.stdout
+
+
+def test_a_sweep_keeps_the_points_this_commit_already_ran(tmp_path):
+    """Widening a sweep (`--thresholds 0.5,...` after 0.5 ran on this commit): DVC would refuse the name, so the
+    point is kept as it is, said so, and not queued again."""
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env(), check=True)
+    (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())
+    stage = {"cmd": "python -c \"print('ran')\" > out.txt", "params": ["split.threshold"], "outs": ["out.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"point": stage}}))
+    subprocess.run(["dvc", "repro", "-q"], cwd=tmp_path, env=env(), check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, env=env(), check=True)
+    subprocess.run(["git", "commit", "-qm", "base"], cwd=tmp_path, env=env(), check=True)
+    subprocess.run(["dvc", "exp", "run", "--temp", "-q", "-S", "split.threshold=0.5", "-n", "sweep-t05"],
+                   cwd=tmp_path, env=env(), check=True)  # fmt: skip
+    proc = subprocess.run(
+        ["caft", "sweep", "--thresholds", "0.5"], cwd=tmp_path, env=env(), capture_output=True, text=True
+    )
+    # kept, nothing queued; the frontier then has no trained strategy to draw in this toy project
+    assert proc.stdout == (
+        "sweep: sweep-t05 is already an experiment of this commit: kept (`dvc exp remove sweep-t05` to run it again)\n"
+    )
+    assert proc.returncode == 2 and proc.stderr == (
+        "error: no experiment has sft / caft / distill results in reports/report.json (run the sweep first)\n"
+    )
 
 
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):

@@ -251,8 +251,24 @@ def sweep(
             "commit, so commit the base run first (`git add -A && git commit`)"
         )
     _check_thresholds(values)
-    names = [f"sweep-t{v.replace('.', '')}" for v in values]
-    for name, value in zip(names, values, strict=True):
+    points = {f"sweep-t{v.replace('.', '')}": v for v in values}
+    done = exp_queue.experiments_of_head() & set(points)
+    for name in sorted(done):
+        typer.echo(
+            f"sweep: {name} is already an experiment of this commit: kept (`dvc exp remove {name}` to run it again)"
+        )
+    names = [name for name in points if name not in done]
+    if names:
+        _run_points({name: points[name] for name in names}, jobs)
+    typer.echo(_write_frontier([], out_dir), nl=False)
+
+
+def _run_points(points: dict[str, str], jobs: int) -> None:
+    """Queue each (name, threshold), run the queue on `jobs` workers and wait for it; a failed point is one
+    line naming it."""
+    from caft import exp_queue
+
+    for name, value in points.items():
         _echo_call(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", name])
     typer.echo(f"+ dvc queue start -j {jobs}")
     # the workers are daemons: they must not hold this command's output open (a caller reading it would wait
@@ -265,10 +281,9 @@ def sweep(
     )
     if started.returncode != 0:
         raise CaftError("dvc queue start failed")
-    final = exp_queue.wait(names, typer.echo)
+    final = exp_queue.wait(list(points), typer.echo)
     if not exp_queue.any_busy():
         subprocess.run(["dvc", "queue", "stop"], capture_output=True)
     failed = [name for name, state in final.items() if state == "Failed"]
     if failed:
         raise CaftError(f"sweep points failed: {', '.join(failed)} (`dvc queue logs NAME` shows why)")
-    typer.echo(_write_frontier([], out_dir), nl=False)

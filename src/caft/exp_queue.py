@@ -74,3 +74,10 @@ def any_busy() -> bool:
     """Whether the queue still has work of anyone's (its workers are then left running)."""
     status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
     return any(re.search(rf"\b{state}\b", status) for state in BUSY)
+
+
+def experiments_of_head() -> set[str]:
+    """Names of the experiments whose baseline is the current commit: DVC refuses to queue one of those names
+    again on that commit, and its results are already what the name asks for."""
+    listed = subprocess.run(["dvc", "exp", "ls", "--name-only", "--rev", "HEAD"], capture_output=True, text=True)
+    return set(listed.stdout.split())
