@@ -1,6 +1,9 @@
 """`caft compare` (caft.experiments): the experiments table from `dvc exp show --json`; `caft push` / `pull`."""
 
+import signal
 import subprocess
+import threading
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,7 +11,7 @@ import yaml
 from caft import experiments
 from caft.errors import CaftError
 from tests.conftest import committed
-from tests.dvc_project import env
+from tests.dvc_project import HANG_GUARD_S, env
 
 
 def _report(caft_acc):
@@ -214,6 +217,74 @@ def test_a_sweep_keeps_the_points_this_commit_already_ran(tmp_path):
     assert proc.returncode == 2 and proc.stderr == (
         "error: no experiment has sft / caft / distill results in reports/report.json (run the sweep first)\n"
     )
+
+
+def _toy_sweep_project(root: Path, go: Path) -> None:
+    """A committed DVC project with the real params.yaml and one stage that reads split.threshold and runs until
+    the file `go` exists (a queued run works in a copy of the project, so the path is absolute)."""
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=root, env=env(), check=True)
+    (root / "params.yaml").write_text(committed("params.yaml").read_text())
+    (root / "point.py").write_text(
+        f"import pathlib, time\n\nwhile not pathlib.Path({str(go)!r}).exists():\n    time.sleep(0.2)\n"
+    )
+    stage = {"cmd": "python point.py > out.txt", "deps": ["point.py"], "params": ["split.threshold"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"point": {**stage, "outs": ["out.txt"]}}}))
+    go.touch()
+    subprocess.run(["dvc", "repro", "-q"], cwd=root, env=env(), check=True)
+    go.unlink()
+    subprocess.run(["git", "add", "-A"], cwd=root, env=env(), check=True)
+    subprocess.run(["git", "commit", "-qm", "base"], cwd=root, env=env(), check=True)
+
+
+def _read_until(proc: subprocess.Popen, text: str) -> list[str]:
+    """stdout lines up to and including the first that contains `text` (a hang is guarded by a kill timer)."""
+    lines: list[str] = []
+    while not lines or text not in lines[-1]:
+        line = proc.stdout.readline()
+        assert line, f"caft sweep ended before saying {text!r}: {lines}"
+        lines.append(line)
+    return lines
+
+
+def test_ctrl_c_leaves_a_sweep_running_and_the_same_sweep_waits_for_it(tmp_path):
+    """Ctrl-C while `caft sweep` waits: one line on stderr, exit 130, the point runs on in its worker; the same
+    `caft sweep` again waits for that point instead of queueing it a second time."""
+    go = tmp_path / "go"
+    _toy_sweep_project(tmp_path, go)
+
+    def sweep() -> subprocess.Popen:
+        proc = subprocess.Popen(["caft", "sweep", "--thresholds", "0.5"], cwd=tmp_path, env=env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        guard = threading.Timer(HANG_GUARD_S, proc.kill)
+        guard.daemon = True
+        guard.start()
+        return proc
+
+    try:
+        first = sweep()
+        _read_until(first, "running")
+        first.send_signal(signal.SIGINT)
+        assert first.wait() == 130
+        assert first.stderr.read() == (
+            "sweep: stopped waiting; the points run on in the queue's workers (`dvc queue status`; `dvc queue "
+            "kill NAME` stops one). The same `caft sweep` waits for them again.\n"
+        )
+        second = sweep()
+        assert _read_until(second, "already in the queue")[-1] == (
+            "sweep: sweep-t05 is already in the queue (running): waiting for it, not queued again\n"
+        )
+        go.touch()
+        out, err = second.communicate()
+        assert "sweep: point 1 of 1 (sweep-t05): success" in out and "dvc exp run --queue" not in out
+        assert err == (
+            "error: no experiment has sft / caft / distill results in reports/report.json (run the sweep first)\n"
+        )
+        status = subprocess.run(["dvc", "queue", "status"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+        assert status.stdout.count("sweep-t05") == 1
+    finally:
+        go.touch()
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=tmp_path, env=env(), capture_output=True)
 
 
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):

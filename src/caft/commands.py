@@ -257,18 +257,22 @@ def sweep(
         typer.echo(
             f"sweep: {name} is already an experiment of this commit: kept (`dvc exp remove {name}` to run it again)"
         )
-    names = [name for name in points if name not in done]
-    if names:
-        _run_points({name: points[name] for name in names}, jobs)
+    pending = [name for name in points if name not in done]
+    busy = {name: state for name, state in exp_queue.listed(pending).items() if state in exp_queue.BUSY}
+    for name, state in busy.items():
+        typer.echo(f"sweep: {name} is already in the queue ({state.lower()}): waiting for it, not queued again")
+    if pending:
+        _run_points({name: points[name] for name in pending if name not in busy}, pending, jobs)
     typer.echo(_write_frontier([], out_dir), nl=False)
 
 
-def _run_points(points: dict[str, str], jobs: int) -> None:
-    """Queue each (name, threshold), run the queue on `jobs` workers and wait for it; a failed point is one
-    line naming it."""
+def _run_points(queue: dict[str, str], pending: list[str], jobs: int) -> None:
+    """Queue each (name, threshold) of `queue`, run the queue on `jobs` workers and wait for every `pending`
+    point; a failed point is one line naming it. Ctrl-C stops the waiting only: the workers run on, and
+    `caft sweep` with the same thresholds waits for them again."""
     from caft import exp_queue
 
-    for name, value in points.items():
+    for name, value in queue.items():
         _echo_call(["dvc", "exp", "run", "--queue", "-S", f"split.threshold={value}", "-n", name])
     typer.echo(f"+ dvc queue start -j {jobs}")
     # the workers are daemons: they must not hold this command's output open (a caller reading it would wait
@@ -281,7 +285,15 @@ def _run_points(points: dict[str, str], jobs: int) -> None:
     )
     if started.returncode != 0:
         raise CaftError("dvc queue start failed")
-    final = exp_queue.wait(list(points), typer.echo)
+    try:
+        final = exp_queue.wait(pending, typer.echo)
+    except KeyboardInterrupt:
+        typer.echo(
+            "sweep: stopped waiting; the points run on in the queue's workers (`dvc queue status`; "
+            "`dvc queue kill NAME` stops one). The same `caft sweep` waits for them again.",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if not exp_queue.any_busy():
         subprocess.run(["dvc", "queue", "stop"], capture_output=True)
     failed = [name for name, state in final.items() if state == "Failed"]

@@ -18,18 +18,23 @@ LOG_EVERY_S = 15.0  # `dvc queue logs` starts a DVC process: asked at most this 
 _STAGE = re.compile(r"(?:Running stage|Stage) '([^']+)'")
 
 
-def states(names: list[str]) -> dict[str, str]:
-    """Each named task's state as `dvc queue status` prints it (Queued, Running, Success, Failed); a name it
-    does not list yet is Queued. A name an earlier sweep also used is busy while any of its tasks is, else it
-    has the state of the last one listed."""
+def listed(names: list[str]) -> dict[str, str]:
+    """The state of each of `names` that `dvc queue status` lists (Queued, Running, Success, Failed). A name an
+    earlier sweep also used is busy while any of its tasks is, else it has the state of the last one listed."""
     status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
-    found = {}
+    found: dict[str, str] = {}
     for line in status.splitlines():
         words = line.split()
         hits = [n for n in names if n in words]
         state = next((w for w in words if w in (*BUSY, "Success", "Failed")), None)
         if hits and state and found.get(hits[0]) not in BUSY:
             found[hits[0]] = state
+    return found
+
+
+def states(names: list[str]) -> dict[str, str]:
+    """Each named task's state; a name the queue does not list yet is Queued (just queued, not yet shown)."""
+    found = listed(names)
     return {n: found.get(n, "Queued") for n in names}
 
 
