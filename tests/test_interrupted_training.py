@@ -46,7 +46,7 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
 
 def _never_trained(root: Path) -> None:
     run(["git", "checkout", "dvc.lock"], root)
-    for rel in ("models/tiny", "metrics/train", "data/epochs", "plots/train", "logs/train"):
+    for rel in ("models/tiny", "metrics/train", "data/epochs", "plots/train", "logs/train", ".caft/checkpoints"):
         shutil.rmtree(root / rel, ignore_errors=True)
 
 
@@ -59,21 +59,28 @@ def _curves(folder: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.parametrize(
-    "point",
+    ("point", "signal"),
     [
-        "train:phase0:step5",  # mid-epoch: resumed from the checkpoint of step 4
-        "train:epoch2:eval",  # the last per-epoch pass of phase 0: its checkpoint precedes the pass and the evaluation
-        "train:epoch4:eval",  # the run's last per-epoch pass (the resume used to end in `KeyError: 4`)
-        "train:save",  # both phases done, the stage's outputs not yet written
+        ("train:phase0:step5", "SIGKILL"),  # mid-epoch: resumed from the checkpoint of step 4
+        ("train:epoch2:eval", "SIGKILL"),  # phase 0's last per-epoch pass: its checkpoint precedes the pass
+        ("train:epoch4:eval", "SIGKILL"),  # the run's last per-epoch pass (the resume used to end in `KeyError: 4`)
+        ("train:save", "SIGKILL"),  # both phases done, the stage's outputs not yet written
+        ("train:phase1:step1", "SIGINT"),  # Ctrl-C in phase 1: Python's clean-up runs, then the same resume
     ],
 )
-def test_a_kill_then_dvc_repro_gives_the_uninterrupted_run(project, point):
+def test_a_kill_then_dvc_repro_gives_the_uninterrupted_run(project, point, signal):
     """`--no-run-cache`: the reference run left a run-cache entry for these very inputs, which `dvc repro` would
     restore instead of resuming; a user's first run has none."""
     root, reference = project
-    killed = call(["dvc", "repro", "--no-run-cache", STAGE], root, CAFT_KILL_AT=point)
+    killed = call(["dvc", "repro", "--no-run-cache", STAGE], root, CAFT_KILL_AT=point, CAFT_KILL_SIGNAL=signal)
     try:
-        assert killed.returncode != 0 and "SIGKILL" in killed.stdout + killed.stderr
+        said = killed.stdout + killed.stderr
+        assert killed.returncode != 0 and "Traceback" not in said
+        told = {  # the stage's line, and DVC's with the launcher's exit status
+            "SIGKILL": ("caft: the training process was killed by SIGKILL\n", "exited with 137"),
+            "SIGINT": ("interrupted\n", "exited with 130"),
+        }[signal]
+        assert all(line in said for line in told), said
         out = run(["dvc", "repro", "--no-run-cache", STAGE], root)
         assert STAGE in ran_stages(out)
         ref, got = load_file(reference / "adapter_model.safetensors"), load_file(root / OUTS["adapter"])

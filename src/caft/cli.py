@@ -19,10 +19,12 @@ F = TypeVar("F", bound=Callable)
 # training and per adapter load about the libraries' internals, not about anything a user can change.
 LIBRARY_DEPRECATIONS = r"`is_gradient_checkpointing` is deprecated"
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def stage(fn: F) -> F:
-    """Turn a CaftError raised anywhere in a stage into `error: <message>` on stderr and exit code 2."""
+    """Turn a CaftError raised anywhere in a stage into `error: <message>` on stderr and exit code 2, and a
+    Ctrl-C into `interrupted` and exit code 130; either way, under DVC, the outputs DVC removed are put back."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,6 +36,10 @@ def stage(fn: F) -> F:
             print(f"error: {exc}", file=sys.stderr)
             after_failure(Path.cwd())
             raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:  # Ctrl-C: a person's choice, not a fault, so no traceback
+            print("interrupted", file=sys.stderr)
+            after_failure(Path.cwd())
+            raise SystemExit(EXIT_INTERRUPTED) from None
         except Exception:
             after_failure(Path.cwd())
             raise

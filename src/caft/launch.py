@@ -1,15 +1,22 @@
-"""`accelerate launch`, as the train stage runs it, minus one notice.
+"""`accelerate launch`, as the train stage runs it, minus one notice and the launcher's own traceback.
 
 On a CPU without `OMP_NUM_THREADS`, accelerate picks threads per process = physical cores / processes (what
 we want) and says so on every launch ("`--num_cpu_threads_per_process` was set to ..."); the value cannot be
 given in an accelerate config file, and passing it on the command line would fix a core count into dvc.yaml.
 This filter drops exactly that notice when it is the only default the launcher reports; any other default
 accelerate fills in is still shown.
+
+The launcher runs the training script as a child process and raises a traceback of its own when the child
+fails, under the child's one-line error; a Ctrl-C reaches both, and the launcher's KeyboardInterrupt would
+end it while the child is still putting DVC's outputs back. Here the child alone answers a Ctrl-C, and the
+launcher exits with the child's status (128 + the signal, named in one line, for a child killed by one).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
 import sys
 
 THREADS_NOTICE = "`--num_cpu_threads_per_process` was set to"
@@ -21,11 +28,24 @@ class OnlyThreadsNotice(logging.Filter):
         return not (defaults and all(THREADS_NOTICE in line for line in defaults))
 
 
+def _child_answers(signum: int, frame: object) -> None:
+    """A handler, not SIG_IGN: a child starts with Python's own Ctrl-C handling, since exec resets handlers
+    (an ignored signal would stay ignored in the child)."""
+
+
 def main() -> None:
     from accelerate.commands.launch import launch_command, launch_command_parser, logger
 
     logger.addFilter(OnlyThreadsNotice())
-    launch_command(launch_command_parser().parse_args(sys.argv[1:]))
+    signal.signal(signal.SIGINT, _child_answers)
+    try:
+        launch_command(launch_command_parser().parse_args(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        if exc.returncode < 0:  # killed by a signal (an out-of-memory kill, say): the child could not say so
+            name = signal.Signals(-exc.returncode).name
+            print(f"caft: the training process was killed by {name}", file=sys.stderr)
+            raise SystemExit(128 - exc.returncode) from None
+        raise SystemExit(exc.returncode) from None
 
 
 if __name__ == "__main__":
