@@ -1,8 +1,10 @@
 """`caft compare` (caft.experiments): the experiments table from `dvc exp show --json`; `caft push` / `pull`."""
 
+import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -220,19 +222,28 @@ def test_a_sweep_keeps_the_points_this_commit_already_ran(tmp_path):
 
 
 def _toy_sweep_project(root: Path, go: Path) -> None:
-    """A committed DVC project with the real params.yaml and one stage that reads split.threshold and runs until
-    the file `go` exists (a queued run works in a copy of the project, so the path is absolute)."""
+    """A committed DVC project with the real params.yaml and one stage that reads split.threshold, touches
+    `started` beside `go`, and runs until the file `go` exists or a Ctrl-C (a queued run works in a copy of the
+    project, so the paths are absolute). A Ctrl-C takes it 2 s to answer, as a real stage's clean-up."""
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=root, env=env(), check=True)
     (root / "params.yaml").write_text(committed("params.yaml").read_text())
     (root / "point.py").write_text(
-        f"import pathlib, time\n\nwhile not pathlib.Path({str(go)!r}).exists():\n    time.sleep(0.2)\n"
+        "import pathlib, time\n\n"
+        f"pathlib.Path({str(go.with_name('started'))!r}).touch()\n"
+        "try:\n"
+        f"    while not pathlib.Path({str(go)!r}).exists():\n"
+        "        time.sleep(0.2)\n"
+        "except KeyboardInterrupt:\n"
+        "    time.sleep(2)  # a stage's clean-up (caft's puts DVC's outputs back) takes a while\n"
+        "    raise SystemExit(130) from None\n"
     )
     stage = {"cmd": "python point.py > out.txt", "deps": ["point.py"], "params": ["split.threshold"]}
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"point": {**stage, "outs": ["out.txt"]}}}))
     go.touch()
     subprocess.run(["dvc", "repro", "-q"], cwd=root, env=env(), check=True)
     go.unlink()
+    go.with_name("started").unlink()
     subprocess.run(["git", "add", "-A"], cwd=root, env=env(), check=True)
     subprocess.run(["git", "commit", "-qm", "base"], cwd=root, env=env(), check=True)
 
@@ -285,6 +296,31 @@ def test_ctrl_c_leaves_a_sweep_running_and_the_same_sweep_waits_for_it(tmp_path)
     finally:
         go.touch()
         subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=tmp_path, env=env(), capture_output=True)
+
+
+def test_ctrl_c_in_caft_profile_lets_dvc_stop_its_stage_first(tmp_path):
+    """Ctrl-C reaches `caft profile`, `dvc exp run` and the stage alike: caft waits while DVC stops the stage and
+    says so, then says `interrupted` (exit 130); DVC is not killed mid-clean-up, so the next DVC command runs."""
+    go = tmp_path / "go"
+    _toy_sweep_project(tmp_path, go)
+    (tmp_path / "point.yaml").write_text("split.threshold: 0.6\n")
+    proc = subprocess.Popen(["caft", "profile", "point.yaml"], cwd=tmp_path, env=env(), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    guard = threading.Timer(HANG_GUARD_S, proc.kill)
+    guard.daemon = True
+    guard.start()
+    try:
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate()
+    finally:
+        go.touch()
+    assert proc.returncode == 130 and "Traceback" not in out + err
+    assert "ERROR: failed to reproduce 'point'" in err and err.endswith("\ninterrupted\n")
+    status = subprocess.run(["dvc", "status"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
 
 
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):

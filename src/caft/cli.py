@@ -3,11 +3,14 @@ the outputs DVC removed put back when the stage fails (`caft.rollback`)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,3 +48,26 @@ def stage(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def child_answers_ctrl_c() -> Iterator[None]:
+    """While a child process runs in the foreground (dvc, the training script), a Ctrl-C reaches both: the
+    child answers it (DVC stops its stage and puts back its outputs) and this process waits for the child,
+    then stops with KeyboardInterrupt. Without this, the KeyboardInterrupt arrives while this process waits, and
+    `subprocess.call` kills the child mid-clean-up. A handler, not SIG_IGN: exec resets handlers, so the child
+    starts with Python's own Ctrl-C handling (an ignored signal would stay ignored in it)."""
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: fired.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if fired:
+        raise KeyboardInterrupt
+
+
+def foreground(cmd: list[str]) -> int:
+    """`cmd`'s exit status, run as if typed at the shell (a Ctrl-C is its to answer first)."""
+    with child_answers_ctrl_c():
+        return subprocess.call(cmd)

@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from caft.cli import stage
+from caft.cli import foreground, stage
 from caft.errors import CaftError
 
 # markdown: a docstring's line breaks are soft, so `caft --help` rewraps each command's summary to the terminal
@@ -49,7 +49,7 @@ def profile(
     targets = [f for f in files if f not in yaml_files]
     cmd = ["dvc", "exp", "run", *hydra_args(overrides), *targets, *ctx.args]
     typer.echo("+ " + " ".join(cmd))
-    raise typer.Exit(subprocess.call(cmd))
+    raise typer.Exit(foreground(cmd))
 
 
 @app.command()
@@ -133,7 +133,7 @@ def _remote_args(remote: str | None) -> list[str]:
 def _echo_call(cmd: list[str], hint: str = "") -> None:
     """Run a git / dvc command as the user would see it typed; its failure is one line."""
     typer.echo("+ " + " ".join(cmd))
-    if subprocess.call(cmd) != 0:
+    if foreground(cmd) != 0:
         raise CaftError(f"{' '.join(cmd)} failed{hint}")
 
 
@@ -184,7 +184,7 @@ def pull(remote: RemoteOption = None) -> None:
 
     cmd = ["dvc", "pull", "--run-cache", *_remote_args(remote)]
     typer.echo("+ " + " ".join(cmd))
-    pulled = subprocess.call(cmd) == 0  # it fails on outputs the commit never ran: the responses come anyway
+    pulled = foreground(cmd) == 0  # it fails on outputs the commit never ran: the responses come anyway
     there, fetched = pull_responses(remote)
     typer.echo(f"caft pull: {there} teacher / judge responses on the remote; {fetched} new on this machine")
     if not pulled:

@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 
+from caft.cli import child_answers_ctrl_c
+
 THREADS_NOTICE = "`--num_cpu_threads_per_process` was set to"
 
 
@@ -28,18 +30,15 @@ class OnlyThreadsNotice(logging.Filter):
         return not (defaults and all(THREADS_NOTICE in line for line in defaults))
 
 
-def _child_answers(signum: int, frame: object) -> None:
-    """A handler, not SIG_IGN: a child starts with Python's own Ctrl-C handling, since exec resets handlers
-    (an ignored signal would stay ignored in the child)."""
-
-
 def main() -> None:
     from accelerate.commands.launch import launch_command, launch_command_parser, logger
 
     logger.addFilter(OnlyThreadsNotice())
-    signal.signal(signal.SIGINT, _child_answers)
     try:
-        launch_command(launch_command_parser().parse_args(sys.argv[1:]))
+        with child_answers_ctrl_c():
+            launch_command(launch_command_parser().parse_args(sys.argv[1:]))
+    except KeyboardInterrupt:  # the Ctrl-C came after the child's last step: its run is done, and DVC records it
+        return
     except subprocess.CalledProcessError as exc:
         if exc.returncode < 0:  # killed by a signal (an out-of-memory kill, say): the child could not say so
             name = signal.Signals(-exc.returncode).name
