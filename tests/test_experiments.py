@@ -323,6 +323,28 @@ def test_ctrl_c_in_caft_profile_lets_dvc_stop_its_stage_first(tmp_path):
     assert status.returncode == 0, status.stderr
 
 
+def test_a_profile_may_add_a_model_that_params_yaml_lacks(tmp_path):
+    """A new student's block is new keys to Hydra, which refuses them in the plain `-S key=value` form: `caft
+    profile` passes those as `-S ++key=value`, and DVC writes them into params.yaml."""
+    go = tmp_path / "go"
+    _toy_sweep_project(tmp_path, go)
+    go.touch()
+    mine = {"ref": "tiny", "revision": None, "dtype": "float32", "trust_remote_code": False, "import_key": None,
+            "n_parameters": None}  # fmt: skip
+    profile = {"models": {"mine": mine}, "students": ["mine"]}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    proc = subprocess.run(["caft", "profile", "mine.yaml"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == (
+        "+ dvc exp run -S ++models.mine.ref=tiny -S ++models.mine.revision=null -S ++models.mine.dtype=float32 "
+        "-S ++models.mine.trust_remote_code=false -S ++models.mine.import_key=null "
+        "-S ++models.mine.n_parameters=null -S students=[mine]"
+    )
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert written["models"]["mine"] == mine and written["students"] == ["mine"]
+    assert written["models"]["smollm2"] == yaml.safe_load(committed("params.yaml").read_text())["models"]["smollm2"]
+
+
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):
     """`caft reset`'s clean-up of DVC's `.gitignore` files on a hand-made tree: an untracked one left alone in its
     folder (a dropped student's) goes; a tracked one, or one beside a kept output, stays."""

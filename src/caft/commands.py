@@ -47,7 +47,8 @@ def profile(
         raise CaftError("caft profile needs at least one profile file (.yaml)")
     overrides, _ = resolve(yaml_files)
     targets = [f for f in files if f not in yaml_files]
-    cmd = ["dvc", "exp", "run", *hydra_args(overrides), *targets, *ctx.args]
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    cmd = ["dvc", "exp", "run", *hydra_args(overrides, raw), *targets, *ctx.args]
     typer.echo("+ " + " ".join(cmd))
     raise typer.Exit(foreground(cmd))
 
