@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from caft.params import Params, parse_params
-from caft.profile import apply
+from caft.profile import apply, flatten
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -42,21 +42,9 @@ def committed_params() -> dict:
     return yaml.safe_load(committed("params.yaml").read_text())
 
 
-def leaves(overrides: dict[str, object], prefix: str = "") -> dict[str, object]:
-    """Nested overrides as dotted leaves (`{"split": {"val_size": 4}}` -> `{"split.val_size": 4}`), so a section
-    given in part keeps the committed values of its other keys."""
-    out: dict[str, object] = {}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and value:
-            out |= leaves(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def raw_params(overrides: dict[str, object] | None = None) -> dict:
     """The committed params mapping with overrides (dotted keys or nested sections, applied leaf by leaf)."""
-    return apply(committed_params(), leaves(overrides or {}))
+    return apply(committed_params(), flatten(overrides or {}))
 
 
 def params(overrides: dict[str, object] | None = None) -> Params:
@@ -72,7 +60,7 @@ def section(where: str, /, **fields: object) -> BaseModel:
     for key in where.split("."):
         name = next(n for n, f in model.model_fields.items() if (f.alias or n) == key)
         model, node = model.model_fields[name].annotation, node[key]
-    return model.model_validate(apply(node, leaves(fields)))
+    return model.model_validate(apply(node, flatten(fields)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, committed, committed_params, leaves
+from caft.profile import flatten
+from tests.conftest import REPO, committed, committed_params
 from tests.dvc_project import call, copy_project
 
 CAFT = REPO / "src" / "caft"
@@ -203,7 +204,7 @@ def test_every_listed_param_is_a_leaf_of_params_yaml():
     """DVC fails a stage whose listed param is missing from params.yaml, and only when that stage runs (a
     family's stage runs only when a profile enables it): every listed key must be there, whatever the item."""
     params = committed_params()
-    names = set(leaves(params))
+    names = set(flatten(params))
     models = {f"models.{name}." for name in params["models"]}
     missing = set()
     for name, body in _stages():

@@ -81,13 +81,16 @@ def test_bad_params_give_one_line(path, value, message):
 
 
 def test_profile_hydra_args():
-    assert profile.hydra_args({"students": ["tiny"], "split.threshold": 0.5, "data.file.path": None}) == [
+    overrides = {"students": ["tiny"], "split.threshold": 0.5, "data.file.path": None, "models.mine.ref": "tiny"}
+    assert profile.hydra_args(overrides, committed_params()) == [
         "-S",
         "students=[tiny]",
         "-S",
         "split.threshold=0.5",
         "-S",
         "data.file.path=null",
+        "-S",
+        "++models.mine.ref=tiny",  # a key params.yaml lacks: Hydra adds it only in this form
     ]
 
 
