@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from caft.cli import foreground, stage
+from caft.cli import EXIT_INTERRUPTED, foreground, stage
 from caft.errors import CaftError
 
 # markdown: a docstring's line breaks are soft, so `caft --help` rewraps each command's summary to the terminal
@@ -294,7 +294,7 @@ def _run_points(queue: dict[str, str], pending: list[str], jobs: int) -> None:
             "`dvc queue kill NAME` stops one). The same `caft sweep` waits for them again.",
             err=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if not exp_queue.any_busy():
         subprocess.run(["dvc", "queue", "stop"], capture_output=True)
     failed = [name for name, state in final.items() if state == "Failed"]

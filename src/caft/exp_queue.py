@@ -84,5 +84,5 @@ def any_busy() -> bool:
 def experiments_of_head() -> set[str]:
     """Names of the experiments whose baseline is the current commit: DVC refuses to queue one of those names
     again on that commit, and its results are already what the name asks for."""
-    listed = subprocess.run(["dvc", "exp", "ls", "--name-only", "--rev", "HEAD"], capture_output=True, text=True)
-    return set(listed.stdout.split())
+    shown = subprocess.run(["dvc", "exp", "ls", "--name-only", "--rev", "HEAD"], capture_output=True, text=True)
+    return set(shown.stdout.split())
