@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,6 +20,13 @@ from caft.profile import apply, flatten
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Tests send Ctrl-C to the commands they start. A shell starts a background job (`make test &`, `nohup`) with
+# SIGINT ignored, and an ignored signal stays ignored in every process started from it: each caft or dvc process
+# would then ignore the test's Ctrl-C and run on until the hang guard. A handler, unlike SIG_IGN, is reset to the
+# default when a child starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -3,6 +3,7 @@ verbatim, the entropy read inside the `[[...]]` marker, letter markers, the thir
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from transformers import DynamicCache
 
 from caft import answers, entropy, evaluate, generation, metrics, prompts, sets, tokens
 from caft.errors import CaftError
@@ -234,19 +236,22 @@ def smollm2():
 
 
 def _unbatched_marker(model, tok, prompt: str, prefix: str, max_new: int) -> tuple[str, float]:
-    """The authors' procedure one question at a time, written out: greedy steps with full forward passes (no
-    padding, no cache), the raw logits of each, the first `[[...]]`, the step that writes its first character."""
+    """The authors' procedure one question at a time, written out: greedy steps of the model alone (no padding,
+    no shared opening; transformers' own key/value cache, filled in place), the raw logits of each, the first
+    `[[...]]`, the step that writes its first character."""
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache = DynamicCache()
     new, steps = [], []
     with torch.inference_mode():
         for _ in range(max_new):
-            logits = model(input_ids=ids).logits[0, -1].float()
+            logits = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{keyword: cache}).logits[0, -1].float()
             token = int(logits.argmax())
             if token == tok.eos_token_id:
                 break
             new.append(token)
             steps.append(logits)
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            ids = torch.tensor([[token]])
     text = tok.decode(new, skip_special_tokens=True)
     found = entropy.marker_answer(prefix, text)
     if found is None:

@@ -27,6 +27,18 @@ def project(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("project"), "profiles/mcq-smollm2.yaml", "profiles/tiny.yaml")
 
 
+# The thresholds the experiments below move to and back from (the sweep's and the threshold test's own aside):
+# a test finds an earlier test's run of one in the project's run-cache and restores it instead of training again.
+# Which one a test takes depends only on where the workspace stands, so the tests pass in any order.
+THRESHOLDS = (0.6, 0.4)
+
+
+def another_threshold(project: Path) -> float:
+    """One of THRESHOLDS that the workspace is not at."""
+    current = yaml.safe_load((project / "params.yaml").read_text())["split"]["threshold"]
+    return next(t for t in THRESHOLDS if t != current)
+
+
 def test_tiny_profile_leaves_the_workspace_in_the_profile(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["students"] == ["tiny"] and params["data"]["synthetic"]["n_questions"] == 160
@@ -182,7 +194,8 @@ def test_stage_errors_are_one_line_and_leave_no_output(project):
     (project / "bad-params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr == "error: invalid params: split.easy_threshold=0.9 is above threshold=0.5\n"
+    threshold = params["split"]["threshold"]  # wherever an earlier test left the workspace
+    assert proc.stderr == f"error: invalid params: split.easy_threshold=0.9 is above threshold={threshold}\n"
     assert not (project / "bad-out").exists() and not (project / "bad.json").exists()
 
 
@@ -295,16 +308,17 @@ def test_a_collaborator_restores_a_run_nobody_committed(project, tmp_path):
     run(["dvc", "remote", "add", "-d", "-f", "shared", str(tmp_path / "remote")], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny results, shared remote"], project)
-    run(["dvc", "exp", "run", "-S", "split.threshold=0.7"], project)  # an experiment, never committed
+    threshold = another_threshold(project)
+    run(["dvc", "exp", "run", "-S", f"split.threshold={threshold}"], project)  # an experiment, never committed
     ran_here = json.loads((project / "metrics/eval/tiny/caft/42.json").read_text())
-    run(["caft", "reset"], project)  # the workspace back at the commit: 0.7 is only an experiment now
+    run(["caft", "reset"], project)  # the workspace back at the commit: the threshold is only an experiment now
 
     pushed = run([*MAKE, "push"], project)
     assert "caft push: " in pushed and "output files uploaded now" in pushed
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     run([*MAKE, "pull"], clone)  # dvc pull --run-cache
-    out = run(["dvc", "exp", "run", "--pull", "-S", "split.threshold=0.7"], clone)
+    out = run(["dvc", "exp", "run", "--pull", "-S", f"split.threshold={threshold}"], clone)
     assert json.loads((clone / "metrics/eval/tiny/caft/42.json").read_text()) == ran_here
     assert recomputed(out) <= {"check_params", "report"}, out
     assert "Stage 'train@tiny-caft-42' is cached - skipping run, checking out outputs" in out
@@ -317,10 +331,12 @@ def test_revisiting_a_threshold_restores_every_stage_from_the_run_cache(project)
     outputs) run again."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     start = params["split"]["threshold"]
-    run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
+    a = another_threshold(project)
+    b = next(t for t in THRESHOLDS if t != a)
+    run(["dvc", "exp", "run", "-S", f"split.threshold={a}"], project)
     before = json.loads((project / "metrics/eval/tiny/caft/42.json").read_text())
-    run(["dvc", "exp", "run", "-S", "split.threshold=0.4"], project)
-    out = run(["dvc", "exp", "run", "-S", "split.threshold=0.6"], project)
+    run(["dvc", "exp", "run", "-S", f"split.threshold={b}"], project)
+    out = run(["dvc", "exp", "run", "-S", f"split.threshold={a}"], project)
     assert recomputed(out) <= {"report"}, out
     assert "Stage 'train@tiny-caft-42' is cached - skipping run, checking out outputs" in out
     assert json.loads((project / "metrics/eval/tiny/caft/42.json").read_text()) == before
@@ -497,7 +513,7 @@ def test_reset_returns_to_the_committed_params_and_their_outputs(project):
     commit_state(project)
     committed = run(["git", "show", "HEAD:params.yaml"], project)
     split = (project / "metrics/split/tiny.json").read_bytes()
-    run(["dvc", "exp", "run", "-S", "split.threshold=0.45"], project)
+    run(["dvc", "exp", "run", "-S", f"split.threshold={another_threshold(project)}"], project)
     assert (project / "metrics/split/tiny.json").read_bytes() != split
     run(["caft", "reset"], project)
     assert (project / "params.yaml").read_text() == committed
