@@ -70,22 +70,14 @@ def resolve(paths: list[str | Path], params_file: str | Path = "params.yaml") ->
     return overrides, validate(yaml.safe_load(Path(params_file).read_text()), overrides)
 
 
-def _has(raw: dict, dotted: str) -> bool:
-    node: object = raw
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return False
-        node = node[key]
-    return True
-
-
 def hydra_args(overrides: dict[str, object], raw: dict) -> list[str]:
     """`-S key=value` arguments for `dvc exp run` (values in YAML flow style, which Hydra parses); a key that
     params.yaml (`raw`) does not hold yet, such as a new model's block, is `-S ++key=value`, since Hydra
     refuses to add a key with the plain form."""
+    known = flatten(raw)
     args = []
     for key, value in overrides.items():
         rendered = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
         rendered = rendered.removesuffix("\n...").strip()
-        args += ["-S", f"{'' if _has(raw, key) else '++'}{key}={rendered}"]
+        args += ["-S", f"{'' if key in known else '++'}{key}={rendered}"]
     return args
