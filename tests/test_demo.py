@@ -98,9 +98,11 @@ def test_rerunning_the_tiny_chain_run_is_a_no_op(chain):
 
 @pytest.mark.integration
 def test_the_dataset_teacher_backend_through_dvc_exp_run(chain):
-    """`teacher.backend: dataset` as a user switches to it: the source's own rationale closed with the marker,
-    labelled as such; it re-runs the teacher and what trains on traces, never prepare or entropy."""
-    out = run(["dvc", "exp", "run", "-S", "teacher.backend=dataset"], chain)
+    """`teacher.backend: dataset` as a user switches to it (the teacher stage, the one under test): the source's
+    own rationale closed with the marker, labelled as such, and nothing upstream re-run; back on the oracle, its
+    traces are the earlier ones, so no stage after the teacher runs again (the GSM8K run below trains on a
+    dataset's rationales end to end)."""
+    out = run(["dvc", "exp", "run", "-S", "teacher.backend=dataset", "teacher"], chain)
     ran = ran_stages(out)
     assert "teacher" in ran and not {"prepare", "entropy@tiny", "split@tiny"} & ran
     metrics = json.loads((chain / "metrics/teacher.json").read_text())
@@ -109,6 +111,8 @@ def test_the_dataset_teacher_backend_through_dvc_exp_run(chain):
     prepared = pd.read_parquet(chain / "data/prepared/train.parquet").set_index("question_id")
     expected = traces["question_id"].map(prepared["rationale"]) + "\nThe answer is " + traces["parsed_answer"] + "."
     assert (traces["trace"] == expected).all() and (traces["backend"] == "dataset").all()
+    back = run(["dvc", "exp", "run", "-S", "teacher.backend=oracle"], chain)
+    assert recomputed(back) <= {"check_params", "report"}, back  # check_params: see test_pipeline's API key test
 
 
 @pytest.mark.integration
