@@ -64,7 +64,7 @@ compare: setup
 THRESHOLDS ?= 0.5,0.6,0.9
 SWEEP_JOBS ?= 2
 sweep: setup
-	$(OFFLINE) $(BIN)/caft sweep --thresholds $(THRESHOLDS) --jobs $(SWEEP_JOBS)
+	$(OFFLINE) $(BIN)/caft sweep --thresholds '$(THRESHOLDS)' --jobs $(SWEEP_JOBS)
 
 ## Training seeds: SEEDS as a workspace experiment (`seeds` param): only the new seeds' trainings and evals run;
 ## the report averages over the seeds and pairs each seed's runs (mean +- sd, bootstrap over questions and seeds).

@@ -13,7 +13,7 @@ import yaml
 from caft import experiments
 from caft.errors import CaftError
 from tests.conftest import committed
-from tests.dvc_project import HANG_GUARD_S, env
+from tests.dvc_project import HANG_GUARD_S, MAKE, env
 
 
 def _report(caft_acc):
@@ -192,6 +192,10 @@ def test_a_sweep_with_a_bad_threshold_queues_nothing(tmp_path):
             ["caft", "sweep", "--thresholds", thresholds], cwd=tmp_path, env=env(), capture_output=True, text=True
         )
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", stderr)
+    # `make sweep THRESHOLDS=` (an empty list, as a shell variable gives it): caft's own line, not a usage box
+    proc = subprocess.run([*MAKE, "sweep", "THRESHOLDS="], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == "error: caft sweep needs --thresholds, e.g. 0.5,0.6,0.9", proc.stderr
     queued = subprocess.run(["dvc", "queue", "status"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert "sweep-t" not in queued.stdout
 
@@ -388,7 +392,7 @@ def test_a_misspelt_make_variable_is_refused_before_anything_runs(tmp_path):
     )
     ok = subprocess.run(["make", "-f", makefile, "-n", "-o", "setup", "sweep", "THRESHOLDS=0.5"], cwd=tmp_path,
                         capture_output=True, text=True, env=clean)  # fmt: skip
-    assert ok.returncode == 0 and "sweep --thresholds 0.5 --jobs 2" in ok.stdout
+    assert ok.returncode == 0 and "sweep --thresholds '0.5' --jobs 2" in ok.stdout
 
 
 def test_setup_asks_for_the_torch_build_before_creating_anything(tmp_path):
