@@ -192,6 +192,10 @@ def test_a_sweep_with_a_bad_threshold_queues_nothing(tmp_path):
             ["caft", "sweep", "--thresholds", thresholds], cwd=tmp_path, env=env(), capture_output=True, text=True
         )
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", stderr)
+    # no worker to run the points (`SWEEP_JOBS=0`): refused before anything is queued, not a wait for ever
+    proc = subprocess.run(["caft", "sweep", "--thresholds", "0.5", "--jobs", "0"], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "Invalid value for '--jobs'" in proc.stderr, proc.stderr
     # `make sweep THRESHOLDS=` (an empty list, as a shell variable gives it): caft's own line, not a usage box
     proc = subprocess.run([*MAKE, "sweep", "THRESHOLDS="], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert proc.returncode == 2

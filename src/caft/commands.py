@@ -57,7 +57,7 @@ def profile(
 @stage
 def plan(
     recipes: Annotated[list[Path], typer.Argument(help="recipe / profile files, applied in order on params.yaml")],
-    n_questions: Annotated[int | None, typer.Option(help="stand-in data size (default: the source's)")] = None,
+    n_questions: Annotated[int | None, typer.Option(min=1, help="stand-in data size (default: the source's)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the plan as JSON")] = None,
 ) -> None:
     """Print what a recipe will run: stages, teacher calls and tokens (and cost, where priced), training
@@ -70,7 +70,7 @@ def plan(
     result = make_plan(p, n_questions or questions_in_source(p))
     typer.echo(render(result))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        _write(json.dumps(result, indent=2) + "\n", json_out)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -87,7 +87,7 @@ def compare(
     table = experiments.markdown(experiments.rows(experiments.show(ctx.args)))
     typer.echo(table, nl=False)
     if out:
-        out.write_text(table)
+        _write(table, out)
 
 
 @app.command()
@@ -154,6 +154,21 @@ def _check_thresholds(values: list[str]) -> None:
             raise CaftError(f"--thresholds {value}: {exc}") from None
 
 
+def _write(text: str, dest: Path) -> None:
+    """A command's output file (a path the user gave: `--json`, `--out`, `--out-dir`), written atomically, its
+    folder made if missing; a path that cannot be written (no permission, a file where a folder should be) is
+    one line naming it instead of a traceback after the work is done."""
+    from caft.io import atomic_path
+
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.write_text(text)
+    except OSError as exc:
+        blocked = next((folder for folder in dest.parents if folder.is_file()), None)
+        why = f"{blocked} is a file, not a folder" if blocked else exc.strerror or str(exc)
+        raise CaftError(f"cannot write {dest}: {why}") from None
+
+
 RemoteOption = Annotated[str | None, typer.Option("-r", "--remote", help="DVC remote (default: the project's)")]
 
 
@@ -216,17 +231,16 @@ def _write_frontier(show_args: list[str], out_dir: Path) -> str:
     if experiments.priced(points):
         charts["frontier_cost"] = experiments.frontier_chart(points, "teacher_cost_usd")
     table = experiments.frontier_markdown(points)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "frontier.md").write_text(table)
-    (out_dir / "frontier.json").write_text(json.dumps(points, indent=2) + "\n")
+    _write(table, out_dir / "frontier.md")
+    _write(json.dumps(points, indent=2) + "\n", out_dir / "frontier.json")
     for name, chart in charts.items():
-        (out_dir / f"{name}.vl.json").write_text(json.dumps(chart, indent=2) + "\n")
+        _write(json.dumps(chart, indent=2) + "\n", out_dir / f"{name}.vl.json")
     try:
         import vl_convert  # the docs extra
     except ImportError:
         return table
     for name, chart in charts.items():
-        (out_dir / f"{name}.svg").write_text(vl_convert.vegalite_to_svg(chart))
+        _write(vl_convert.vegalite_to_svg(chart), out_dir / f"{name}.svg")
     return table
 
 
@@ -234,7 +248,7 @@ def _write_frontier(show_args: list[str], out_dir: Path) -> str:
 @stage
 def sweep(
     thresholds: Annotated[str, typer.Option(help="comma-separated split.threshold values")] = "0.5,0.6,0.9",
-    jobs: Annotated[int, typer.Option(help="queue workers (`dvc queue start -j`)")] = 2,
+    jobs: Annotated[int, typer.Option(min=1, help="queue workers (`dvc queue start -j`)")] = 2,
     out_dir: Annotated[Path, typer.Option(help="where `caft frontier` writes")] = Path("reports/frontier"),
 ) -> None:
     """Queue one experiment per threshold (`dvc exp run --queue -S split.threshold=t`), run them on `jobs`
