@@ -14,7 +14,7 @@ from caft import answers
 from caft.metrics import wilson
 from caft.params import load_params
 from tests.conftest import REPO, committed
-from tests.dvc_project import make_project, ran_stages, recomputed, run
+from tests.dvc_project import make_project, ran_stages, recomputed, run, up_to_date
 
 TINY_STRATEGIES = ["sft", "distill", "caft", "random"]  # profiles/tiny.yaml: the paper's four
 DEMO_STRATEGIES = [*TINY_STRATEGIES, "caft_reestimate"]
@@ -34,8 +34,12 @@ def test_the_demo_params_validate_and_its_dag_holds_the_strategies():
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> Path:
-    """`make tiny`: the default (number-format) pipeline with the tiny model, as a DVC experiment."""
-    return make_project(tmp_path_factory.mktemp("chain"), "profiles/tiny.yaml")
+    """`make tiny`: the default (number-format) pipeline with the tiny model, as a DVC experiment, committed: a
+    test that moves the workspace elsewhere (the GSM8K run) returns to it with `caft reset`."""
+    root = make_project(tmp_path_factory.mktemp("chain"), "profiles/tiny.yaml")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny chain"], root)
+    return root
 
 
 @pytest.mark.integration
@@ -157,3 +161,5 @@ def test_a_gsm8k_run_through_dvc_exp_run(chain):
         assert sorted(preds["question_id"]) == sorted(test["question_id"])
         assert report[strategy]["n"] == len(test)
         assert report[strategy]["accuracy"] == pytest.approx(preds["correct"].mean(), abs=1e-6)
+    run(["caft", "reset"], chain)  # back to the tiny chain, for the tests that read it, in any order
+    assert up_to_date(chain) and yaml.safe_load((chain / "params.yaml").read_text())["data"]["source"] == "synthetic"
