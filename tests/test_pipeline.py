@@ -500,6 +500,10 @@ def test_a_trained_model_is_shared_with_its_results(project, tmp_path):
         (["models/tiny/caft/42", "--out", str(out)], f"{out} exists and is not empty: give a new folder"),
         (["data/prepared", "--out", str(tmp_path / "x")], "data/prepared is not a caft model folder"),
         ([str(elsewhere), "--out", str(tmp_path / "x")], f"{elsewhere} is outside this project"),
+        (
+            ["models/tiny/caft/42", "--out", str(out / "README.md" / "x")],
+            f"cannot write {out / 'README.md' / 'x'}: {out / 'README.md'} is a file, not a folder",
+        ),
     ):
         proc = call(["caft", "card", *args], project)
         assert proc.returncode == 2 and proc.stderr.splitlines()[0].startswith(f"error: {message}"), proc.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard
 
+from caft.cli import file_in_the_way
 from caft.errors import CaftError
 from caft.io import umask_modes
 from caft.models import MODEL_CARD, read_card
@@ -126,6 +127,8 @@ def export(root: Path, model_dir: Path, out: Path, license: str | None) -> Path:
     (nothing of the user's is overwritten), and is written whole or not at all, with the modes any new file gets
     under the user's umask (it is meant to be shared)."""
     spec = read_card(model_dir)
+    if blocked := file_in_the_way(out):
+        raise CaftError(f"cannot write {out}: {blocked} is a file, not a folder (nothing was written)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CaftError(f"{out} exists and is not empty: give a new folder (nothing was written)")
     metrics = eval_metrics(root, model_dir)

@@ -25,6 +25,12 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The first folder of an output `path` that exists as a file: nothing can be written there, and `mkdir`
+    says only "File exists" or "Not a directory", without naming which one."""
+    return next((folder for folder in path.parents if folder.is_file()), None)
+
+
 def stage(fn: F) -> F:
     """Turn a CaftError raised anywhere in a stage into `error: <message>` on stderr and exit code 2, and a
     Ctrl-C into `interrupted` and exit code 130; either way, under DVC, the outputs DVC removed are put back."""

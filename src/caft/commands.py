@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from caft.cli import EXIT_INTERRUPTED, foreground, stage
+from caft.cli import EXIT_INTERRUPTED, file_in_the_way, foreground, stage
 from caft.errors import CaftError
 
 # markdown: a docstring's line breaks are soft, so `caft --help` rewraps each command's summary to the terminal
@@ -164,7 +164,7 @@ def _write(text: str, dest: Path) -> None:
         with atomic_path(dest) as tmp:
             tmp.write_text(text)
     except OSError as exc:
-        blocked = next((folder for folder in dest.parents if folder.is_file()), None)
+        blocked = file_in_the_way(dest)
         why = f"{blocked} is a file, not a folder" if blocked else exc.strerror or str(exc)
         raise CaftError(f"cannot write {dest}: {why}") from None
 
