@@ -88,6 +88,12 @@ def test_push_and_pull_without_a_remote_are_one_line(tmp_path):
             2,
             "error: no DVC remote: `dvc remote add -d NAME URL`, then commit .dvc/config (or pass -r NAME)\n",
         )
+    # a misspelt remote name, beside a real one: one line naming the project's remotes, nothing sent or fetched
+    subprocess.run(["dvc", "remote", "add", "shared", str(tmp_path / "remote")], cwd=tmp_path, env=env(), check=True)
+    for verb in ("push", "pull"):
+        proc = subprocess.run(["caft", verb, "-r", "shraed"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+        assert (proc.returncode, proc.stderr) == (2, "error: no DVC remote named 'shraed' (this project's: shared)\n")
+    assert not (tmp_path / "remote").exists()
 
 
 PRICES = {"teacher.price_prompt_per_m": 0.5, "teacher.price_completion_per_m": 2.0}

@@ -125,10 +125,17 @@ def reset(
 
 
 def _remote_args(remote: str | None) -> list[str]:
-    """`-r REMOTE` for dvc, after checking there is a remote to talk to (one line if not)."""
-    if remote is None and subprocess.run(["dvc", "remote", "default"], capture_output=True).returncode != 0:
-        raise CaftError("no DVC remote: `dvc remote add -d NAME URL`, then commit .dvc/config (or pass -r NAME)")
-    return ["-r", remote] if remote else []
+    """`-r REMOTE` for dvc, after checking there is a remote to talk to, by that name if one is given (one line
+    if not: a misspelt name would otherwise fail in DVC's push, or in the responses' pull after DVC's own)."""
+    if remote is None:
+        if subprocess.run(["dvc", "remote", "default"], capture_output=True).returncode != 0:
+            raise CaftError("no DVC remote: `dvc remote add -d NAME URL`, then commit .dvc/config (or pass -r NAME)")
+        return []
+    listed = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    if remote not in names:
+        raise CaftError(f"no DVC remote named {remote!r} (this project's: {', '.join(names) or 'none'})")
+    return ["-r", remote]
 
 
 def _echo_call(cmd: list[str], hint: str = "") -> None:
