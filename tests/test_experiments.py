@@ -94,6 +94,8 @@ def test_push_and_pull_without_a_remote_are_one_line(tmp_path):
         proc = subprocess.run(["caft", verb, "-r", "shraed"], cwd=tmp_path, env=env(), capture_output=True, text=True)
         assert (proc.returncode, proc.stderr) == (2, "error: no DVC remote named 'shraed' (this project's: shared)\n")
     assert not (tmp_path / "remote").exists()
+    proc = subprocess.run(["caft", "push", "-r", "shared"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0 and "caft push: 0 run records" in proc.stdout, proc.stderr  # the right name goes
 
 
 PRICES = {"teacher.price_prompt_per_m": 0.5, "teacher.price_completion_per_m": 2.0}
