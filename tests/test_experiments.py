@@ -194,6 +194,8 @@ def test_a_sweep_with_a_bad_threshold_queues_nothing(tmp_path):
         "1.5": "error: --thresholds 1.5: invalid params: split.threshold=1.5 is out of range for units=quantile "
         "([0.0, 1.0])\n",
         "0.5,0.6,0.5": "error: --thresholds repeats 0.5\n",
+        "0.5,0.50": "error: --thresholds repeats 0.5, 0.50\n",  # one threshold, two point names
+        "0.5,[": "error: --thresholds [: not a value (a number such as 0.6)\n",  # no YAML: no parser traceback
     }
     for thresholds, stderr in expected.items():
         proc = subprocess.run(

@@ -150,15 +150,24 @@ def _check_thresholds(values: list[str]) -> None:
     while the good points run for an hour, and a repeated one would queue the same experiment name twice."""
     from caft.profile import validate
 
-    repeated = sorted({v for v in values if values.count(v) > 1})
+    parsed = [_threshold_value(v) for v in values]  # 0.5 and 0.50 are one threshold, under two point names
+    repeated = sorted({v for v, x in zip(values, parsed, strict=True) if parsed.count(x) > 1})
     if repeated:
         raise CaftError(f"--thresholds repeats {', '.join(repeated)}")
     raw = yaml.safe_load(Path("params.yaml").read_text())
-    for value in values:
+    for value, threshold in zip(values, parsed, strict=True):
         try:
-            validate(raw, {"split.threshold": yaml.safe_load(value)})
+            validate(raw, {"split.threshold": threshold})
         except CaftError as exc:
             raise CaftError(f"--thresholds {value}: {exc}") from None
+
+
+def _threshold_value(value: str) -> object:
+    """One --thresholds value as `dvc exp run -S key=value` reads it (YAML); text that is no YAML is one line."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise CaftError(f"--thresholds {value}: not a value (a number such as 0.6)") from None
 
 
 def _write(text: str, dest: Path) -> None:
