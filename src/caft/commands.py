@@ -131,8 +131,10 @@ def _remote_args(remote: str | None) -> list[str]:
         if subprocess.run(["dvc", "remote", "default"], capture_output=True).returncode != 0:
             raise CaftError("no DVC remote: `dvc remote add -d NAME URL`, then commit .dvc/config (or pass -r NAME)")
         return []
-    listed = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True).stdout
-    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    # `dvc config --list` is one `key=value` a line (`dvc remote list` is a table that wraps a long URL)
+    listed = subprocess.run(["dvc", "config", "--list"], capture_output=True, text=True).stdout
+    keys = [line.split("=", 1)[0].removeprefix("remote.") for line in listed.splitlines() if line.startswith("remote.")]
+    names = sorted({key.rsplit(".", 1)[0] for key in keys})  # remote.<name>.<option>: a name may hold a dot
     if remote not in names:
         raise CaftError(f"no DVC remote named {remote!r} (this project's: {', '.join(names) or 'none'})")
     return ["-r", remote]
