@@ -78,6 +78,7 @@ def main(
             vllm=epochs.engine(p.eval, base.location, base.revision, lora_rank, world),
         )
     model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live, epoch_eval=epoch_eval)
+    train.leave_process_group()
     if not main_process:
         return
     live_summary = _end(live, live_dir)

@@ -125,3 +125,17 @@ def test_every_multi_process_config_asks_for_a_free_port():
     multi = {name for name, cfg in configs.items() if cfg["num_processes"] > 1}
     assert multi == {"cpu_ddp.yaml", "ddp.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"}
     assert {name: configs[name].get("main_process_port") for name in multi} == dict.fromkeys(multi, 0)
+
+
+def test_a_finished_training_leaves_the_process_group(tmp_path):
+    """A rank that exits with its gloo group still up can die of SIGABRT at interpreter exit, failing a training
+    that had finished: the stage leaves the group on every rank (here one rank, the same calls)."""
+    import torch.distributed as dist
+
+    from caft.train import leave_process_group
+
+    leave_process_group()  # no group (one process): nothing to leave
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    leave_process_group()
+    assert not dist.is_initialized()

@@ -354,6 +354,16 @@ def run(
     return model, tokenizer, results
 
 
+def leave_process_group() -> None:
+    """Every process of a distributed run leaves torch.distributed together, once training is over. Without
+    it, the other ranks return while rank 0 still writes the outputs, and at interpreter exit gloo's worker
+    threads can still hold tensors whose release needs the GIL that is being torn down: the process dies of
+    SIGABRT and the launcher fails a training that had finished. A no-op in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _rebanded_rows(model, tokenizer, setup: Setup, rows: pd.DataFrame, ckpt_root: Path, k: int) -> pd.DataFrame:
     """A re-banded phase's rows: its candidates that the model trained so far puts in the hard band."""
     if setup.reband is None:
