@@ -153,7 +153,8 @@ def test_the_caft_command_has_help_and_one_line_errors(tmp_path):
     )
     assert proc.returncode == 0 and proc.stdout.startswith("stages (37): prepare, entropy@qwen2_5_3b")
     assert json.loads(out.read_text())["stages"][0] == "prepare"
-    # a size below one question or beyond memory, and a --json path through a file: refused, the second in one line, no traceback
+    # a size below one question or beyond memory, and a --json path through a file: refused, the second in one
+    # line, no traceback
     plan = ["caft", "plan", "recipes/emnlp2025.yaml"]
     for size in ("0", "10000001", "99999999999999999999"):  # the last two: beyond memory, a numpy traceback before
         proc = subprocess.run([*plan, "--n-questions", size], capture_output=True, text=True, env=env(), cwd=REPO)
