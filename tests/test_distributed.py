@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_every_multi_process_config_asks_for_a_free_port():
     port 29500: port 0 makes each launch pick a free one."""
     configs = {path.name: yaml.safe_load(path.read_text()) for path in (REPO / "configs/accelerate").glob("*.yaml")}
     multi = {name for name, cfg in configs.items() if cfg["num_processes"] > 1}
-    assert multi == {"cpu_ddp.yaml", "ddp.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"}
+    assert multi == {"cpu_ddp.yaml", "ddp.yaml"}
     assert {name: configs[name].get("main_process_port") for name in multi} == dict.fromkeys(multi, 0)
 
 
@@ -139,3 +140,28 @@ def test_a_finished_training_leaves_the_process_group(tmp_path):
     assert dist.is_initialized()
     leave_process_group()
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"distributed_type": "FSDP", "num_processes": 8}, "shards the weights across processes (FSDP)"),
+        ({"distributed_type": "DEEPSPEED", "num_processes": 8}, "shards the weights across processes (DeepSpeed)"),
+        ("distributed_type: [", "is not valid YAML"),
+    ],
+)
+def test_an_accelerate_config_the_train_stage_cannot_run_under_is_refused(tmp_path, config, message):
+    """A sharded model cannot answer the per-epoch validation or be saved on the main process alone: the run
+    would hang at its first epoch end. check_params refuses it in one line, before any stage; a data-parallel
+    config passes."""
+    from caft.errors import CaftError
+    from caft.launch import check_config
+
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    with pytest.raises(CaftError, match=rf"^train\.accelerate_config: {re.escape(str(path))} .*{re.escape(message)}"):
+        check_config(path)
+    with pytest.raises(CaftError, match=rf"^train\.accelerate_config: {re.escape(str(tmp_path))} is not a file$"):
+        check_config(tmp_path)
+    for shipped in (REPO / "configs/accelerate").glob("*.yaml"):
+        check_config(shipped)

@@ -180,6 +180,7 @@ def test_a_question_file_edited_in_place_reruns_prepare(tmp_path):
         ("students=[nosuch]", "error: invalid params: students ['nosuch'] have no entry under models"),
         ("split.threshold=2", "error: invalid params: split.threshold=2.0 is out of range for units=quantile"),
         ("data.file.path=BAD", "error: row 0 (question_id='a'): has 1 options (must be 2..10)"),
+        ("train.accelerate_config=FSDP", "error: train.accelerate_config: FSDP shards the weights across processes"),
     ],
 )
 def test_a_rejected_experiment_leaves_the_workspace_as_it_was(tmp_path, override, message):
@@ -191,8 +192,11 @@ def test_a_rejected_experiment_leaves_the_workspace_as_it_was(tmp_path, override
     bad.write_text(
         json.dumps({"question_id": "a", "question": "Q?", "options": ["x"], "answer_index": 0, "category": "c"}) + "\n"
     )
+    fsdp = tmp_path / "fsdp.yaml"  # a user's sharded config: the training would hang at its first epoch end
+    fsdp.write_text("distributed_type: FSDP\nnum_processes: 8\n")
     before = _hashes(root)
-    proc = call(["dvc", "exp", "run", "-S", override.replace("BAD", str(bad))], root)
+    proc = call(["dvc", "exp", "run", "-S", override.replace("BAD", str(bad)).replace("FSDP", str(fsdp))], root)
+    message = message.replace("FSDP shards", f"{fsdp} shards")
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert "params.yaml is back to the experiment's baseline" in proc.stderr
     assert ran_stages(proc.stdout + proc.stderr) == {"check_params"}

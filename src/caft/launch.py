@@ -18,10 +18,36 @@ import logging
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import yaml
 
 from caft.cli import child_answers_ctrl_c
+from caft.errors import CaftError
 
 THREADS_NOTICE = "`--num_cpu_threads_per_process` was set to"
+# accelerate's distributed types that split the weights across processes. The train stage answers the per-epoch
+# validation and saves each phase's model on the main process alone, while the others go on or return: a sharded
+# model can do neither there (each forward and each full state dict gathers from every process), so such a run
+# would hang at its first epoch end or save, after the GPU time was spent.
+SHARDED = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
+
+
+def check_config(path: Path) -> None:
+    """Refuse, before any stage runs, an accelerate config the train stage cannot run under."""
+    if not path.is_file():
+        raise CaftError(f"train.accelerate_config: {path} is not a file")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CaftError(f"train.accelerate_config: {path} is not valid YAML: {exc}") from None
+    kind = config.get("distributed_type") if isinstance(config, dict) else None
+    if kind in SHARDED:
+        raise CaftError(
+            f"train.accelerate_config: {path} shards the weights across processes ({SHARDED[kind]}); caft answers the "
+            "per-epoch validation and saves the model on the main process alone, which needs every weight there: "
+            "use a data-parallel config (configs/accelerate/ddp.yaml)"
+        )
 
 
 class OnlyThreadsNotice(logging.Filter):

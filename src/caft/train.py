@@ -194,6 +194,10 @@ def _sft_config(p: Params, out: Path, epochs: float, has_eval: bool, on_gpu: boo
         eval_strategy="epoch" if has_eval else "no",
         report_to="none",
         dataloader_num_workers=0,
+        # every trainable parameter (the LoRA adapters, or the whole model) takes part in each forward: DDP's search
+        # for unused ones is an extra pass over the autograd graph every step, which torch warns about on each run
+        # (and which breaks gradient checkpointing); transformers turns it on for a PEFT model or without checkpointing
+        ddp_find_unused_parameters=False,
     )
 
 
