@@ -117,7 +117,8 @@ TEST_JOBS ?= 2
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=15
 
-## The developers' fast loop: unit tests only (no DVC end-to-end runs), about 50 s on 2 cores.
+## The developers' loop: unit tests only, no DVC end-to-end runs (a few minutes on 2 cores; one process, since two
+## would each load the models and share the same cores).
 test-fast: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q -m "not integration"
 
