@@ -359,10 +359,10 @@ def run(
 
 
 def leave_process_group() -> None:
-    """Every process of a distributed run leaves torch.distributed together, once training is over. Without
-    it, the other ranks return while rank 0 still writes the outputs, and at interpreter exit gloo's worker
-    threads can still hold tensors whose release needs the GIL that is being torn down: the process dies of
-    SIGABRT and the launcher fails a training that had finished. A no-op in a single process."""
+    """Every process of a distributed run leaves torch.distributed together once training is over, as torch asks
+    of each process before it exits. Without it, the other ranks returned while rank 0 still wrote the outputs and
+    exited with their gloo group up; one such rank died of SIGABRT at exit after rank 0 had finished, and the
+    launcher failed the training. A no-op in a single process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
