@@ -50,6 +50,12 @@ def committed_params() -> dict:
     return yaml.safe_load(committed("params.yaml").read_text())
 
 
+def model_entry(key: str = "tiny") -> dict:
+    """A committed model entry, whole, for a student key a test makes up (a student's entry writes every leaf the
+    stages list)."""
+    return committed_params()["models"][key]
+
+
 def raw_params(overrides: dict[str, object] | None = None) -> dict:
     """The committed params mapping with overrides (dotted keys or nested sections, applied leaf by leaf)."""
     return apply(committed_params(), flatten(overrides or {}))

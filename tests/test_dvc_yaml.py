@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from caft.params import ModelSpec
 from caft.profile import flatten
 from tests.conftest import REPO, committed, committed_params
 from tests.dvc_project import call, copy_project
@@ -217,6 +218,17 @@ def test_every_listed_param_is_a_leaf_of_params_yaml():
             if key not in names:
                 missing.add(f"{name}: {key}")
     assert sorted(missing) == []
+
+
+def test_a_students_entry_is_refused_unless_it_writes_every_leaf_the_stages_list():
+    """The leaves of a student's model entry that dvc.yaml lists are exactly those check_params asks for."""
+    listed = {
+        m.group(2)
+        for _, body in _stages()
+        for key in body.get("params", [])
+        if isinstance(key, str) and (m := re.match(r"^models\.\$\{item(\.student)?\}\.(\w+)$", key))
+    }
+    assert listed == set(ModelSpec.STAGE_PARAMS)
 
 
 def test_declared_metrics_and_plots_live_in_git():

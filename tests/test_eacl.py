@@ -24,7 +24,7 @@ from caft.prepare import carve, load_source
 from caft.profile import resolve
 from caft.teacher import backends, run
 from caft.teacher import prompt as teacher_prompt
-from tests.conftest import REPO, committed, params, section
+from tests.conftest import REPO, committed, model_entry, params, section
 from tests.dvc_project import env
 
 FIXTURES = REPO / "tests/fixtures/hub"
@@ -51,7 +51,7 @@ def _params(source: str, **data) -> object:
     return params(
         {
             "students": ["t"],
-            "models": {"t": {"ref": "tiny"}},
+            "models": {"t": model_entry()},
             "data": {"source": source, **block, **data},
             "prompt": {"dataset": "auto", "answer_prefix": ""},  # as the EACL recipes set them
             "teacher": {"marker": "brackets", "backend": "dataset"},
@@ -131,21 +131,21 @@ def test_the_datasets_prompts_are_the_authors_texts_verbatim():
 def test_auto_picks_the_sources_prompts_and_a_contradicting_marker_is_refused():
     assert _params("gsm8k").prompt.dataset == "gsm8k" and _params("medmcqa").prompt.dataset == "medmcqa"
     assert (
-        params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "prompt": {"dataset": "auto"}}).prompt.dataset
+        params({"students": ["t"], "models": {"t": model_entry()}, "prompt": {"dataset": "auto"}}).prompt.dataset
         == "generic"
     )
     with pytest.raises(CaftError, match=r"prompt.dataset=medmcqa: its CoT prompt asks for the brackets marker; set "):
         params(
             {
                 "students": ["t"],
-                "models": {"t": {"ref": "tiny"}},
+                "models": {"t": model_entry()},
                 "data": {"source": "medmcqa"},
                 "prompt": {"dataset": "auto"},
                 "teacher": {"marker": "answer_is"},
             }
         )
     with pytest.raises(CaftError, match=r"unknown data source 'gsm9k' \(known: synthetic, hf, gsm8k, medmcqa, file\)"):
-        check_names(params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "data": {"source": "gsm9k"}}))
+        check_names(params({"students": ["t"], "models": {"t": model_entry()}, "data": {"source": "gsm9k"}}))
 
 
 def test_targets_traces_and_letter_markers_follow_the_dataset():

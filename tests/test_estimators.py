@@ -222,7 +222,7 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
     nothing is asked again, and its own response store still holds every one of them."""
     from caft.estimators.judge import run
     from caft.teacher import backends
-    from tests.conftest import make_questions, params
+    from tests.conftest import make_questions, model_entry, params
 
     calls = []
 
@@ -233,7 +233,7 @@ def test_a_judge_run_keeps_every_judgement_in_its_output_even_from_the_machine_s
         return backends.Outcome()
 
     monkeypatch.setitem(backends.BACKENDS, "rater", backends.Backend(label=lambda cfg: "rater", paid=True, run=rater))
-    p = params({"students": ["s"], "models": {"s": {"ref": "tiny"}}, "estimators": {"judge": {"backend": "rater"}}})
+    p = params({"students": ["s"], "models": {"s": model_entry()}, "estimators": {"judge": {"backend": "rater"}}})
     questions = make_questions(4)
     first, _ = run(questions, p, "s", "reasoning_steps", tmp_path / "one")
     second, wide = run(questions, p, "s", "reasoning_steps", tmp_path / "two")

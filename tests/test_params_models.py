@@ -23,7 +23,8 @@ def _sections(model: type[BaseModel], where: str = "") -> list[tuple[str, type[B
 
 def test_every_value_lives_in_params_yaml_alone():
     """No params field has a default in code, so what a stage runs is what params.yaml says (a test starts from
-    it too). A model entry's optional keys are the exception: an entry added by a profile names only its ref."""
+    it too). A model entry is the exception, for code that builds one (a teacher's or a judge's model); a
+    student's entry must still write every key the stages list (the case below and test_dvc_yaml)."""
     sections = _sections(Params)
     assert {"models.", "teacher.openai.", "estimators.judge.hf."} <= {where for where, _ in sections}
     defaults = [
@@ -65,6 +66,12 @@ def test_yaml12_float_strings_are_coerced():
             ["ghost"],
             "invalid params: students ['ghost'] have no entry under models "
             "(known: ['llama3_2_3b', 'phi4_mini', 'qwen2_5_3b', 'smollm2', 'tiny'])",
+        ),
+        (
+            ("models", "smollm2"),
+            {"ref": "packaged:smollm2-135m-instruct", "dtype": "auto"},
+            "invalid params: models.smollm2 leaves out revision, trust_remote_code, import_key: the stages read each "
+            "one as a DVC param (write it, null where unused, as under models.smollm2)",
         ),
     ],
 )

@@ -98,12 +98,12 @@ def test_a_students_gpu_hours_come_from_its_params_entry(tmp_path):
     """`caft plan` with a student a profile adds: the H100-hours are 6·N·(training tokens) and 2·N·(generated
     tokens) at the stated utilisations, N from `models.<name>.n_parameters`; a student without one gets no
     estimate and a line that says which key to set."""
+    entry = {"revision": None, "dtype": "auto", "trust_remote_code": False, "import_key": None}
     added = {
         "students": ["mine", "theirs"],
         "estimators.cot.students": [],
-        "models.mine.ref": "org/mine-7b",
-        "models.mine.n_parameters": 7.0e9,
-        "models.theirs.ref": "org/theirs",
+        "models.mine": {"ref": "org/mine-7b", **entry, "n_parameters": 7.0e9},
+        "models.theirs": {"ref": "org/theirs", **entry},
     }
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(added))
     (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())  # not the workspace's

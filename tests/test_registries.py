@@ -9,19 +9,21 @@ import shutil
 import subprocess
 import sys
 import types
+from typing import Literal
 
 import pandas as pd
 import pytest
 import yaml
+from pydantic import Field
 
 from caft import answers, strategies
 from caft.errors import CaftError
 from caft.names import check_names
 from caft.sources.synthetic import generate
-from tests.conftest import REPO, committed, params, raw_params
+from tests.conftest import REPO, committed, model_entry, params, raw_params
 from tests.dvc_project import env
 
-BASE = {"students": ["s"], "models": {"s": {"ref": "tiny"}}}
+BASE = {"students": ["s"], "models": {"s": model_entry()}}
 
 
 def _stage(name: str):
@@ -164,6 +166,86 @@ def test_a_new_estimator_family_is_one_entry(monkeypatch, tmp_path):
     train = assigned[assigned["subset"] == "train"]
     assert train.loc[train["band"] == "hard", "score_x"].min() >= train.loc[train["band"] == "easy", "score_x"].max()
     assert yaml.safe_load((tmp_path / "split.json").read_text())["cut_units"] == "characters"
+
+
+def test_an_estimator_familys_own_params_block_is_validated_by_its_entry(monkeypatch):
+    """A family added as one entry declares its block's model: check_params validates `estimators.<key>` with
+    it, refuses a block no family owns, and the family reads its settings through the registry."""
+    from caft.estimators import registry
+    from caft.params import FamilyParams
+
+    class LengthParams(FamilyParams):
+        unit: Literal["characters", "words"]
+
+    family = registry.Family(
+        module="caft.estimators.length", names=lambda p, v: ["question_length"], settings=LengthParams
+    )
+    block = {"students": ["s"], "unit": "words"}
+    with pytest.raises(CaftError) as exc:
+        check_names(params({**BASE, "estimators": {"length": block}}))
+    assert (
+        str(exc.value)
+        == "invalid params: estimators.length: not a setting, nor an estimator family's block (cot, judge, import)"
+    )
+    monkeypatch.setitem(registry.FAMILIES, "length", family)
+    for overrides, message in (
+        ({}, "estimators.length: the params block its entry declares is missing"),
+        ({"length": {**block, "unit": "lines"}}, "estimators.length.unit: Input should be 'characters' or 'words'"),
+        ({"length": {**block, "colour": 1}}, "estimators.length.colour: Extra inputs are not permitted"),
+        ({"length": {**block, "students": ["t"]}}, "estimators.length.students ['t'] are not in students ['s']"),
+        (
+            {"length": block, "n_bot": 100},
+            "estimators.n_bot: not a setting, nor an estimator family's block (cot, judge, import, length)",
+        ),
+    ):
+        with pytest.raises(CaftError) as exc:
+            check_names(params({**BASE, **({"estimators": overrides} if overrides else {})}))
+        assert str(exc.value) == f"invalid params: {message}"
+    chosen = {"estimators": {"length": block}, "split": {"estimator": "question_length"}, "strategies": ["sft", "caft"]}
+    p = check_names(params({**BASE, **chosen}))
+    assert registry.family_params(p, "length") == LengthParams(students=["s"], unit="words")
+    assert registry.available(p, "s")["question_length"] == "estimate_length@s"
+
+
+def test_a_data_sources_own_params_block_is_validated_by_its_entry(monkeypatch):
+    """The same for a data source: `data.<name>` validated by the model its entry declares, needed when the
+    source is the configured one, and what its loader and `caft plan`'s size read."""
+    from caft import prepare
+    from caft.params import Settings
+
+    class LargestParams(Settings):
+        n_questions: int = Field(ge=1)
+
+    n = lambda cfg: prepare.source_params(cfg, "largest").n_questions  # noqa: E731
+    entry = prepare.Source(
+        lambda cfg, seed: generate(cfg.synthetic.model_copy(update={"n_questions": n(cfg)}), seed),
+        n,
+        settings=LargestParams,
+    )
+    monkeypatch.setitem(prepare.SOURCES, "largest", entry)
+    for data, message in (
+        ({"source": "largest"}, "data.largest: the params block its entry declares is missing"),
+        (
+            {"source": "largest", "largest": {"n_questions": 0}},
+            "data.largest.n_questions: Input should be greater than or equal to 1",
+        ),
+        (
+            {"largest": {"n_questions": 8}, "larget": {"n_questions": 8}},
+            "data.larget: not a setting, nor a data source's block (synthetic, hf, gsm8k, medmcqa, file, largest)",
+        ),
+        (
+            {"test_fractoin": 0.2},
+            "data.test_fractoin: not a setting, nor a data source's block "
+            "(synthetic, hf, gsm8k, medmcqa, file, largest)",
+        ),
+    ):
+        with pytest.raises(CaftError) as exc:
+            check_names(params({**BASE, "data": data}))
+        assert str(exc.value) == f"invalid params: {message}"
+    p = check_names(params({**BASE, "data": {"source": "largest", "largest": {"n_questions": 8}}}))
+    assert prepare.source(p.data.source).size(p.data) == 8
+    questions, _ = prepare.load_source(p.data, seed=1)
+    assert len(questions) == 8
 
 
 def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_model):

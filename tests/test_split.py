@@ -6,7 +6,7 @@ from caft.errors import CaftError
 from caft.names import check_names
 from caft.scores import Kind, read
 from caft.split import assign_bands, cut_points, make_split, random_control, select_score
-from tests.conftest import params, section
+from tests.conftest import model_entry, params, section
 
 
 def _split(**fields: object):
@@ -170,7 +170,7 @@ def test_categorical_estimator_bands_by_level():
 
 
 def test_an_estimator_no_stage_writes_is_one_clear_error(tmp_path):
-    base = {"students": ["s"], "models": {"s": {"ref": "tiny"}}}
+    base = {"students": ["s"], "models": {"s": model_entry()}}
     with pytest.raises(
         CaftError,
         match=r"^invalid params: split.estimator=cot_mean_entropy is not computed for "

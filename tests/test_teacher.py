@@ -10,7 +10,7 @@ from caft.names import check_names
 from caft.split import make_split
 from caft.teacher import backends, run
 from caft.teacher.cache import ResponseStore, TraceCache, item_key
-from tests.conftest import make_questions, params, section
+from tests.conftest import make_questions, model_entry, params, section
 from tests.fake_openai import FakeOpenAI
 
 KEY = "sk-test-SECRET-0123456789"
@@ -263,7 +263,7 @@ def test_oracle_traces_and_label():
 
     q = generate(section("data.synthetic", n_questions=4, families=["arithmetic", "units"]), seed=1)
     for marker, ending in (("answer_is", "the answer is ({})."), ("brackets", "[[{}]].")):
-        p = params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"marker": marker}})
+        p = params({"students": ["t"], "models": {"t": model_entry()}, "teacher": {"marker": marker}})
         requests = run.build_requests(q, set(q["question_id"]), p.teacher)
         got: dict[str, str] = {}
 
@@ -452,7 +452,7 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker(tmp_path, res
             "rationale": ["48/2 = <<48/2=24>>24 in May.\n48 + 24 = 72.", "B12 deficiency causes it.", ""],
         }
     )
-    p = params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "dataset"}})
+    p = params({"students": ["t"], "models": {"t": model_entry()}, "teacher": {"backend": "dataset"}})
     requests = run.build_requests(rows, set(rows["question_id"]), p.teacher)
     got: dict[str, str] = {}
     outcome = backends.BACKENDS["dataset"].run(
@@ -480,7 +480,7 @@ def test_dataset_backend_closes_each_own_rationale_with_the_marker(tmp_path, res
 
 def test_an_unknown_backend_names_the_registry():
     with pytest.raises(CaftError, match=r"teacher.backend: .*unknown teacher backend 'gpt' \(known: oracle, dataset, "):
-        check_names(params({"students": ["t"], "models": {"t": {"ref": "tiny"}}, "teacher": {"backend": "gpt"}}))
+        check_names(params({"students": ["t"], "models": {"t": model_entry()}, "teacher": {"backend": "gpt"}}))
 
 
 def test_a_long_retry_after_is_said_and_frees_its_slot(tmp_path, monkeypatch, capsys):

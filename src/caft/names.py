@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
+from pydantic import ValidationError
+
 from caft.errors import CaftError
-from caft.estimators.registry import FAMILIES, available, every_name
-from caft.params import Params
-from caft.prepare import source
+from caft.estimators.registry import FAMILIES, available, every_name, scored_students
+from caft.params import Params, Settings, invalid
+from caft.prepare import SOURCES, source
 from caft.scores import SINGLE_TOKEN
 from caft.strategies import STRATEGIES
 from caft.teacher.backends import BACKENDS, backend
@@ -58,11 +60,42 @@ def _strategies(p: Params) -> None:
         _refuse("", f"strategies {missing} have no train.epochs entry")
 
 
+def _blocks(section: str, blocks: dict, models: dict[str, type[Settings] | None], what: str) -> None:
+    """The blocks under `section` that caft.params does not type belong to entries added to a registry: each
+    entry's own model validates its block, and a block no entry owns (a misspelt name) is refused."""
+    for key, block in blocks.items():
+        if models.get(key) is None:
+            _refuse(f"{section}.{key}: ", f"not a setting, nor {what}'s block ({', '.join(models)})")
+        try:
+            models[key].model_validate(block)
+        except ValidationError as exc:
+            raise CaftError(invalid(exc, f"{section}.{key}")) from None
+
+
+def _settings_blocks(p: Params) -> None:
+    """A data source's and an estimator family's own block, where its entry declares one; the configured source
+    and every family with a block need theirs (its stage reads it)."""
+    _blocks("data", p.data.model_extra or {}, {k: e.settings for k, e in SOURCES.items()}, "a data source")
+    _blocks(
+        "estimators",
+        p.estimators.model_extra or {},
+        {k: f.settings for k, f in FAMILIES.items()},
+        "an estimator family",
+    )
+    needed = [
+        f"estimators.{k}" for k, f in FAMILIES.items() if f.settings and k not in (p.estimators.model_extra or {})
+    ]
+    if SOURCES[p.data.source].settings and p.data.source not in (p.data.model_extra or {}):
+        needed.insert(0, f"data.{p.data.source}")
+    if needed:
+        _refuse(f"{needed[0]}: ", "the params block its entry declares is missing")
+
+
 def _estimators(p: Params) -> None:
     """Every estimator family scores known students, and the split's estimator is written for each student (a
     name no stage writes would otherwise surface as a missing DVC dependency)."""
-    for key, family in FAMILIES.items():
-        unknown = [s for s in family.students(p) if s not in p.students]
+    for key in FAMILIES:
+        unknown = [s for s in scored_students(p, key) if s not in p.students]
         if unknown:
             _refuse("", f"estimators.{key}.students {unknown} are not in students {p.students}")
     name = p.split.estimator
@@ -89,7 +122,7 @@ def _reband(p: Params) -> None:
         )
 
 
-CHECKS: tuple[Callable[[Params], None], ...] = (_registered, _strategies, _estimators, _reband)
+CHECKS: tuple[Callable[[Params], None], ...] = (_registered, _strategies, _settings_blocks, _estimators, _reband)
 
 
 def check_names(p: Params) -> Params:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,12 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Settings(_Strict):
+    """The base of a params block that an extension added as one registry entry declares (a data source's under
+    `data.`, an estimator family's under `estimators.`): strict, so a misspelt key is refused. The sections that
+    hold such blocks keep them as they are; `caft.names` validates each against its entry's model."""
 
 
 class SyntheticData(_Strict):
@@ -83,6 +89,11 @@ class FileData(_Strict):
 
 
 class DataParams(_Strict):
+    """The question source and the carve. A source that ships with caft has its block typed here; one added as an
+    entry brings its own block (`caft.prepare.Source.settings`)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
     source: str  # a key of caft.prepare.SOURCES (caft.names checks it)
     test_fraction: float = Field(gt=0, lt=1)
     categories: list[str]
@@ -114,6 +125,9 @@ class ModelSpec(_Strict):
     # Parameter count, for `caft plan`'s GPU-hour estimate only (null: unknown, no estimate). It decides nothing
     # about the weights, so `loading()` leaves it out of every fingerprint and model card.
     n_parameters: float | None = Field(default=None, gt=0)
+    # The leaves dvc.yaml lists as params of the stages that load a student (entropy, train, eval, the CoT
+    # estimator): DVC refuses a stage whose params are missing from params.yaml, so a student's entry writes each.
+    STAGE_PARAMS: ClassVar[tuple[str, ...]] = ("ref", "revision", "dtype", "trust_remote_code", "import_key")
 
     def loading(self) -> dict:
         """What decides which weights load and how: the checkpoint fingerprint, the entropy store's key and the
@@ -374,10 +388,16 @@ class EstimatorImport(TableSource):
     levels: list[str]
 
 
-class CotEstimatorParams(_Strict):
-    """The student's CoT-entropy aggregates (`caft.estimators.cot`)."""
+class FamilyParams(Settings):
+    """What every estimator family's params block holds: the students it scores. A family added as one registry
+    entry declares its block as a subclass (`caft.estimators.registry.Family.settings`)."""
 
     students: list[str]
+
+
+class CotEstimatorParams(FamilyParams):
+    """The student's CoT-entropy aggregates (`caft.estimators.cot`)."""
+
     batch_size: int = Field(ge=1)
     max_new_tokens: int = Field(ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"]
@@ -392,7 +412,8 @@ class JudgeParams(GenerationParams):
 
 
 class EstimatorParams(_Strict):
-    """One block per family of `caft.estimators.registry.FAMILIES`; each runs for the students it lists."""
+    """One block per family of `caft.estimators.registry.FAMILIES`; each runs for the students it lists. The blocks
+    of the families caft ships are typed here; a family added as one entry brings its own block (`Settings`)."""
 
     max_questions: int | None = Field(ge=1)  # the same seeded subset for every family
     n_boot: int = Field(ge=10)
@@ -400,7 +421,7 @@ class EstimatorParams(_Strict):
     judge: JudgeParams
     import_: EstimatorImport = Field(alias="import")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
 class Params(_Strict):
@@ -450,6 +471,13 @@ class Params(_Strict):
         unknown = [s for s in self.students if s not in self.models]
         if unknown:
             raise ValueError(f"students {unknown} have no entry under models (known: {sorted(self.models)})")
+        for name in self.students:
+            left_out = [key for key in ModelSpec.STAGE_PARAMS if key not in self.models[name].model_fields_set]
+            if left_out:
+                raise ValueError(
+                    f"models.{name} leaves out {', '.join(left_out)}: the stages read each one as a DVC param "
+                    "(write it, null where unused, as under models.smollm2)"
+                )
         self._epoch_eval()
         return self
 
@@ -476,13 +504,18 @@ def parse_params(raw: dict) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        # A section's own check that starts with one of its keys ("threshold=2 is ...") names it in full.
-        sep = "." if where and _NAMES_A_KEY.match(msg) else ": "
-        raise CaftError(f"invalid params: {where + sep if where else ''}{msg}{more}") from None
+        raise CaftError(invalid(exc)) from None
+
+
+def invalid(exc: ValidationError, section: str = "") -> str:
+    """A validation error as one line naming the key (`section`: where the validated block sits in params)."""
+    err = exc.errors()[0]
+    where = ".".join([section, *(str(p) for p in err["loc"])] if section else [str(p) for p in err["loc"]])
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    # A section's own check that starts with one of its keys ("threshold=2 is ...") names it in full.
+    sep = "." if where and _NAMES_A_KEY.match(msg) else ": "
+    return f"invalid params: {where + sep if where else ''}{msg}{more}"
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -16,7 +16,7 @@ import pandas as pd
 from caft import schema
 from caft.errors import CaftError
 from caft.io import metric_key, read_table
-from caft.params import DataParams
+from caft.params import DataParams, Settings
 from caft.sources import gsm8k, medmcqa, mmlu_pro, synthetic
 
 
@@ -40,6 +40,9 @@ class Source:
     size: Callable[[DataParams], int]
     splits: tuple[int, int] | None = None
     user_file: bool = False
+    # the model of its params block `data.<name>`, for a source `caft.params` does not name (read with
+    # `source_params`; its leaves go in the prepare stage's params)
+    settings: type[Settings] | None = None
 
 
 # (train, test) rows as the dataset cards state them: MedMCQA's test is its validation split, counted before
@@ -60,6 +63,14 @@ def source(name: str) -> Source:
     if name not in SOURCES:
         raise CaftError(f"unknown data source {name!r} (known: {', '.join(SOURCES)})")
     return SOURCES[name]
+
+
+def source_params(cfg: DataParams, name: str) -> Settings:
+    """The params block `data.<name>` of a source added as one entry, validated by the entry's own model."""
+    entry, block = source(name), (cfg.model_extra or {}).get(name)
+    if entry.settings is None or block is None:
+        raise CaftError(f"data.{name}: the source's params block is missing from params.yaml")
+    return entry.settings.model_validate(block)
 
 
 def load_source(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, list[str]]:
