@@ -363,6 +363,22 @@ def test_a_profile_may_add_a_model_that_params_yaml_lacks(tmp_path):
     assert written["models"]["smollm2"] == yaml.safe_load(committed("params.yaml").read_text())["models"]["smollm2"]
 
 
+def test_a_profile_adding_a_student_writes_every_leaf_the_stages_list(tmp_path):
+    """An entry with its `ref` alone would reach DVC, which stops at the student's first stage (a listed param
+    missing from params.yaml) after `check_params` and `prepare` ran: `caft profile` refuses it in one line
+    before DVC runs, and params.yaml stays as it was."""
+    (tmp_path / "params.yaml").write_text(committed("params.yaml").read_text())
+    before = (tmp_path / "params.yaml").read_bytes()
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"models": {"mine": {"ref": "tiny"}}, "students": ["mine"]}))
+    proc = subprocess.run(["caft", "profile", "mine.yaml"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        "error: invalid params: models.mine leaves out revision, dtype, trust_remote_code, import_key: the stages "
+        "read each one as a DVC param (write it, null where unused, as under models.smollm2)\n"
+    )
+    assert (tmp_path / "params.yaml").read_bytes() == before
+
+
 def test_reset_finds_dvcs_orphan_gitignores(tmp_path):
     """`caft reset`'s clean-up of DVC's `.gitignore` files on a hand-made tree: an untracked one left alone in its
     folder (a dropped student's) goes; a tracked one, or one beside a kept output, stays."""
