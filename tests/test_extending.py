@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from caft.profile import apply, flatten, load_overrides
-from tests.dvc_project import always_run, copy_project, ran_stages, run, up_to_date
+from tests.dvc_project import always_run, copy_project, lock, ran_stages, run, up_to_date
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +63,18 @@ PROMPT_SETS["largest"] = PromptSet(
 """,
     "src/caft/teacher/backends.py": """
 
+class EchoParams(Settings):
+    words: str
+
+
 def _echo(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
+    words = backend_params(cfg, "echo").words
     for req in requests:
-        sink(req, _response(f"Compared one by one. [[{'ABCDEFGHIJ'[req.answer_index]}]]", "stop", 1, 1, 0.0, 1))
+        sink(req, _response(f"{words} [[{'ABCDEFGHIJ'[req.answer_index]}]]", "stop", 1, 1, 0.0, 1))
     return Outcome()
 
 
-BACKENDS["echo"] = Backend(label=lambda cfg: "echo:v1", paid=False, run=_echo)
+BACKENDS["echo"] = Backend(label=lambda cfg: "echo:v1", paid=False, run=_echo, settings=EchoParams)
 """,
     "src/caft/strategies.py": """
 STRATEGIES["hard_only"] = Strategy("hard_only", "CoT on the hard band only", (Phase("cot", _bands("hard"), "hard"),))
@@ -145,6 +150,7 @@ PARAMS = {
     "data.largest.n_questions": N_TOY,
     "data.test_fraction": 0.25,
     "teacher.backend": "echo",
+    "teacher.echo.words": "Compared one by one.",
     "teacher.marker": "brackets",
     "estimators.length": {"students": ["mini"], "unit": "words"},
     "estimators.cot.students": [],
@@ -178,6 +184,11 @@ def _add_one_of_each(root: Path) -> None:
         "from pathlib import Path\n\nfrom pydantic import Field\n",
     )
     # the source's setting is a param of the stage that reads it
+    _edit(
+        root / "dvc.yaml",
+        "      - teacher.import.label\n",
+        "      - teacher.import.label\n      - teacher.echo.words\n",
+    )
     _edit(
         root / "dvc.yaml",
         "      - data.medmcqa.drop_multi\n",
@@ -223,6 +234,8 @@ def test_one_entry_of_each_kind_runs_through_dvc_repro(tmp_path):
     # the backend's traces, for exactly the new strategy's hard items, read through the prompt set's marker
     traces = pd.read_parquet(root / "data/teacher/traces.parquet")
     assert set(traces["teacher"]) == {"echo:v1"} and set(traces["question_id"]) == hard
+    assert traces["trace"].str.startswith("Compared one by one. [[").all()  # the backend's own setting
+    assert lock(root)["teacher"]["params"]["params.yaml"]["teacher.echo.words"] == "Compared one by one."
     assert traces["correct"].all() and traces["kept"].all()
     # the prompt set's texts are what the student is trained on and asked with
     card = json.loads((root / "data/sets/mini/hard_only.json").read_text())

@@ -248,6 +248,40 @@ def test_a_data_sources_own_params_block_is_validated_by_its_entry(monkeypatch):
     assert len(questions) == 8
 
 
+def test_a_teacher_backends_own_params_block_is_validated_by_its_entry(monkeypatch):
+    """The same for a teacher backend: its block under `teacher.` (and under `estimators.judge.` where the judge
+    uses it), needed where it is the configured backend, and what its label and run read."""
+    from caft.params import Settings
+    from caft.teacher import backends
+
+    class EchoParams(Settings):
+        words: str
+
+    def echo(requests, cfg, sink):
+        for req in requests:
+            sink(req, backends._response(backends.backend_params(cfg, "echo").words, "stop", 1, 1, 0.0, 1))
+        return backends.Outcome()
+
+    label = lambda cfg: f"echo:{backends.backend_params(cfg, 'echo').words}"  # noqa: E731
+    monkeypatch.setitem(backends.BACKENDS, "echo", backends.Backend(label, True, echo, settings=EchoParams))
+    known = "(oracle, dataset, import, hf, openai, echo)"
+    for overrides, message in (
+        ({"teacher": {"backend": "echo"}}, "teacher.echo: the params block its entry declares is missing"),
+        ({"teacher": {"echo": {"words": "x", "loud": True}}}, "teacher.echo.loud: Extra inputs are not permitted"),
+        ({"teacher": {"ecoh": {"words": "x"}}}, f"teacher.ecoh: not a setting, nor a teacher backend's block {known}"),
+        (
+            {"estimators": {"judge": {"backend": "echo"}}},
+            "estimators.judge.echo: the params block its entry declares is missing",
+        ),
+        ({"estimators": {"judge": {"echo": {}}}}, "estimators.judge.echo.words: Field required"),
+    ):
+        with pytest.raises(CaftError) as exc:
+            check_names(params({**BASE, **overrides}))
+        assert str(exc.value) == f"invalid params: {message}"
+    p = check_names(params({**BASE, "teacher": {"backend": "echo", "echo": {"words": "[[B]]"}}}))
+    assert backends.BACKENDS["echo"].label(p.teacher) == "echo:[[B]]"
+
+
 def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_model):
     """Replacing the `number` entry (answers after "Final:") changes eval's reading, the teacher's check and
     where the CoT estimator finds the answer token: none of them has a pattern of its own."""

@@ -73,22 +73,21 @@ def _blocks(section: str, blocks: dict, models: dict[str, type[Settings] | None]
 
 
 def _settings_blocks(p: Params) -> None:
-    """A data source's and an estimator family's own block, where its entry declares one; the configured source
-    and every family with a block need theirs (its stage reads it)."""
-    _blocks("data", p.data.model_extra or {}, {k: e.settings for k, e in SOURCES.items()}, "a data source")
-    _blocks(
-        "estimators",
-        p.estimators.model_extra or {},
-        {k: f.settings for k, f in FAMILIES.items()},
-        "an estimator family",
+    """A data source's, a teacher backend's and an estimator family's own block, where its entry declares one;
+    the configured source and backends, and every family with a block, need theirs (their stages read it)."""
+    backends = {k: b.settings for k, b in BACKENDS.items()}
+    sections = (
+        ("data", p.data, {k: e.settings for k, e in SOURCES.items()}, "a data source", [p.data.source]),
+        ("teacher", p.teacher, backends, "a teacher backend", [p.teacher.backend]),
+        ("estimators.judge", p.estimators.judge, backends, "a teacher backend", [p.estimators.judge.backend]),
+        ("estimators", p.estimators, {k: f.settings for k, f in FAMILIES.items()}, "an estimator family", FAMILIES),
     )
-    needed = [
-        f"estimators.{k}" for k, f in FAMILIES.items() if f.settings and k not in (p.estimators.model_extra or {})
-    ]
-    if SOURCES[p.data.source].settings and p.data.source not in (p.data.model_extra or {}):
-        needed.insert(0, f"data.{p.data.source}")
-    if needed:
-        _refuse(f"{needed[0]}: ", "the params block its entry declares is missing")
+    for section, node, models, what, used in sections:
+        blocks = node.model_extra or {}
+        _blocks(section, blocks, models, what)
+        missing = [name for name in used if models[name] is not None and name not in blocks]
+        if missing:
+            _refuse(f"{section}.{missing[0]}: ", "the params block its entry declares is missing")
 
 
 def _estimators(p: Params) -> None:

@@ -291,7 +291,11 @@ class TeacherImport(TableSource):
 
 
 class GenerationParams(_Strict):
-    """What a call to a generating backend takes: the settings the teacher and the judge share."""
+    """What a call to a generating backend takes: the settings the teacher and the judge share. The backends that
+    ship with caft have their blocks typed here; one added as an entry brings its own block
+    (`caft.teacher.backends.Backend.settings`)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     backend: str  # a key of caft.teacher.backends.BACKENDS (caft.names checks it)
     max_tokens: int = Field(ge=1)
@@ -321,7 +325,7 @@ class TeacherParams(GenerationParams):
     max_failures: int = Field(ge=0)
     import_: TeacherImport = Field(alias="import")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     @model_validator(mode="after")
     def _import_needs_location(self) -> TeacherParams:

@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from caft.errors import CaftError
-from caft.params import ModelSpec, OpenAIBackend, TeacherHF, TeacherImport, TeacherParams
+from caft.params import GenerationParams, ModelSpec, OpenAIBackend, Settings, TeacherHF, TeacherImport, TeacherParams
 from caft.prompts import apply_chat_template
 from caft.tables import load_table
 from caft.teacher.prompt import answer_marker, number_marker
@@ -329,6 +329,9 @@ class Backend:
     label: Callable[[TeacherParams], str]
     paid: bool
     run: Callable[[list[Request], TeacherParams, Sink], Outcome]
+    # the model of its params block (`teacher.<name>`, and `estimators.judge.<name>` where the judge uses it), for
+    # a backend `caft.params` does not name (read with `backend_params`; its leaves go in the stage's params)
+    settings: type[Settings] | None = None
 
 
 def _hf_label(cfg: TeacherParams) -> str:
@@ -355,3 +358,12 @@ def backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise CaftError(f"unknown teacher backend {name!r} (known: {', '.join(BACKENDS)})")
     return BACKENDS[name]
+
+
+def backend_params(cfg: GenerationParams, name: str) -> Settings:
+    """The params block of a backend added as one entry (under the teacher's or the judge's settings), validated
+    by the entry's own model."""
+    entry, block = backend(name), (cfg.model_extra or {}).get(name)
+    if entry.settings is None or block is None:
+        raise CaftError(f"{name}: the teacher backend's params block is missing from params.yaml")
+    return entry.settings.model_validate(block)
