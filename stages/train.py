@@ -18,10 +18,6 @@ from caft.models import load_tokenizer, resolve, weights
 from caft.params import load_params
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _end(live, folder: Path) -> dict:
     """Close a dvclive run and return its summary: the summary would sit among the curve files of the plots
     folder, and belongs with the metrics."""
@@ -57,15 +53,15 @@ def main(
     digest = hashlib.sha256(sets.read_bytes()).hexdigest()
     setup = train.Setup(p.model(student), strategy, p, digest, seed, reband=card_data["reband"])
     ckpt_root = checkpoints / student / strategy / str(seed) / setup.fingerprint()
-    main_process = _is_main()
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by the launcher
+    main_process = rank == 0
     # a fresh curve folder every run: steps trained before a kill are replayed from the checkpoints, once
     live = Live(str(live_dir), resume=False, dvcyaml=None, save_dvc_exp=False) if main_process else None
     card_reading = card_data["reading"]
     epoch_eval = None
-    if main_process and p.eval.every_epoch:
+    if p.eval.every_epoch:  # every process answers its share (caft.epochs)
         base = resolve(setup.spec)
         lora_rank = p.train.lora.r if p.train.lora.enabled else None
-        world = int(os.environ.get("WORLD_SIZE", "1"))
         epoch_eval = EpochEval(
             pd.read_parquet(validation),
             card_reading,
@@ -75,7 +71,9 @@ def main(
             keep_best=p.eval.select == "best",
             live=live,
             test=pd.read_parquet(test) if p.eval.every_epoch_test else None,
-            vllm=epochs.engine(p.eval, base.location, base.revision, lora_rank, world),
+            vllm=epochs.engine(p.eval, base.location, base.revision, lora_rank, world) if main_process else None,
+            rank=rank,
+            world=world,
         )
     model, tokenizer, phases = train.run(setup, table, ckpt_root, live=live, epoch_eval=epoch_eval)
     train.leave_process_group()

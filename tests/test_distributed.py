@@ -39,7 +39,7 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
     raw["students"] = ["tiny"]
     raw["train"].update(batch_size=4, learning_rate=1e-3, save_steps=1000)
     raw["train"]["epochs"]["sft"] = [2]
-    raw["eval"].update(every_epoch=True, max_new_tokens_direct=2)  # rank 0 evaluates while rank 1 waits
+    raw["eval"].update(every_epoch=True, max_new_tokens_direct=2)  # each rank answers 2 of the 4 questions
     raw["split"].update(val_size=4, val_per_band=0)
     p = parse_params(raw)
     questions = generate(p.data.synthetic.model_copy(update={"n_questions": 36}), 0)
@@ -112,11 +112,48 @@ def test_two_process_ddp_follows_one_process_with_twice_the_accumulation(tmp_pat
     assert len(ddp) == len(single) == 8 and ddp[0] == pytest.approx(single[0], abs=1e-5)
     assert all(abs(a - b) <= STEP_TOLERANCE * b for a, b in zip(ddp, single, strict=True)), (ddp, single)
     assert (tmp_path / "ddp/model/caft_model.json").exists()  # written once, by the main process
-    for name in ("ddp", "single"):  # the per-epoch eval ran on the main process only, once an epoch
+    for name in ("ddp", "single"):  # once an epoch, every validation question once, in order (two shares in ddp)
         records = pd.read_parquet(tmp_path / name / "epochs.parquet")
-        assert records.groupby("epoch")["question_id"].apply(sorted).to_dict() == {
-            e: sorted(questions_of(tmp_path / "validation.parquet")) for e in (1, 2)
+        assert records.groupby("epoch")["question_id"].apply(list).to_dict() == {
+            e: questions_of(tmp_path / "validation.parquet") for e in (1, 2)
         }
+
+
+def _answer_a_share(rank: int, world: int, root: Path) -> None:
+    """One process of a gloo group: a per-epoch pass whose model answers by saying which process asked it."""
+    import torch
+    import torch.distributed as dist
+
+    from caft import epochs
+    from tests.conftest import section
+
+    class Answered(epochs.EpochEval):
+        def _answer(self, model, questions):
+            right = questions["question_id"].str[-1].isin(list("02468"))
+            return questions[["question_id"]].assign(correct=right, parsed=True, output=f"rank {rank}")
+
+    dist.init_process_group("gloo", init_method=f"file://{root / 'store'}", rank=rank, world_size=world)
+    questions = pd.DataFrame({"question_id": [f"v{k}" for k in (5, 2, 9, 4, 7, 0, 3)]})
+    owner = Answered(questions, {}, section("eval"), None, root / "ckpt", keep_best=False, rank=rank, world=world)
+    accuracy = owner.measure(torch.nn.Linear(1, 1), epoch=1, phase=0, step=4)
+    owner.records.assign(accuracy=accuracy).to_parquet(root / f"held-by-{rank}.parquet")
+    dist.destroy_process_group()
+
+
+def test_each_process_answers_its_share_of_the_per_epoch_pass(tmp_path):
+    """Two processes: each answers every other question from its rank, the shares are gathered in both in the
+    questions' order, both hold the same records and accuracy, and only the main process writes them."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_answer_a_share, args=(2, tmp_path), nprocs=2)
+    written = pd.read_parquet(tmp_path / "ckpt" / "epochs.parquet")
+    assert written["question_id"].tolist() == ["v5", "v2", "v9", "v4", "v7", "v0", "v3"]
+    assert written["output"].tolist() == ["rank 0", "rank 1"] * 3 + ["rank 0"]
+    assert written["correct"].tolist() == [False, True, False, True, False, True, False]
+    held = [pd.read_parquet(tmp_path / f"held-by-{rank}.parquet") for rank in (0, 1)]
+    pd.testing.assert_frame_equal(held[0], held[1])
+    pd.testing.assert_frame_equal(held[0].drop(columns="accuracy"), written)
+    assert held[0]["accuracy"].unique().tolist() == [3 / 7]
 
 
 def test_every_multi_process_config_asks_for_a_free_port():
@@ -151,7 +188,7 @@ def test_a_finished_training_leaves_the_process_group(tmp_path):
     ],
 )
 def test_an_accelerate_config_the_train_stage_cannot_run_under_is_refused(tmp_path, config, message):
-    """A sharded model cannot answer the per-epoch validation or be saved on the main process alone: the run
+    """A sharded model can neither be saved on the main process alone nor answer a share of the per-epoch pass: the run
     would hang at its first epoch end. check_params refuses it in one line, before any stage; a data-parallel
     config passes."""
     from caft.errors import CaftError

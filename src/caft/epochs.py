@@ -9,6 +9,12 @@ a threshold change never re-runs a training: the report keeps the balanced ones.
 The records survive an interruption (they live in the run's checkpoint folder, beside the trainer's
 checkpoints) and, with `eval.select: best`, so do the weights of the best epoch so far (earliest on a tie):
 only those are kept, never one folder per epoch.
+
+Under data parallel every process answers its share of the questions (every `world`-th, from its rank) with its
+own copy of the model, which DDP keeps equal on every process, and the shares are gathered in every process in
+the questions' order: the pass takes a `world`-th of the time, no process waits on another for longer than its
+share (the trainer's `ddp_timeout` bounds any wait), and every process holds the same records, so a resumed run
+decides alike in each. The main process alone writes them, logs the curve and keeps the best weights.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 from caft.evaluate import Vllm, generate_and_read, max_new_tokens, prompt_texts, read_outputs, token_ids
@@ -81,7 +88,7 @@ def epoch_number(offset: int, trainer_epoch: float) -> int:
 def engine(cfg: EvalParams, location: str, revision: str | None, lora_rank: int | None, world: int) -> Vllm | None:
     """The per-epoch pass's vLLM engine under `eval.backend: vllm`, beside the model being trained on the same
     GPU (`eval.vllm_memory_epoch` of its memory). It serves each epoch's LoRA adapter on the frozen base, so it
-    needs LoRA and one process (under DDP only rank 0 answers, while vLLM would join the ranks' process group):
+    needs LoRA and one process (an engine in each data-parallel process would join the ranks' process group):
     otherwise the pass generates with the model in memory, and says so."""
     if cfg.backend != "vllm" or not cfg.every_epoch:
         return None
@@ -106,6 +113,8 @@ class EpochEval:
     live: Any = None  # the training curves' dvclive run: validation accuracy beside the loss, per step
     test: pd.DataFrame | None = None  # eval.every_epoch_test: answered too, never used to pick an epoch
     vllm: Vllm | None = None  # eval.backend=vllm (see `engine`)
+    rank: int = 0  # this process's place among `world` data-parallel processes: its share of the questions
+    world: int = 1
     records: pd.DataFrame = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,17 +126,22 @@ class EpochEval:
     def callback(self, phase: int, epoch_offset: int, step_offset: int) -> TrainerCallback:
         return _EpochEnd(self, phase, epoch_offset, step_offset)
 
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
     def measure(self, model, epoch: int, phase: int, step: int) -> float:
         """Answer the validation carve with `model` as it is now; record it (and keep its weights if best)."""
         was_training = model.training
         model.eval()
         asked = {"validation": self.questions} | ({"test": self.test} if self.test is not None else {})
-        answered = {subset: self._answer(model, questions) for subset, questions in asked.items()}
+        share = {subset: self._answer(model, self.share(questions)) for subset, questions in asked.items()}
+        answered = gathered(share, asked, self.world)
         kill_point(f"train:epoch{epoch}:eval")
         model.train(was_training)
         accuracy = float(answered["validation"]["correct"].mean())
         before = curve(self.records[self.records["epoch"] != epoch])
-        if self.keep_best and (before.empty or accuracy > before["accuracy"].max()):
+        if self.main and self.keep_best and (before.empty or accuracy > before["accuracy"].max()):
             with atomic_path(self.root / BEST, directory=True) as tmp:
                 model.save_pretrained(tmp, max_shard_size="1000GB")  # one file: what train._restore loads
         rows = pd.concat(
@@ -140,9 +154,14 @@ class EpochEval:
         rows = rows.assign(epoch=epoch, phase=phase, step=step)[COLUMNS]
         kept = self.records[self.records["epoch"] != epoch]  # an epoch re-run after a kill replaces its record
         self.records = pd.concat([kept, rows], ignore_index=True) if len(kept) else rows.reset_index(drop=True)
-        write_table(self.records, self.root / RECORDS)
+        if self.main:
+            write_table(self.records, self.root / RECORDS)
         self._log(step, epoch, accuracy)
         return accuracy
+
+    def share(self, questions: pd.DataFrame) -> pd.DataFrame:
+        """This process's share of `questions`: every `world`-th row, from its rank."""
+        return questions.iloc[self.rank :: self.world]
 
     def _answer(self, model, questions: pd.DataFrame) -> pd.DataFrame:
         """The model's answers as it is now: generated in memory, or by the vLLM engine from the adapter saved
@@ -166,6 +185,20 @@ class EpochEval:
         self.live.make_summary()
 
 
+def gathered(share: dict[str, pd.DataFrame], asked: dict[str, pd.DataFrame], world: int) -> dict[str, pd.DataFrame]:
+    """Every process's answers to its share, in every process, each subset in the order of its questions."""
+    if world == 1:
+        return share
+    shares: list[Any] = [None] * world
+    dist.all_gather_object(shares, share)
+    out = {}
+    for subset, questions in asked.items():
+        order = {qid: k for k, qid in enumerate(questions["question_id"])}
+        whole = pd.concat([part[subset] for part in shares], ignore_index=True)
+        out[subset] = whole.sort_values("question_id", key=lambda ids: ids.map(order)).reset_index(drop=True)
+    return out
+
+
 class _EpochEnd(TrainerCallback):
     def __init__(self, owner: EpochEval, phase: int, epoch_offset: int, step_offset: int):
         self.owner, self.phase, self.offset, self.step_offset = owner, phase, epoch_offset, step_offset
@@ -174,12 +207,11 @@ class _EpochEnd(TrainerCallback):
         """A run resumed from a checkpoint taken where an epoch ended, whose answers were not recorded (killed
         during that epoch's pass): the trainer goes on with the next epoch and never ends this one again, so
         answer it now, with the checkpoint's weights, which are that epoch's."""
-        if state.is_world_process_zero and state.global_step and round(state.epoch or 0, 6).is_integer():
+        if state.global_step and round(state.epoch or 0, 6).is_integer():
             epoch = epoch_number(self.offset, state.epoch)
             if epoch not in set(self.owner.records["epoch"]):
                 self.owner.measure(model, epoch, self.phase, self.step_offset + state.global_step)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if state.is_world_process_zero:
-            epoch = epoch_number(self.offset, state.epoch)
-            self.owner.measure(model, epoch, self.phase, self.step_offset + state.global_step)
+        epoch = epoch_number(self.offset, state.epoch)
+        self.owner.measure(model, epoch, self.phase, self.step_offset + state.global_step)

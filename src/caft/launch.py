@@ -26,10 +26,11 @@ from caft.cli import child_answers_ctrl_c
 from caft.errors import CaftError
 
 THREADS_NOTICE = "`--num_cpu_threads_per_process` was set to"
-# accelerate's distributed types that split the weights across processes. The train stage answers the per-epoch
-# validation and saves each phase's model on the main process alone, while the others go on or return: a sharded
-# model can do neither there (each forward and each full state dict gathers from every process), so such a run
-# would hang at its first epoch end or save, after the GPU time was spent.
+# accelerate's distributed types that split the weights across processes. The train stage saves each phase's model
+# on the main process alone, and each process answers its own share of the per-epoch validation with its own copy
+# of the model: a sharded model can do neither (each full state dict, and each forward, gathers from every process
+# in step, while the shares' generations differ in length), so such a run would hang at its first epoch end or
+# save, after the GPU time was spent.
 SHARDED = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
 
 
@@ -44,9 +45,9 @@ def check_config(path: Path) -> None:
     kind = config.get("distributed_type") if isinstance(config, dict) else None
     if kind in SHARDED:
         raise CaftError(
-            f"train.accelerate_config: {path} shards the weights across processes ({SHARDED[kind]}); caft answers the "
-            "per-epoch validation and saves the model on the main process alone, which needs every weight there: "
-            "use a data-parallel config (configs/accelerate/ddp.yaml)"
+            f"train.accelerate_config: {path} shards the weights across processes ({SHARDED[kind]}); caft saves the "
+            "model on the main process alone and answers the per-epoch validation with each process's own copy, which "
+            "needs every weight in each: use a data-parallel config (configs/accelerate/ddp.yaml)"
         )
 
 

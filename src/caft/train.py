@@ -351,7 +351,7 @@ def run(
                 tmp.write_text(json.dumps({**result, "log_history": state.log_history}))
         results.append(result)
         step_offset += trainer.state.global_step
-    if epoch_eval is not None and p.eval.select == "best":
+    if epoch_eval is not None and epoch_eval.main and p.eval.select == "best":  # the main process saves the model
         best, last = epochs_mod.best_epoch(epoch_eval.records), epochs_mod.epochs_run(epochs)
         if best != last:
             model = _restore(model, ckpt_root / epochs_mod.BEST, p.train.lora.enabled)
