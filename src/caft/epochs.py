@@ -12,9 +12,9 @@ only those are kept, never one folder per epoch.
 
 Under data parallel every process answers its share of the questions (every `world`-th, from its rank) with its
 own copy of the model, which DDP keeps equal on every process, and the shares are gathered in every process in
-the questions' order: the pass takes a `world`-th of the time, no process waits on another for longer than its
-share (the trainer's `ddp_timeout` bounds any wait), and every process holds the same records, so a resumed run
-decides alike in each. The main process alone writes them, logs the curve and keeps the best weights.
+the questions' order: no process waits on another for longer than one share (the trainer's `ddp_timeout` bounds
+any wait), and every process holds the same records, so a resumed run decides alike in each. The main process
+alone writes them, logs the curve and keeps the best weights.
 """
 
 from __future__ import annotations
