@@ -3,7 +3,9 @@
 A strategy, a data source, a teacher backend and an estimator are named in params.yaml but owned by their
 registries (`caft.strategies`, `caft.prepare`, `caft.teacher.backends`, `caft.estimators.registry`). `caft.params`
 holds the types alone, so a stage that imports it does not depend on every registry's code (and the registries,
-which take params types, form no import circle with it). The check runs where every name matters at once: the
+which take params types, form no import circle with it). So are the blocks of settings that an entry added to a
+registry declares (`data.<source>`, `teacher.<backend>`, `estimators.<family>`): caft.params keeps them as they
+are, and they are validated here by their entries' models. The check runs where every name matters at once: the
 `check_params` stage, first in every `dvc repro` / `dvc exp run`, and the `caft` commands that read a profile.
 """
 
