@@ -59,9 +59,11 @@ def main(
     live = Live(str(live_dir), resume=False, dvcyaml=None, save_dvc_exp=False) if main_process else None
     card_reading = card_data["reading"]
     epoch_eval = None
-    if p.eval.every_epoch:  # every process answers its share (caft.epochs)
-        base = resolve(setup.spec)
-        lora_rank = p.train.lora.r if p.train.lora.enabled else None
+    if p.eval.every_epoch:  # every process answers its share (caft.epochs); a vLLM engine serves one process
+        vllm = None
+        if main_process:
+            base, lora_rank = resolve(setup.spec), p.train.lora.r if p.train.lora.enabled else None
+            vllm = epochs.engine(p.eval, base.location, base.revision, lora_rank, world)
         epoch_eval = EpochEval(
             pd.read_parquet(validation),
             card_reading,
@@ -71,7 +73,7 @@ def main(
             keep_best=p.eval.select == "best",
             live=live,
             test=pd.read_parquet(test) if p.eval.every_epoch_test else None,
-            vllm=epochs.engine(p.eval, base.location, base.revision, lora_rank, world) if main_process else None,
+            vllm=vllm,
             rank=rank,
             world=world,
         )

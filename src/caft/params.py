@@ -36,6 +36,15 @@ class Settings(_Strict):
     hold such blocks keep them as they are; `caft.names` validates each against its entry's model."""
 
 
+def declared_block(section: BaseModel, name: str, model: type[Settings] | None, what: str) -> Settings:
+    """The block `name` of `section` that an entry added to a registry declares (`what` the entry is: a data
+    source, a teacher backend, an estimator family), validated by the entry's own model."""
+    block = (section.model_extra or {}).get(name)
+    if model is None or block is None:
+        raise CaftError(f"{what} {name!r}: its params block is missing from params.yaml")
+    return model.model_validate(block)
+
+
 class SyntheticData(_Strict):
     """Offline MMLU-Pro-shaped questions whose difficulty is the number of reasoning steps."""
 

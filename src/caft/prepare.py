@@ -16,7 +16,7 @@ import pandas as pd
 from caft import schema
 from caft.errors import CaftError
 from caft.io import metric_key, read_table
-from caft.params import DataParams, Settings
+from caft.params import DataParams, Settings, declared_block
 from caft.sources import gsm8k, medmcqa, mmlu_pro, synthetic
 
 
@@ -67,10 +67,7 @@ def source(name: str) -> Source:
 
 def source_params(cfg: DataParams, name: str) -> Settings:
     """The params block `data.<name>` of a source added as one entry, validated by the entry's own model."""
-    entry, block = source(name), (cfg.model_extra or {}).get(name)
-    if entry.settings is None or block is None:
-        raise CaftError(f"data.{name}: the source's params block is missing from params.yaml")
-    return entry.settings.model_validate(block)
+    return declared_block(cfg, name, source(name).settings, "data source")
 
 
 def load_source(cfg: DataParams, seed: int) -> tuple[pd.DataFrame, list[str]]:

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from caft.errors import CaftError
 from caft.estimators.aggregates import AGGREGATES
-from caft.params import FamilyParams
+from caft.params import FamilyParams, declared_block
 from caft.scores import SINGLE_TOKEN
 
 if TYPE_CHECKING:
@@ -43,11 +42,7 @@ class Family:
 
 def family_params(p: Params, key: str) -> FamilyParams:
     """The params block `estimators.<key>` of a family added as one entry, validated by the entry's own model."""
-    family = FAMILIES[key]
-    block = (p.estimators.model_extra or {}).get(key)
-    if family.settings is None or block is None:
-        raise CaftError(f"estimators.{key}: the family's params block is missing from params.yaml")
-    return family.settings.model_validate(block)
+    return declared_block(p.estimators, key, FAMILIES[key].settings, "estimator family")
 
 
 def scored_students(p: Params, key: str) -> list[str]:

@@ -18,7 +18,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from caft.errors import CaftError
-from caft.params import GenerationParams, ModelSpec, OpenAIBackend, Settings, TeacherHF, TeacherImport, TeacherParams
+from caft.params import (
+    GenerationParams,
+    ModelSpec,
+    OpenAIBackend,
+    Settings,
+    TeacherHF,
+    TeacherImport,
+    TeacherParams,
+    declared_block,
+)
 from caft.prompts import apply_chat_template
 from caft.tables import load_table
 from caft.teacher.prompt import answer_marker, number_marker
@@ -363,7 +372,4 @@ def backend(name: str) -> Backend:
 def backend_params(cfg: GenerationParams, name: str) -> Settings:
     """The params block of a backend added as one entry (under the teacher's or the judge's settings), validated
     by the entry's own model."""
-    entry, block = backend(name), (cfg.model_extra or {}).get(name)
-    if entry.settings is None or block is None:
-        raise CaftError(f"{name}: the teacher backend's params block is missing from params.yaml")
-    return entry.settings.model_validate(block)
+    return declared_block(cfg, name, backend(name).settings, "teacher backend")
