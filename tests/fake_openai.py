@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from caft.schema import LETTERS
+from caft.answers import LETTERS
 
 
 class FakeOpenAI:

@@ -1,6 +1,12 @@
+import re
+
+import pandas as pd
 import pytest
 
+from caft import answers, prompts, schema
 from caft.answers import extract, last_bracket, letter_cascade, tiger_letter
+from caft.errors import CaftError
+from caft.teacher import prompt as teacher_prompt
 
 
 @pytest.mark.parametrize(
@@ -68,3 +74,54 @@ def test_extract_dispatches_on_marker():
 )
 def test_tiger_letter_is_tiger_labs_extraction(text, expected):
     assert tiger_letter(text) == expected
+
+
+def _yes_no(text: object) -> str | None:
+    word = str(text).strip().lower()
+    return word if word in ("yes", "no") else None
+
+
+YES_NO = answers.free_form(
+    "yesno",
+    r"(?:yes|no)\b",
+    _yes_no,
+    start=r"([YyNn])",
+    system="The following are yes / no questions{about}. Write down ONLY yes or no.",
+    cot_system={"brackets": "Yes / no{about}: think, then write [[yes]] or [[no]].", "answer_is": "Yes / no{about}."},
+    flags=re.IGNORECASE,
+)
+
+
+def test_a_question_has_the_first_format_that_claims_it(monkeypatch):
+    assert [answers.format_name(n, a) for n, a in ((4, ""), (0, "1,234"), (0, "yes"))] == ["choice", "number", None]
+    monkeypatch.setitem(answers.FORMATS, "yesno", YES_NO)
+    assert [answers.format_name(n, a) for n, a in ((4, "yes"), (0, "12"), (0, " Yes"))] == ["choice", "number", "yesno"]
+    assert answers.labels() == ("option", "number", "yesno")
+    with pytest.raises(ValueError, match="no answer format claims a question with 0 options and answer 'maybe'"):
+        answers.format_of(0, "maybe")
+
+
+def test_a_free_form_format_is_read_everywhere_from_its_one_entry(monkeypatch):
+    """Readers built from the pattern (strict after CoT, direct, lenient), the gold in one spelling, the
+    prompts in the format's words and a row no format claims refused by the schema in one line."""
+    monkeypatch.setitem(answers.FORMATS, "yesno", YES_NO)
+    text = "Nothing says no... [[ Yes ]] and then no"
+    assert YES_NO.cot(text, 0, "brackets") == "yes"  # the last [[...]], in its one spelling
+    assert YES_NO.cot("so the answer is No.", 0, "answer_is") == "no"
+    assert YES_NO.direct(text, 0, "letter") == "no"  # the first answer: "Nothing" is not one
+    assert YES_NO.flexible(text, 0, "brackets") == "no"  # the last anywhere
+    assert YES_NO.answer_start["brackets"].search(text).start(1) == text.index("Yes")
+    assert answers.cot_answer(text, 0, "yes", "brackets") == answers.gold(0, -1, "yes") == "yes"
+    assert prompts.build_messages("Is 7 odd?", [], "maths", "plain", "letter", answer_format="yesno") == [
+        {"role": "system", "content": "The following are yes / no questions about maths. Write down ONLY yes or no."},
+        {"role": "user", "content": "Is 7 odd?"},
+    ]
+    assert teacher_prompt.messages("Is 7 odd?", [], None, "brackets", answer_format="yesno")[0]["content"] == (
+        "Yes / no: think, then write [[yes]] or [[no]]."
+    )
+    rows = pd.DataFrame({"question_id": ["a", "b"], "question": ["Is 7 odd?", "Is 8 odd?"], "category": "maths"})
+    table, _ = schema.validate(rows.assign(answer=["YES", "12"]))
+    assert table["answer"].tolist() == ["yes", "12"]
+    with pytest.raises(CaftError) as exc:
+        schema.validate(rows.assign(answer=["yes", "maybe"]))
+    assert str(exc.value) == "row 1 (question_id='b'): has no options and its answer 'maybe' is not a number or yesno"

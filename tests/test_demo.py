@@ -69,7 +69,8 @@ def test_the_report_per_band_numbers_equal_a_recount_of_the_predictions(chain):
         mode = preds["mode"].iloc[0]
         recount = {}
         for qid, out in preds["output"].items():
-            got = answers.number_answer(out) if mode == "cot" else answers.first_number(out)
+            number = answers.FORMATS["number"]
+            got = number.cot(out, 0, "brackets") if mode == "cot" else number.direct(out, 0, "letter")
             recount[qid] = got is not None and got == test.at[qid, "answer"]
         assert preds["correct"].to_dict() == recount
         banded = split[split["subset"] == "test"].set_index("question_id")

@@ -159,7 +159,8 @@ def test_targets_traces_and_letter_markers_follow_the_dataset():
     backends.dataset_rationale(requests, p.teacher, lambda req, resp: got.update({req.question_id: resp["text"]}))
     trace = got[row.question_id]
     assert trace == f"{row.rationale}\nSo [[{'ABCD'[row.answer_index]}]]."
-    assert answers.cot_answer(trace, 4, "brackets") == row.answer_index  # the teacher's own check reads letters
+    # the teacher's own check reads letters
+    assert answers.cot_answer(trace, 4, row.answer, "brackets") == row.answer_index
     assert answers.last_bracket("[[E]]", 4) is None and answers.last_bracket("[[ c ]] [[C]]", 4) == 2
     g = _params("gsm8k")
     gq, _ = load_source(g.data, g.seed)

@@ -39,13 +39,13 @@ def test_direct_and_cot_extraction_per_format():
     letters, numbers = _params(option_ids="letter"), _params(option_ids="numeric")
     # what the sets stage writes beside each set and the train stage copies into the model's card
     direct, numeric = reading("sft", letters), reading("sft", numbers)
-    assert evaluate.extract("C", 4, direct) == 2
-    assert evaluate.extract("7.", 10, numeric) == 6
-    assert evaluate.extract("10", 10, numeric) == 9
-    assert evaluate.extract("11", 10, numeric) is None
-    assert evaluate.extract("step... so the answer is (B).", 4, reading("distill", letters)) == 1
+    assert evaluate.extract("C", 4, "", direct) == 2
+    assert evaluate.extract("7.", 10, "", numeric) == 6
+    assert evaluate.extract("10", 10, "", numeric) == 9
+    assert evaluate.extract("11", 10, "", numeric) is None
+    assert evaluate.extract("step... so the answer is (B).", 4, "", reading("distill", letters)) == 1
     brackets = params({"teacher": {"marker": "brackets"}})
-    assert evaluate.extract("the answer is (B) [[3]]", 4, reading("caft", brackets)) == 2
+    assert evaluate.extract("the answer is (B) [[3]]", 4, "", reading("caft", brackets)) == 2
 
 
 def _preds() -> pd.DataFrame:

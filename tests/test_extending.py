@@ -1,8 +1,9 @@
 """docs/extending.md, end to end: one entry of each kind added to a copy of the project the way a user adds it (an
 entry appended to its registry's module, its values in params.yaml, and for an estimator family its module and its
 dvc.yaml stage), then `dvc repro`. Nothing else is edited, and every entry is what the run uses: the questions come
-from the new source, the prompts from its prompt set, the traces from the new backend, the bands from the new
-estimator, and the new strategy is trained, evaluated and reported, on a new student key."""
+from the new source in the new answer format (read in it by entropy, the teacher's check and eval), the prompts
+from its prompt set, the traces from the new backend, the bands from the new estimator, and the new strategy is
+trained, evaluated and reported, on a new student key."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ from tests.dvc_project import always_run, copy_project, lock, ran_stages, run, u
 pytestmark = pytest.mark.integration
 
 N_TOY = 60
+SIZES = ("ant", "mouse", "cat", "dog", "horse", "whale")  # the toy source's animals, smallest first
+FIRST_WORD = re.compile(r"(?<![\w.])[A-Za-z]+")  # a direct answer in the word format: the first word
+
+
+def _first_word(text: str) -> str:
+    hit = FIRST_WORD.search(text)
+    return hit.group(0).lower() if hit else ""
+
 
 # Appended to each registry's module, as docs/extending.md shows them.
 ENTRIES = {
@@ -29,18 +38,23 @@ class LargestParams(Settings):
     n_questions: int = Field(ge=1)
 
 
+ANIMALS = ("ant", "mouse", "cat", "dog", "horse", "whale")  # smallest first
+
+
 def _largest(cfg: DataParams, seed: int) -> pd.DataFrame:
-    """Which of a few numbers is the largest; longer questions repeat a hint."""
+    """Which of a few animals is the largest, answered in one word; longer questions repeat a hint."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(source_params(cfg, "largest").n_questions):
-        options = [str(v) for v in rng.choice(1000, size=2 + i % 4, replace=False)]
+        picked = rng.choice(len(ANIMALS), size=2 + i % 4, replace=False)
         rows.append(
             {
                 "question_id": f"toy{i:03d}",
-                "question": "Which number is the largest?" + " Read every option." * (i % 7),
-                "options": options,
-                "answer_index": max(range(len(options)), key=lambda k: int(options[k])),
+                "question": f"Which is the largest: {', '.join(ANIMALS[k] for k in picked)}?"
+                + " Think of each one." * (i % 7),
+                "options": [],
+                "answer_index": -1,
+                "answer": ANIMALS[max(picked)].capitalize(),
                 "category": "largest",
             }
         )
@@ -51,13 +65,29 @@ SOURCES["largest"] = Source(
     _largest, lambda cfg: source_params(cfg, "largest").n_questions, settings=LargestParams
 )
 ''',
+    "src/caft/answers.py": """
+
+FORMATS["word"] = free_form(
+    "word",
+    r"[A-Za-z]+",
+    lambda text: str(text).strip().lower() if re.fullmatch(r"[A-Za-z]+", str(text).strip()) else None,
+    start=r"([A-Za-z])",
+    system="The following are questions{about} answered in one word. Write down ONLY that word and nothing else.",
+    cot_system={
+        "brackets": "The following are questions{about} answered in one word. Think step by step, then write "
+        "the word as [[word]].",
+        "answer_is": "The following are questions{about} answered in one word. Think step by step, then finish "
+        'with "The answer is W." where W is the word.',
+    },
+)
+""",
     "src/caft/prompts.py": """
 PROMPT_SETS["largest"] = PromptSet(
-    direct="Pick the largest number. Write down ONLY the LETTER of the correct answer.",
-    cot="Pick the largest number. Compare them one by one, then write the LETTER as [[letter]].",
-    user="{question}\\n{options}\\n",
+    direct="Name the largest animal. Write down ONLY its name.",
+    cot="Name the largest animal. Compare them one by one, then write its name as [[name]].",
+    user="{question}",
     target="{answer}",
-    option_ids="letter",
+    option_ids=None,
     marker="brackets",
 )
 """,
@@ -70,7 +100,7 @@ class EchoParams(Settings):
 def _echo(requests: list[Request], cfg: TeacherParams, sink: Sink) -> Outcome:
     words = backend_params(cfg, "echo").words
     for req in requests:
-        sink(req, _response(f"{words} [[{'ABCDEFGHIJ'[req.answer_index]}]]", "stop", 1, 1, 0.0, 1))
+        sink(req, _response(f"{words} [[{req.answer}]]", "stop", 1, 1, 0.0, 1))
     return Outcome()
 
 
@@ -218,6 +248,19 @@ def test_one_entry_of_each_kind_runs_through_dvc_repro(tmp_path):
     assert sum(map(len, prepared.values())) == N_TOY
     assert set(pd.concat(prepared.values())["category"]) == {"largest"}
     questions = pd.concat(prepared.values()).set_index("question_id")["question"]
+    # the format's questions: no options, the gold in its one spelling (the source wrote "Whale"), the largest named
+    golds = pd.concat(prepared.values()).set_index("question_id")["answer"]
+    assert golds.to_dict() == {
+        q: max(re.findall("|".join(SIZES), text.split("?")[0]), key=SIZES.index) for q, text in questions.items()
+    }
+    # the student's single-token run read in the format: the first word of the continuation, labelled `word`
+    scored = pd.read_parquet(root / "data/entropy/mini/scores.parquet")
+    words = scored["continuation"].map(_first_word)
+    assert scored["pred_answer"].tolist() == words.tolist()
+    assert scored["validity"].tolist() == ["word" if w else "other" for w in words]
+    entropy_metrics = json.loads((root / "metrics/entropy/mini.json").read_text())
+    rate = float((words != "").mean())
+    assert rate > 0 and entropy_metrics["word_rate"] == pytest.approx(rate, abs=1e-6)
     # the family's scores (its own setting: words), and the split banding by them
     scores = pd.read_parquet(root / "data/estimators/mini/question_length.parquet")
     assert set(scores["units"]) == {"words"}
@@ -247,6 +290,11 @@ def test_one_entry_of_each_kind_runs_through_dvc_repro(tmp_path):
     assert set(report) == {"sft", "hard_only"}
     assert {s: r["n"] for s, r in report.items()} == dict.fromkeys(report, len(prepared["test"]))
     assert re.search(r"\| mini \| hard_only \| ", (root / "reports/summary.md").read_text())
+    # eval read the direct answers in the format, against the one-spelling gold
+    preds = pd.read_parquet(root / "data/eval/mini/sft/42/predictions.parquet")
+    assert preds["parsed_answer"].tolist() == preds["output"].map(_first_word).tolist()
+    expected = [p != "" and p == golds[q] for p, q in zip(preds["parsed_answer"], preds["question_id"], strict=True)]
+    assert preds["correct"].tolist() == expected
     # every new setting is a param of the stage that reads it, and of no other
     assert up_to_date(root)
     ran = (root / "params.yaml").read_text()

@@ -19,6 +19,8 @@ from caft.sources import synthetic
 from caft.teacher import backends, prompt
 from tests.conftest import params, section
 
+NUMBER = answers.FORMATS["number"]
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
@@ -67,17 +69,20 @@ def test_normalize_number(text, expected):
     ],
 )
 def test_cot_number_extraction_strict_and_flexible(text, strict, flexible):
-    assert answers.number_answer(text) == strict
-    assert answers.last_number(text) == flexible
+    assert NUMBER.cot(text, 0, "brackets") == strict
+    assert NUMBER.flexible(text, 0, "brackets") == flexible
 
 
 def test_direct_number_is_the_first_number_of_the_continuation():
-    assert answers.first_number("25\n\nThe answer") == "25"
-    assert answers.first_number("-17.") == "-17"
-    assert answers.first_number("12.") == "12"
-    assert answers.first_number("To add 7 and 5") == "7"
-    assert answers.first_number("x") is None
-    assert answers.first_number("- 4 apples") == "4" and answers.first_number("-4 apples") == "-4"
+    def first(text: str) -> str | None:
+        return NUMBER.direct(text, 0, "letter")
+
+    assert first("25\n\nThe answer") == "25"
+    assert first("-17.") == "-17"
+    assert first("12.") == "12"
+    assert first("To add 7 and 5") == "7"
+    assert first("x") is None
+    assert first("- 4 apples") == "4" and first("-4 apples") == "-4"
 
 
 def test_chain_rationale_always_computes_the_gold():
@@ -119,7 +124,8 @@ def test_schema_accepts_number_rows_and_names_bad_ones():
 
 
 def test_number_prompts_and_prefix():
-    msgs = prompts.build_messages("What is 8 + 1 - 3?", [], "arithmetic chain", "plain", "letter")
+    question = "What is 8 + 1 - 3?"
+    msgs = prompts.build_messages(question, [], "arithmetic chain", "plain", "letter", answer_format="number")
     assert msgs == [
         {
             "role": "system",
@@ -134,7 +140,7 @@ def test_number_prompts_and_prefix():
         prompts.answer_prefix("{expression} = ", "")
     with pytest.raises(Exception, match="may only use the field"):
         section("prompt", answer_prefix="{question} = ")
-    cot = prompt.messages("What is 2 + 2?", [], None, "answer_is")
+    cot = prompt.messages("What is 2 + 2?", [], None, "answer_is", answer_format="number")
     assert cot[0]["content"].endswith('finish your answer with "The answer is N." where N is the final number.')
 
 
@@ -152,7 +158,7 @@ def test_oracle_trace_and_answer_target(tmp_path):
     steps = row.rationale.splitlines()[:-1]
     assert got["answer_is"] == "\n".join([*steps, f"The answer is {row.answer}."])
     assert got["brackets"] == "\n".join([*steps, f"The answer is [[{row.answer}]]."])
-    assert answers.cot_answer(got["brackets"], 0, "brackets") == row.answer
+    assert answers.cot_answer(got["brackets"], 0, row.answer, "brackets") == row.answer
     p = params({"prompt": {"answer_prefix": "{expression} = "}})
     messages, target = sets.answer_example(row, p)
     assert target == f"{row.expression} = {row.answer}" and messages[1]["content"] == row.question
@@ -199,7 +205,7 @@ def test_marker_free_entropy_matches_an_unbatched_reference(tiny_model, tmp_path
         new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
         assert row.entropy == pytest.approx(float(tokens.entropy_nats(logits)), abs=1e-5)
         assert row.continuation == tok.decode(new, skip_special_tokens=True)
-        assert row.pred_answer == (answers.first_number(row.continuation) or "")
+        assert row.pred_answer == (NUMBER.direct(row.continuation, 0, "letter") or "")
         assert row.correct == (row.pred_answer == row.answer)
 
 
@@ -208,7 +214,7 @@ def test_entropy_refuses_a_mix_of_formats(tiny_model, tmp_path):
 
     model, tok = tiny_model
     mixed = pd.concat([make_questions(2).assign(subset="train"), _chain_questions(2)], ignore_index=True)
-    with pytest.raises(CaftError, match="mix multiple-choice and free-form"):
+    with pytest.raises(CaftError, match=r"mix answer formats \(choice, number\); score one format per run"):
         entropy.compute(
             mixed,
             model,
@@ -242,9 +248,9 @@ def test_entropy_summary_reports_accuracy_per_step():
 
 def test_eval_of_number_answers_strict_flexible_and_tiger():
     p = params()
-    assert extract("The answer is 12.", 0, reading("distill", p)) == "12"
-    assert extract("12 - 5 = 7", 0, reading("distill", p)) is None
-    assert extract("7\n", 0, reading("sft", p)) == "7"
+    assert extract("The answer is 12.", 0, "12", reading("distill", p)) == "12"
+    assert extract("12 - 5 = 7", 0, "7", reading("distill", p)) is None
+    assert extract("7\n", 0, "7", reading("sft", p)) == "7"
     preds = pd.DataFrame(
         {
             "n_options": 0,

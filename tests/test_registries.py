@@ -3,6 +3,7 @@ up in the DAG where the DAG is built from params, and is what the run uses."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -290,23 +291,21 @@ def test_an_answer_format_entry_is_what_every_reader_uses(monkeypatch, tiny_mode
     from caft.sets import reading
 
     final = re.compile(r"Final:\s*([-+]?\d+)")
-    toy = answers.AnswerFormat(
+    toy = dataclasses.replace(
+        answers.FORMATS["number"],
         cot=lambda text, n, marker: m[-1] if (m := final.findall(text)) else None,
-        direct=lambda text, n, ids: answers.first_number(text),
-        flexible=None,
-        gold=lambda index, answer: answer,
         answer_start=dict.fromkeys(("brackets", "answer_is"), re.compile(r"Final:\s*([-+]?\d)")),
     )
     p = params(BASE)
     text = "3 + 4 = 7, so [[7]]. Final: 12"
     cot = reading("distill", p.model_copy(update={"teacher": p.teacher.model_copy(update={"marker": "brackets"})}))
-    assert extract(text, 0, cot) == "7"
+    assert extract(text, 0, "12", cot) == "7"
     monkeypatch.setitem(answers.FORMATS, "number", toy)
-    assert extract(text, 0, cot) == "12" and answers.cot_answer(text, 0, "brackets") == "12"
+    assert extract(text, 0, "12", cot) == "12" and answers.cot_answer(text, 0, "12", "brackets") == "12"
     assert answers.gold(0, -1, "12") == "12"
     _, tok = tiny_model
     ids = tok.encode(text, add_special_tokens=False)
-    answer_pos, _ = locate_answer(tok, ids, "brackets", answers.format_name(0))
+    answer_pos, _ = locate_answer(tok, ids, "brackets", answers.format_name(0, "12"))
     start = text.rindex("12")  # where the toy's answer_start pattern puts the answer
     assert len(tok.decode(ids[:answer_pos])) <= start < len(tok.decode(ids[: answer_pos + 1]))
 

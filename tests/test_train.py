@@ -440,7 +440,7 @@ def test_reestimated_caft_trains_phase_two_on_the_re_banded_items(tmp_path, monk
     import numpy as np
 
     from caft import entropy
-    from caft.answers import VALID
+    from caft.answers import labels
 
     p = _params(epochs={"sft": [1], "distill": [1], "caft": [1, 1], "random": [1, 1], "caft_reestimate": [1, 1]})
     q, a, traces = _data(16)
@@ -477,7 +477,7 @@ def test_reestimated_caft_trains_phase_two_on_the_re_banded_items(tmp_path, monk
         store=entropy.PartialStore(tmp_path / "check.jsonl"),
         progress=False,
     )
-    readable = scored[scored["validity"].isin(VALID)]
+    readable = scored[scored["validity"].isin(labels())]
     cut = np.quantile(readable["entropy"], 0.75)
     expected = sorted(readable.loc[readable["entropy"] >= cut, "question_id"])
     assert 0 < len(expected) < len(candidates)

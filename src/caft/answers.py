@@ -1,14 +1,17 @@
-"""Answer extraction from generated text, per answer format.
+"""Answer formats: which questions have which, and how their answers are read from generated text.
 
-Two formats: `choice` (an option id: letters A..J or numbers 1..N) and `number` (a free-form
-numeric answer: arithmetic chains, GSM8K). A question with options is `choice`, one without is `number`.
+Each format is one entry of `FORMATS`; a question has the first format that claims it. `choice` (an option id:
+letters A..J or numbers 1..N) claims every question with options; `number` (a free-form numeric answer:
+arithmetic chains, GSM8K) one without options whose gold is a number. A format without options is declared
+by what one answer looks like (`free_form`: a yes / no format is one such entry, docs/extending.md), and
+carries its prompt texts and budget with it.
 
 Numbers are compared after `normalize_number`: thousands separators, a currency `$`, a leading `+`, trailing
 zeros of a decimal (`7.0` = `7`, `0.50` = `0.5`) and `-0` do not matter; `1/2` and `1e3` are not numbers here
 (GSM8K's answers are integers). After CoT the strict answer is the last `[[n]]`, else the last `#### n`
-(GSM8K's solutions), else the last "the answer is n"; `last_number` (the last number anywhere) is the
-flexible fallback, reported separately as lm-evaluation-harness does for gsm8k (`flexible-extract`).
-A direct answer (after the answer prefix) is the first number of the continuation.
+(GSM8K's solutions), else the last "the answer is n"; the last number anywhere is the flexible fallback,
+reported separately as lm-evaluation-harness does for gsm8k (`flexible-extract`). A direct answer (after the
+answer prefix) is the first number of the continuation.
 
 `[[n]]` (paper v1, numeric ids; MedMCQA's `[[B]]`, letter ids): the *last* `[[...]]` in the text is the answer;
 if it is out of range (`[[4]] ... [[12]]` with 10 options) the answer is unparseable, never an earlier marker:
@@ -29,8 +32,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 LETTERS = "ABCDEFGHIJ"
-# The entropy stage's validity labels that mean "answered": an option id, or a number (free-form questions).
-VALID = ("option", "number")
 
 _BRACKETS = re.compile(r"\[\[\s*(\d+|[A-J])\s*\]\]")
 _ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
@@ -95,10 +96,6 @@ def tiger_letter(text: str) -> str | None:
 # reads it); a currency sign may have a space after it.
 _NUMBER = r"[-+]?(?:\$\s?)?\d[\d,]*(?:\.\d+)?"
 _NUMBER_ONLY = re.compile(rf"^\s*{_NUMBER}\s*$")
-_NUMBER_ANY = re.compile(rf"(?<![\w.]){_NUMBER}")
-_NUMBER_BRACKETS = re.compile(rf"\[\[\s*({_NUMBER})\s*\]\]")
-_HASHES = re.compile(rf"####\s*({_NUMBER})")
-_ANSWER_IS_NUMBER = re.compile(rf"answer is:?\s*({_NUMBER})", re.IGNORECASE)
 
 
 def normalize_number(text: object) -> str | None:
@@ -128,41 +125,25 @@ def with_separators(text: str) -> str:
     return f"{int(whole):,}{dot}{frac}"
 
 
-def number_answer(text: str) -> str | None:
-    """The strict answer of a CoT text: last `[[n]]`, else last `#### n`, else last "the answer is n"."""
-    for pattern in (_NUMBER_BRACKETS, _HASHES, _ANSWER_IS_NUMBER):
-        hits = pattern.findall(text)
-        if hits:
-            return normalize_number(hits[-1])
-    return None
-
-
-def last_number(text: str) -> str | None:
-    """The flexible fallback: the last number anywhere in the text."""
-    hits = _NUMBER_ANY.findall(text)
-    return normalize_number(hits[-1]) if hits else None
-
-
-def first_number(text: str) -> str | None:
-    """A direct answer: the first number of the continuation (`"7"` of `"7\n\nThe sum..."`)."""
-    hit = _NUMBER_ANY.search(text)
-    return normalize_number(hit.group(0)) if hit else None
-
-
-Answer = int | str  # an option index (choice) or a canonical number (number)
+Answer = int | str  # an option index (choice) or a canonical answer text (a format without options)
 
 
 @dataclass(frozen=True)
 class AnswerFormat:
-    """How one answer format is read; eval, the teacher's check and the CoT estimator all read through it.
+    """How one answer format is read; eval, the teacher's check, the entropy stage and the CoT estimator all read
+    through it, and `format_name` gives each question the first format that `claims` it.
 
-    `cot(text, n_options, marker)`: the strict answer after a chain of thought; `direct(text, n_options,
-    option_ids)`: the answer right after the prompt (and answer prefix); `flexible(text, n_options, marker)`:
-    the lenient reading reported beside the strict one (None: there is none); `gold(answer_index, answer)`:
-    the gold in the form the readers return; `answer_start[marker]`: a pattern whose group 1 starts where the
-    answer is written after that marker (the CoT estimator reads the answer token's entropy there).
+    `claims(n_options, answer)`: whether a question (its option count, its gold text) has this format; `label`:
+    the entropy stage's validity of an answer read in it; `cot(text, n_options, marker)`: the strict answer after
+    a chain of thought; `direct(text, n_options, option_ids)`: the answer right after the prompt (and answer
+    prefix); `flexible(text, n_options, marker)`: the lenient reading reported beside the strict one (None: there
+    is none); `gold(answer_index, answer)`: the gold in the form the readers return; `answer_start[marker]`: a
+    pattern whose group 1 starts where the answer is written after that marker (the CoT estimator reads the
+    answer token's entropy there).
     """
 
+    claims: Callable[[int, object], bool]
+    label: str
     cot: Callable[[str, int, str], Answer | None]
     direct: Callable[[str, int, str], Answer | None]
     flexible: Callable[[str, int, str], Answer | None] | None  # None: the strict reading is the only one
@@ -170,8 +151,81 @@ class AnswerFormat:
     answer_start: dict[str, re.Pattern]
 
 
+@dataclass(frozen=True)
+class FreeForm(AnswerFormat):
+    """A format without options (a number, yes / no): its gold is the text in `answer`, and the whole format
+    follows from what one answer looks like (`free_form`). Besides the readers it carries what the prompts and
+    budgets need: `canonical(text)`, an answer's one spelling (the prepared gold, the text inside a marker, an
+    imported answer; None: not an answer of this format); `spellings(gold)`, every way a direct answer to that
+    gold may be written (the eval budget covers the longest); `system`, the generic single-token prompt's system
+    text, and `cot_system[marker]`, the teacher's (both take `{about}`; a dataset's `caft.prompts.PromptSet`
+    replaces them with its own)."""
+
+    canonical: Callable[[object], str | None]
+    spellings: Callable[[str], list[str]]
+    system: str
+    cot_system: dict[str, str]
+
+
+def free_form(
+    label: str,
+    pattern: str,
+    canonical: Callable[[object], str | None],
+    *,
+    start: str,
+    system: str,
+    cot_system: dict[str, str],
+    spellings: Callable[[str], list[str]] = lambda gold: [gold],
+    flags: int = 0,
+) -> FreeForm:
+    """A format without options from the pattern of one answer (no groups of its own) and `start`, a pattern
+    whose group 1 is the answer's first character: strictly after CoT, the last `[[answer]]`, else the last
+    `#### answer` (GSM8K's solutions), else the last "the answer is answer"; directly, the first answer of the
+    continuation; leniently, the last answer anywhere (lm-evaluation-harness's `flexible-extract`)."""
+    strict = (
+        re.compile(rf"\[\[\s*({pattern})\s*\]\]", flags),
+        re.compile(rf"####\s*({pattern})", flags),
+        re.compile(rf"answer is:?\s*({pattern})", flags | re.IGNORECASE),
+    )
+    anywhere = re.compile(rf"(?<![\w.]){pattern}", flags)
+
+    def cot(text: str, n_options: int, marker: str) -> str | None:
+        for expr in strict:
+            hits = expr.findall(text)
+            if hits:
+                return canonical(hits[-1])
+        return None
+
+    def first(text: str, n_options: int, option_ids: str) -> str | None:
+        hit = anywhere.search(text)
+        return canonical(hit.group(0)) if hit else None
+
+    def last(text: str, n_options: int, marker: str) -> str | None:
+        hits = anywhere.findall(text)
+        return canonical(hits[-1]) if hits else None
+
+    return FreeForm(
+        claims=lambda n_options, answer: not n_options and canonical(answer) is not None,
+        label=label,
+        cot=cot,
+        direct=first,
+        flexible=last,
+        gold=lambda index, answer: answer,
+        answer_start={
+            "brackets": re.compile(rf"\[\[\s*{start}", flags),
+            "answer_is": re.compile(rf"answer is:?\s*{start}", flags | re.IGNORECASE),
+        },
+        canonical=canonical,
+        spellings=spellings,
+        system=system,
+        cot_system=cot_system,
+    )
+
+
 FORMATS: dict[str, AnswerFormat] = {
     "choice": AnswerFormat(
+        claims=lambda n_options, answer: n_options > 0,
+        label="option",
         cot=extract,
         direct=direct_option,
         flexible=None,  # an option id has no more lenient reading
@@ -181,33 +235,57 @@ FORMATS: dict[str, AnswerFormat] = {
             "answer_is": re.compile(r"answer is:?\s*\(?([A-J])"),
         },
     ),
-    "number": AnswerFormat(
-        cot=lambda text, n, marker: number_answer(text),
-        direct=lambda text, n, ids: first_number(text),
-        flexible=lambda text, n, marker: last_number(text),  # lm-evaluation-harness's flexible-extract
-        gold=lambda index, answer: answer,
-        answer_start={  # a number starts at its first character: a sign or a digit
-            "brackets": re.compile(r"\[\[\s*\$?([-+]?\d)"),
-            "answer_is": re.compile(r"answer is:?\s*\$?([-+]?\d)", re.IGNORECASE),
+    # arithmetic chains, GSM8K: a number starts at its first character, a sign or a digit
+    "number": free_form(
+        "number",
+        _NUMBER,
+        normalize_number,
+        start=r"\$?([-+]?\d)",
+        spellings=lambda gold: [gold, with_separators(gold)],
+        system="The following are math questions{about}. Write down ONLY the final number and nothing else.",
+        cot_system={
+            "brackets": "The following are math questions{about}. Explain your thinking process step-by-step. At "
+            "the end, write down the correct answer as a number by strictly following this format: "
+            "[[correct_answer]].",
+            "answer_is": "The following are math questions{about}. Think step by step and then finish your answer "
+            'with "The answer is N." where N is the final number.',
         },
     ),
 }
 
 
-def format_name(n_options: int) -> str:
-    """A question's answer format: `choice` when it has options, else `number` (caft.schema's two shapes)."""
-    return "choice" if n_options else "number"
+def format_name(n_options: int, answer: object) -> str | None:
+    """A question's answer format: the first entry of `FORMATS` that claims it (None: none does; `caft.schema`
+    refuses such a row)."""
+    return next((name for name, fmt in FORMATS.items() if fmt.claims(n_options, answer)), None)
 
 
-def format_of(n_options: int) -> AnswerFormat:
-    return FORMATS[format_name(n_options)]
+def format_of(n_options: int, answer: object) -> AnswerFormat:
+    """The format of a question of the prepared data (whose rows `caft.schema` checked each have one)."""
+    name = format_name(n_options, answer)
+    if name is None:
+        raise ValueError(f"no answer format claims a question with {n_options} options and answer {answer!r}")
+    return FORMATS[name]
 
 
-def cot_answer(text: str, n_options: int, marker: str) -> Answer | None:
+def free_form_of(answer: object) -> FreeForm:
+    """The format of a question without options (its prompt texts, budget and canonical spelling)."""
+    fmt = format_of(0, answer)
+    if not isinstance(fmt, FreeForm):
+        raise TypeError(f"{fmt.label}: a format for questions without options is a FreeForm (caft.answers.free_form)")
+    return fmt
+
+
+def labels() -> tuple[str, ...]:
+    """The entropy stage's validity labels that mean "answered": one per format (`option`, `number`, ...)."""
+    return tuple(fmt.label for fmt in FORMATS.values())
+
+
+def cot_answer(text: str, n_options: int, answer: object, marker: str) -> Answer | None:
     """The answer a CoT text gives (the teacher's check and eval's CoT reading)."""
-    return format_of(n_options).cot(text, n_options, marker)
+    return format_of(n_options, answer).cot(text, n_options, marker)
 
 
 def gold(n_options: int, answer_index: int, answer: str) -> Answer:
     """A question's gold in the form `cot_answer` returns."""
-    return format_of(n_options).gold(answer_index, answer)
+    return format_of(n_options, answer).gold(answer_index, answer)

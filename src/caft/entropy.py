@@ -5,10 +5,11 @@ explicit position ids) gives the raw logits of the last position in float32. Fro
 over the full vocabulary (the paper's measure), the entropy renormalised over the option-id tokens, the
 greedy token, whether it is an option / "0" (do not know) / something else, and correctness.
 
-Free-form questions (`number` format, no options) are scored at the same place, the first token after the
-prompt and `prompt.answer_prefix`, but the answer takes several tokens ("-12"): one batched greedy generation
-of `entropy.max_new_tokens` gives the raw logits of its first step (the entropy) and the continuation, whose
-first number is the answer (`validity` "number"; none: "other").
+Questions without options (`number`, or another free-form format: `caft.answers.FreeForm`) are scored at the same
+place, the first token after the prompt and `prompt.answer_prefix`, but the answer takes several tokens ("-12"):
+one batched greedy generation of `entropy.max_new_tokens` gives the raw logits of its first step (the entropy)
+and the continuation, whose first answer in the question's format is the answer (`validity`: the format's
+label, "number"; none: "other").
 
 `entropy.locate: marker` (the authors' GSM8K way) reads it elsewhere: one batched greedy generation of
 `entropy.max_new_tokens`; the answer is the text inside the first `[[...]]` (the answer prefix counts, so a
@@ -43,7 +44,9 @@ from caft.scores import valid_rows
 from caft.store import JsonlStore
 from caft.tokens import entropy_nats, first_token, token_at_char
 
-VALIDITY = ("option", "number", "idk", "other", "ambiguous")
+# A row's `validity`: its format's label (`caft.answers.labels`: "option", "number", ...) when the answer was read,
+# else one of these.
+NOT_ANSWERED = ("idk", "other", "ambiguous")
 RESULT_COLUMNS = [
     "entropy",
     "entropy_options",
@@ -123,11 +126,24 @@ def render_prompts(questions: pd.DataFrame, tokenizer, cfg: PromptParams) -> lis
     return [
         prompts.apply_chat_template(
             tokenizer,
-            prompts.build_messages(q, list(o), c if cfg.subject else None, cfg.variant, cfg.option_ids, cfg.dataset),
+            prompts.build_messages(
+                q,
+                list(o),
+                c if cfg.subject else None,
+                cfg.variant,
+                cfg.option_ids,
+                cfg.dataset,
+                answer_format=answers.format_name(len(o), a),
+            ),
             prompts.answer_prefix(cfg.answer_prefix, e),
         )
-        for q, o, c, e in zip(
-            questions["question"], questions["options"], questions["category"], questions["expression"], strict=True
+        for q, o, a, c, e in zip(
+            questions["question"],
+            questions["options"],
+            questions["answer"],
+            questions["category"],
+            questions["expression"],
+            strict=True,
         )
     ]
 
@@ -166,7 +182,7 @@ class Scored:
     pred_token_id: int = -1
     pred_token: str = ""
     pred_index: int = -1
-    pred_answer: str = ""  # a number row's parsed answer
+    pred_answer: str = ""  # the parsed answer of a row without options
     continuation: str = ""
     validity: str = "other"
     correct: bool = False
@@ -201,11 +217,12 @@ def score_logits(logits: torch.Tensor, n_options: int, answer_index: int, idt: I
     )
 
 
-def score_number(logits: torch.Tensor, continuation: str, gold: str, tokenizer) -> dict:
-    """A free-form question: the first token's full-vocabulary entropy, and the first number of the greedy
-    continuation as the answer."""
+def score_free(logits: torch.Tensor, continuation: str, gold: str, tokenizer) -> dict:
+    """A question without options: the first token's full-vocabulary entropy, and the first answer of its
+    format in the greedy continuation (a number: the first number) as the answer."""
     top = int(torch.argmax(logits))
-    parsed = answers.first_number(continuation)
+    fmt = answers.free_form_of(gold)
+    parsed = fmt.direct(continuation, 0, "")
     return asdict(
         Scored(
             entropy=float(entropy_nats(logits)),
@@ -214,7 +231,7 @@ def score_number(logits: torch.Tensor, continuation: str, gold: str, tokenizer) 
             pred_token=tokenizer.decode([top]),
             pred_answer=parsed or "",
             continuation=continuation,
-            validity="number" if parsed is not None else "other",
+            validity=fmt.label if parsed is not None else "other",
             correct=parsed is not None and parsed == gold,
         )
     )
@@ -271,8 +288,9 @@ def compute(
     n_options = questions["options"].map(len).to_numpy()
     keys = [row_key(q, t) for q, t in zip(questions["question_id"], texts, strict=True)]
     todo = [i for i in np.argsort(lengths, kind="stable")[::-1].tolist() if keys[i] not in store.done]
-    if len(set(n_options > 0)) > 1:
-        raise CaftError("the questions mix multiple-choice and free-form (number) rows; score one format per run")
+    formats = set(map(answers.format_name, n_options, questions["answer"]))
+    if len(formats) > 1:
+        raise CaftError(f"the questions mix answer formats ({', '.join(sorted(formats))}); score one format per run")
     ids = prompts.answer_ids(cfg.option_ids, cfg.dataset)
     if locate == "marker":
         prefixes = [prompts.answer_prefix(cfg.answer_prefix, e) for e in questions["expression"]]
@@ -285,7 +303,7 @@ def compute(
         _score_marker(generation, questions, prefixes, ids, option_tokens)
         return _assemble(questions, texts, keys, store, tokenizer)
     if n_options.max() == 0:
-        _score_numbers(GreedyRun(model, tokenizer, texts, keys, todo, batch_size, max_new_tokens, store), questions)
+        _score_free(GreedyRun(model, tokenizer, texts, keys, todo, batch_size, max_new_tokens, store), questions)
         return _assemble(questions, texts, keys, store, tokenizer)
     idt = id_tokens(tokenizer, texts[0], ids, int(n_options.max()), cfg.variant == "fallback", id_collision)
     bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc="entropy", unit="q", disable=not progress)
@@ -336,12 +354,12 @@ class GreedyRun:
         )
 
 
-def _score_numbers(generation: GreedyRun, questions: pd.DataFrame) -> None:
-    """Free-form rows, entropy at the next token: the first step's raw logits give the entropy."""
+def _score_free(generation: GreedyRun, questions: pd.DataFrame) -> None:
+    """Rows without options, entropy at the next token: the first step's raw logits give the entropy."""
     gold = questions["answer"].tolist()
     generation.run(
         lambda logits, _ids: logits[0],
-        lambda i, g: score_number(g.reduced, g.text, gold[i], generation.tokenizer),
+        lambda i, g: score_free(g.reduced, g.text, gold[i], generation.tokenizer),
     )
 
 
@@ -378,8 +396,9 @@ def score_marker(stats: dict, generated: Generated, prefix: str, row, ids: str, 
         index = labels.index(answer) if answer in labels else -1
         validity, correct, parsed = ("option" if index >= 0 else "other"), index == row.answer_index, ""
     else:
-        parsed = answers.normalize_number(answer)
-        index, validity, correct = -1, "number" if parsed is not None else "other", parsed == row.answer
+        fmt = answers.free_form_of(row.answer)
+        parsed = fmt.canonical(answer)
+        index, validity, correct = -1, fmt.label if parsed is not None else "other", parsed == row.answer
     record = replace(
         record,
         entropy=stats["entropy"][step],
@@ -423,14 +442,15 @@ def summarize(table: pd.DataFrame) -> dict:
         "n": len(table),
         "n_train": int((table["subset"] == "train").sum()),
         "n_test": int((table["subset"] == "test").sum()),
-        "valid_rate": _rate(table["validity"].isin(answers.VALID)),
+        "valid_rate": _rate(table["validity"].isin(answers.labels())),
         "accuracy": _rate(table["correct"]),
         "accuracy_valid": _rate(valid["correct"]) if len(valid) else None,
         "roc_auc": _auc(valid, "entropy"),
         "roc_auc_options": _auc(valid, "entropy_options"),
         "entropy_mean": float(table["entropy"].mean()),
     }
-    for kind in VALIDITY[1:]:
+    free = [fmt.label for fmt in answers.FORMATS.values() if isinstance(fmt, answers.FreeForm)]
+    for kind in (*free, *NOT_ANSWERED):
         out[f"{kind}_rate"] = _rate(table["validity"] == kind)
     known = table[table.get("difficulty", pd.Series(-1, index=table.index)) >= 0]
     # Synthetic questions know their true difficulty (reasoning steps): does entropy track it?

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caft import prompts
-from caft.answers import normalize_number
+from caft import answers, prompts
 from caft.errors import CaftError
 from caft.params import EntropyImport
 from caft.tables import load_table
@@ -56,14 +55,16 @@ def join(questions: pd.DataFrame, raw: pd.DataFrame, cfg: EntropyImport, model: 
     merged["pred_index"] = [p for p, _ in parsed]
     merged["validity"] = [v for _, v in parsed]
     merged["correct"] = (merged["validity"] == "option") & (merged["pred_index"] == merged["answer_index"])
-    # a free-form question's published answer is a number (the authors' GSM8K files)
-    numbers = merged["options"].map(len) == 0
+    # a question without options: the published answer read in its format (the authors' GSM8K files: numbers)
+    free = merged["options"].map(len) == 0
+    formats = [answers.free_form_of(g) if f else None for g, f in zip(merged["answer"], free, strict=True)]
     merged["pred_answer"] = [
-        (normalize_number(a) or "") if free else "" for a, free in zip(merged["published_answer"], numbers, strict=True)
+        (fmt.canonical(a) or "") if fmt else "" for a, fmt in zip(merged["published_answer"], formats, strict=True)
     ]
-    merged.loc[numbers, "validity"] = np.where(merged.loc[numbers, "pred_answer"] != "", "number", "other")
-    gold = merged["answer"].map(lambda a: normalize_number(a) or "")
-    merged.loc[numbers, "correct"] = (merged["pred_answer"] != "") & (merged["pred_answer"] == gold)
+    merged.loc[free, "validity"] = [
+        fmt.label if a else "other" for a, fmt in zip(merged["pred_answer"], formats, strict=True) if fmt
+    ]
+    merged.loc[free, "correct"] = (merged["pred_answer"] != "") & (merged["pred_answer"] == merged["answer"])
     merged["entropy"] = merged["score"].astype(float)
     merged["entropy_options"] = np.nan
     merged["n_options"] = merged["options"].map(len)

@@ -25,10 +25,13 @@ def messages_for(row, reading: dict) -> list[dict[str, str]]:
     prompt (`direct`), or the teacher's CoT prompt (`cot`)."""
     category = row.category if reading["subject"] else None
     dataset = reading.get("dataset", prompts.GENERIC)  # cards written before dataset prompts: the generic texts
+    options, answer_format = list(row.options), answers.format_name(len(row.options), row.answer)
     if reading["mode"] == "cot":
-        return teacher_prompt.messages(row.question, list(row.options), category, reading["marker"], dataset)
+        return teacher_prompt.messages(
+            row.question, options, category, reading["marker"], dataset, answer_format=answer_format
+        )
     return prompts.build_messages(
-        row.question, list(row.options), category, reading["variant"], reading["option_ids"], dataset
+        row.question, options, category, reading["variant"], reading["option_ids"], dataset, answer_format=answer_format
     )
 
 
@@ -37,10 +40,10 @@ def prefix_for(expression: str, reading: dict) -> str:
     return prompts.answer_prefix(reading["answer_prefix"], expression) if reading["mode"] == "direct" else ""
 
 
-def extract(text: str, n_options: int, reading: dict) -> answers.Answer | None:
+def extract(text: str, n_options: int, answer: object, reading: dict) -> answers.Answer | None:
     """The answer read the way the model was trained to write it: after CoT, the teacher's marker (the teacher
     stage's own check); directly, after the answer prefix. The question's answer format does the reading."""
-    fmt = answers.format_of(n_options)
+    fmt = answers.format_of(n_options, answer)
     if reading["mode"] == "cot":
         return fmt.cot(text, n_options, reading["marker"])
     return fmt.direct(text, n_options, reading["option_ids"])
@@ -144,14 +147,15 @@ def max_new_tokens(reading: dict, cfg: EvalParams, questions: pd.DataFrame, toke
 
 def longest_direct_target(questions: pd.DataFrame, reading: dict, tokenizer) -> int:
     """Tokens of the longest answer a direct model may write to these questions: a choice question's highest
-    option id; a number question's gold as its prompt asks for it, written plain and with thousands separators."""
+    option id; another's gold as its prompt asks for it, in each spelling its format allows (a number plain and
+    with thousands separators)."""
     dataset = reading.get("dataset", prompts.GENERIC)
     texts = []
     for options, answer in zip(questions["options"], questions["answer"], strict=True):
         if len(options):
             texts.append(str(len(options)) if reading["option_ids"] == "numeric" else answers.LETTERS[len(options) - 1])
         else:
-            texts += [prompts.answer_target(a, dataset) for a in (answer, answers.with_separators(answer))]
+            texts += [prompts.answer_target(a, dataset) for a in answers.free_form_of(answer).spellings(answer)]
     return max((len(tokenizer.encode(t, add_special_tokens=False)) for t in texts), default=0)
 
 
@@ -181,7 +185,7 @@ def read_outputs(questions: pd.DataFrame, generated: list[Generated], reading: d
     preds["letters"] = letters & (preds["n_options"] > 0)
     preds["output"] = outputs
     preds["cut"] = [g.cut for g in generated]
-    parsed = [extract(o, n, reading) for o, n in zip(outputs, preds["n_options"], strict=True)]
+    parsed = [extract(o, n, a, reading) for o, n, a in zip(outputs, preds["n_options"], preds["answer"], strict=True)]
     preds["parsed_index"] = [x if isinstance(x, int) else -1 for x in parsed]
     preds["parsed_answer"] = ["" if x is None else str(x) for x in parsed]
     preds["parsed"] = [x is not None for x in parsed]
@@ -193,7 +197,7 @@ def read_outputs(questions: pd.DataFrame, generated: list[Generated], reading: d
     # the format's lenient reading, where it has one (numbers: lm-evaluation-harness's `flexible-extract`)
     marker = reading.get("marker", "")
     preds["flexible_correct"] = [
-        c if (fmt := answers.format_of(n)).flexible is None else fmt.flexible(o, n, marker) == g
-        for o, n, g, c in zip(outputs, preds["n_options"], gold, preds["correct"], strict=True)
+        c if (fmt := answers.format_of(n, a)).flexible is None else fmt.flexible(o, n, marker) == g
+        for o, n, a, g, c in zip(outputs, preds["n_options"], preds["answer"], gold, preds["correct"], strict=True)
     ]
     return preds

@@ -4,9 +4,9 @@ Variants: `plain` asks for the option id only; `fallback` adds "otherwise return
 prompt), so a model can say it does not know. Option ids are `numeric` (1..N, the paper's v1) or `letter`
 (A..J, the authors' later code, because "10" is two tokens in most tokenizers).
 
-A question without options (`number` format) is asked for the final number, with the question text alone as
-the user message (the authors' GSM8K layout). `prompt.answer_prefix` opens the assistant turn ("8 + 1 - 3 = "):
-measured on SmolLM2-135M, without it the model writes prose before any number.
+A question without options is asked in its answer format's words (`number`: the final number), with the
+question text alone as the user message (the authors' GSM8K layout). `prompt.answer_prefix` opens the assistant
+turn ("8 + 1 - 3 = "): measured on SmolLM2-135M, without it the model writes prose before any number.
 
 Datasets whose authors wrote their own prompts (GSM8K, MedMCQA; arXiv 2506.21220 v3, the authors'
 `src/reasoning_fine_tune/prompts/`) have a `PromptSet` in `PROMPT_SETS`: their texts verbatim, for the
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from jinja2 import TemplateError
 
+from caft import answers
 from caft.errors import CaftError
 
 IDK_ID = "0"
@@ -53,9 +54,6 @@ def option_ids(kind: str, n: int) -> list[str]:
 def render_options(options: Sequence[str], kind: str) -> str:
     """One option per line, `1. text` (the authors' format)."""
     return "\n".join(f"{i}. {text}" for i, text in zip(option_ids(kind, len(options)), options, strict=True))
-
-
-NUMBER_SYSTEM = "The following are math questions{about}. Write down ONLY the final number and nothing else."
 
 
 @dataclass(frozen=True)
@@ -112,14 +110,23 @@ def dataset_messages(prompt_set: PromptSet, system: str, question: str, options:
 
 
 def build_messages(
-    question: str, options: Sequence[str], category: str | None, variant: str, kind: str, dataset: str = GENERIC
+    question: str,
+    options: Sequence[str],
+    category: str | None,
+    variant: str,
+    kind: str,
+    dataset: str = GENERIC,
+    *,
+    answer_format: str = "choice",
 ) -> list[dict[str, str]]:
-    """System + user messages; without a subject the system text reads "...multiple choice questions."."""
+    """System + user messages; without a subject the system text reads "...multiple choice questions."; a
+    question without options is asked in its format's words (`caft.answers.FreeForm.system`)."""
     if dataset != GENERIC:
         return dataset_messages(PROMPT_SETS[dataset], PROMPT_SETS[dataset].direct, question, options, kind)
     about = f" about {category}" if category else ""
-    if not options:
-        return [{"role": "system", "content": NUMBER_SYSTEM.format(about=about)}, {"role": "user", "content": question}]
+    fmt = answers.FORMATS[answer_format]
+    if isinstance(fmt, answers.FreeForm):
+        return [{"role": "system", "content": fmt.system.format(about=about)}, {"role": "user", "content": question}]
     upper, lower = _WORD[kind]
     system = SYSTEM[variant].format(about=about, WORD=upper, word=lower)
     user = USER[variant].format(question=question, options=render_options(options, kind), WORD=upper, word=lower)

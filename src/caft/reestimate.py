@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from caft import entropy, split
-from caft.answers import VALID
+from caft.answers import labels
 from caft.io import write_table
 from caft.params import PromptParams, SplitParams
 from caft.roc import auc_wrong
@@ -73,7 +73,7 @@ def rebanded(model, tokenizer, candidates: pd.DataFrame, settings: dict, folder:
 def band_after(candidates: pd.DataFrame, after: pd.DataFrame, cfg: SplitParams) -> pd.DataFrame:
     """The split's rule on the new scores: cut points from the train candidates with a valid answer, bands for
     all; a candidate the re-scoring cannot read (no valid answer) is in no band, as the split drops such rows."""
-    valid = after["validity"].isin(VALID).to_numpy() & after["score"].notna().to_numpy()
+    valid = after["validity"].isin(labels()).to_numpy() & after["score"].notna().to_numpy()
     on_train = (candidates["subset"] == "train").to_numpy()
     easy_cut, hard_cut = split.cut_points(after.loc[valid & on_train, "score"].to_numpy(), cfg)
     bands = np.where(valid, split.assign_bands(after["score"].fillna(0).to_numpy(), easy_cut, hard_cut), "none")

@@ -1,9 +1,9 @@
 """The question table every stage shares (MMLU-Pro's shape) and its validation.
 
-Two answer formats share it (`caft.answers`): `choice` rows have 2..10 options and a 0-based
-`answer_index`; `number` rows (free-form numeric answers: arithmetic chains, GSM8K) have no options,
-`answer_index` -1 and their gold number in `answer`. `expression` optionally holds the question's formula
-(synthetic chains), which `prompt.answer_prefix` may quote.
+Every answer format shares it (`caft.answers`): `choice` rows have 2..10 options and a 0-based `answer_index`;
+rows without options (`number`: arithmetic chains, GSM8K; any other free-form format) have `answer_index` -1
+and their gold in `answer`, which must be an answer of some format (kept in its canonical spelling).
+`expression` optionally holds the question's formula (synthetic chains), which `prompt.answer_prefix` may quote.
 
 A bad row must stop `prepare` with one line that names the row and the problem: downstream stages index
 options by `answer_index` and key everything on `question_id`, so silent bad rows would corrupt every number.
@@ -18,7 +18,7 @@ from typing import Literal
 
 import pandas as pd
 
-from caft.answers import LETTERS, normalize_number
+from caft import answers
 from caft.errors import CaftError
 
 REQUIRED = ("question_id", "question", "options", "answer_index", "category")
@@ -40,7 +40,8 @@ def normalize(df: pd.DataFrame, repair: bool = False) -> pd.DataFrame:
         df["answer_index"] = -1
     if "answer_index" not in df.columns and "answer" in df.columns:
         df["answer_index"] = [
-            LETTERS.index(a) if isinstance(a, str) and len(a) == 1 and a in LETTERS else -1 for a in df["answer"]
+            answers.LETTERS.index(a) if isinstance(a, str) and len(a) == 1 and a in answers.LETTERS else -1
+            for a in df["answer"]
         ]
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -123,7 +124,7 @@ def row_problem(row: pd.Series) -> str | None:
     if not isinstance(options, list):
         return f"options must be a list of strings, got {type(options).__name__}"
     if not options:
-        return _number_problem(row)
+        return _free_problem(row)
     if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
         return f"has {len(options)} options (must be {MIN_OPTIONS}..{MAX_OPTIONS})"
     for i, opt in enumerate(options):
@@ -139,13 +140,14 @@ def row_problem(row: pd.Series) -> str | None:
     return None
 
 
-def _number_problem(row: pd.Series) -> str | None:
-    """A number-format row (no options): its gold must be a number; `answer_index` says nothing."""
-    if normalize_number(row["answer"]) is None:
-        return f"has no options and its answer {row['answer']!r} is not a number"
+def _free_problem(row: pd.Series) -> str | None:
+    """A row without options: some format must claim its gold; `answer_index` says nothing."""
+    if answers.format_name(0, row["answer"]) is None:
+        free = [f.label for f in answers.FORMATS.values() if isinstance(f, answers.FreeForm)]
+        return f"has no options and its answer {row['answer']!r} is not a {' or '.join(free)}"
     answer = row["answer_index"]
     if not (pd.api.types.is_scalar(answer) and pd.isna(answer)) and answer != -1:
-        return f"has no options but answer_index {answer!r} (number rows carry their gold in `answer`)"
+        return f"has no options but answer_index {answer!r} (rows without options carry their gold in `answer`)"
     return None
 
 
@@ -182,6 +184,6 @@ def validate(df: pd.DataFrame, bad_rows: BadRows = "error") -> tuple[pd.DataFram
         raise CaftError(f"no valid row among {len(df)} (first problem: {acted[0]})")
     df = df.iloc[keep].reset_index(drop=True)
     df["answer_index"] = df["answer_index"].fillna(-1).astype(int)
-    numbers = df["options"].map(len) == 0
-    df.loc[numbers, "answer"] = df.loc[numbers, "answer"].map(normalize_number)
+    free = df["options"].map(len) == 0
+    df.loc[free, "answer"] = df.loc[free, "answer"].map(lambda a: answers.free_form_of(a).canonical(a))
     return df, acted

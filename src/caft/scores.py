@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from caft.answers import VALID
+from caft.answers import labels
 from caft.errors import CaftError
 from caft.io import write_table
 
@@ -82,7 +82,7 @@ def load_all(folder: str | Path) -> pd.DataFrame | None:
 def valid_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of an entropy table whose single-token answer is valid (an option id or a number): the rows
     the paper scores (IDK and invalid answers dropped), whichever stage asks."""
-    return table[table["validity"].isin(VALID)]
+    return table[table["validity"].isin(labels())]
 
 
 def sample_questions(scores: pd.DataFrame, questions: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import json
 
 import pandas as pd
 
-from caft import prompts, strategies
+from caft import answers, prompts, strategies
 from caft.params import Params
 from caft.teacher import prompt as teacher_prompt
 
@@ -30,10 +30,16 @@ def answer_example(row, p: Params) -> tuple[list[dict], str]:
     open it)."""
     category = row.category if p.prompt.subject else None
     dataset = p.prompt.dataset
-    messages = prompts.build_messages(
-        row.question, list(row.options), category, p.train.answer_variant, p.prompt.option_ids, dataset
-    )
     n = len(row.options)
+    messages = prompts.build_messages(
+        row.question,
+        list(row.options),
+        category,
+        p.train.answer_variant,
+        p.prompt.option_ids,
+        dataset,
+        answer_format=answers.format_name(n, row.answer),
+    )
     answer = (
         prompts.option_ids(prompts.answer_ids(p.prompt.option_ids, dataset), n)[row.answer_index] if n else row.answer
     )
@@ -45,7 +51,10 @@ def answer_example(row, p: Params) -> tuple[list[dict], str]:
 def cot_example(row, p: Params, trace: str) -> tuple[list[dict], str]:
     """The teacher's CoT prompt and its (kept) trace."""
     category = row.category if p.teacher.subject else None
-    messages = teacher_prompt.messages(row.question, list(row.options), category, p.teacher.marker, p.prompt.dataset)
+    answer_format = answers.format_name(len(row.options), row.answer)
+    messages = teacher_prompt.messages(
+        row.question, list(row.options), category, p.teacher.marker, p.prompt.dataset, answer_format=answer_format
+    )
     return messages, trace
 
 

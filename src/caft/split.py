@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from caft.answers import VALID
+from caft.answers import labels
 from caft.errors import CaftError
 from caft.params import SplitParams
 from caft.scores import ENTROPY, SINGLE_TOKEN, Kind
@@ -72,7 +72,7 @@ def make_split(scores: pd.DataFrame, cfg: SplitParams, seed: int, kind: Kind = E
     """
     if "score" not in scores.columns:
         scores = select_score(scores, cfg.estimator)
-    readable = scores["validity"].isin(VALID) & scores["score"].notna()
+    readable = scores["validity"].isin(labels()) & scores["score"].notna()
     if not readable.any():
         raise CaftError(f"split.estimator={cfg.estimator} scored none of the rows with a valid answer")
     # Every test question is kept (the headline accuracy counts them all): one whose single-token run gave no
@@ -142,13 +142,13 @@ def _metrics(out: pd.DataFrame, scores: pd.DataFrame, cfg: SplitParams, cuts: tu
         "cut_units": kind.units,
         "cut_easy": round(easy_cut, 6),
         "cut_hard": round(hard_cut, 6),
-        "n_excluded_invalid": int(((scores["subset"] == "train") & ~scores["validity"].isin(VALID)).sum()),
+        "n_excluded_invalid": int(((scores["subset"] == "train") & ~scores["validity"].isin(labels())).sum()),
         "n_excluded_unscored": int(
-            ((scores["subset"] == "train") & scores["validity"].isin(VALID) & scores["score"].isna()).sum()
+            ((scores["subset"] == "train") & scores["validity"].isin(labels()) & scores["score"].isna()).sum()
         ),
         # test questions kept without a readable single-token answer or a score: banded hard
         "n_test_unreadable_banded_hard": int(
-            ((scores["subset"] == "test") & ~(scores["validity"].isin(VALID) & scores["score"].notna())).sum()
+            ((scores["subset"] == "test") & ~(scores["validity"].isin(labels()) & scores["score"].notna())).sum()
         ),
         "medium_above_hard_cut_n": int(((trained["band"] == "medium") & (trained["score"] >= hard_cut)).sum()),
         "n_balanced_test": int(out["balanced"].sum()),

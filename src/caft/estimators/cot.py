@@ -53,18 +53,21 @@ def estimate(
 ) -> pd.DataFrame:
     """One row per question: every aggregate, the per-token entropies (so any other aggregate can be computed
     later), the answer and marker positions, and the generated text."""
+    formats = [answers.format_name(len(r.options), r.answer) for r in questions.itertuples(index=False)]
     chat = [
-        messages(r.question, list(r.options), r.category if subject else None, marker, dataset)
-        for r in questions.itertuples(index=False)
+        messages(r.question, list(r.options), r.category if subject else None, marker, dataset, answer_format=f)
+        for r, f in zip(questions.itertuples(index=False), formats, strict=True)
     ]
     texts = [prompts.apply_chat_template(tokenizer, m) for m in chat]
     ids = prompts.option_ids(id_kind(marker, dataset), 10)
     option_tokens = [first_token(tokenizer, MARKER_CONTEXT[marker], i) for i in ids]
     generated = generate(model, tokenizer, texts, max_new_tokens, batch_size, option_tokens)
     rows = []
-    for (token_ids, ents, opt), row in zip(generated, questions.itertuples(index=False), strict=True):
-        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker, answers.format_name(len(row.options)))
-        probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []  # none for a number
+    for (token_ids, ents, opt), row, answer_format in zip(
+        generated, questions.itertuples(index=False), formats, strict=True
+    ):
+        answer_pos, marker_pos = locate_answer(tokenizer, token_ids, marker, answer_format)
+        probs = opt[answer_pos][: len(row.options)] if answer_pos is not None else []  # none without options
         text = tokenizer.decode(token_ids, skip_special_tokens=True)
         rows.append(
             {

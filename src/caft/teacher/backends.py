@@ -30,7 +30,7 @@ from caft.params import (
 )
 from caft.prompts import apply_chat_template
 from caft.tables import load_table
-from caft.teacher.prompt import answer_marker, number_marker
+from caft.teacher.prompt import answer_marker, free_marker
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 LONG_WAIT_S = 10.0  # a server-asked wait this long or longer is said on stderr (item and seconds)
@@ -48,7 +48,7 @@ class Request:
     n_options: int
     answer_index: int
     rationale: str = ""
-    answer: str = ""  # the gold number of a number-format question
+    answer: str = ""  # the gold of a question without options (a number, yes / no)
     option_ids: str | None = None  # the ids the prompt named, if not the marker's (how a conclusion names them)
     legacy_key: str = ""  # the key an earlier version stored this response under (caft.teacher.cache)
 
@@ -84,7 +84,7 @@ def _response(
 def _conclusion(req: Request, marker: str) -> str:
     """The trace's last sentence: the answer in the configured marker."""
     if not req.n_options:
-        return number_marker(req.answer, marker)
+        return free_marker(req.answer, marker)
     return f"So {answer_marker(req.answer_index, marker, req.option_ids)}."
 
 

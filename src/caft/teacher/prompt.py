@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from caft import answers
 from caft.prompts import GENERIC, PROMPT_SETS, dataset_messages, option_ids, render_options
 
 SYSTEM = {
@@ -21,29 +22,28 @@ SYSTEM = {
 ID_KIND = {"brackets": "numeric", "answer_is": "letter"}
 
 
-# Questions without options (`number` format): the final number after the marker.
-NUMBER_SYSTEM = {
-    "brackets": "The following are math questions{about}. Explain your thinking process step-by-step. At the end, "
-    "write down the correct answer as a number by strictly following this format: [[correct_answer]].",
-    "answer_is": "The following are math questions{about}. Think step by step and then finish your answer with "
-    '"The answer is N." where N is the final number.',
-}
-
-
 def id_kind(marker: str, dataset: str = GENERIC) -> str:
     """The option ids a CoT trace names: the dataset's own, else the marker's convention."""
     return (PROMPT_SETS[dataset].option_ids if dataset != GENERIC else None) or ID_KIND[marker]
 
 
 def messages(
-    question: str, options: Sequence[str], category: str | None, marker: str, dataset: str = GENERIC
+    question: str,
+    options: Sequence[str],
+    category: str | None,
+    marker: str,
+    dataset: str = GENERIC,
+    *,
+    answer_format: str = "choice",
 ) -> list[dict[str, str]]:
+    """A question without options is asked in its answer format's words (`caft.answers.FreeForm.cot_system`)."""
     if dataset != GENERIC:
         return dataset_messages(PROMPT_SETS[dataset], PROMPT_SETS[dataset].cot, question, options, ID_KIND[marker])
     about = f" about {category}" if category else ""
-    if not options:
+    fmt = answers.FORMATS[answer_format]
+    if isinstance(fmt, answers.FreeForm):
         return [
-            {"role": "system", "content": NUMBER_SYSTEM[marker].format(about=about)},
+            {"role": "system", "content": fmt.cot_system[marker].format(about=about)},
             {"role": "user", "content": question},
         ]
     user = f"Question: {question}\nOptions:\n{render_options(options, ID_KIND[marker])}\n"
@@ -56,6 +56,6 @@ def answer_marker(index: int, marker: str, kind: str | None = None) -> str:
     return f"[[{ident}]]" if marker == "brackets" else f"the answer is ({ident})"
 
 
-def number_marker(answer: str, marker: str) -> str:
-    """How a trace states a number answer in this format."""
+def free_marker(answer: str, marker: str) -> str:
+    """How a trace states the answer to a question without options (a number, yes / no) in this format."""
     return f"The answer is [[{answer}]]." if marker == "brackets" else f"The answer is {answer}."

@@ -63,7 +63,9 @@ def build_requests(
     requests = []
     for row in rows.itertuples(index=False):
         options = list(row.options)
-        msgs = prompt.messages(row.question, options, row.category if cfg.subject else None, cfg.marker, dataset)
+        category = row.category if cfg.subject else None
+        answer_format = answers.format_name(len(options), row.answer)
+        msgs = prompt.messages(row.question, options, category, cfg.marker, dataset, answer_format=answer_format)
         requests.append(
             backends.Request(
                 key=item_key(msgs, options, label, sampling),
@@ -191,7 +193,7 @@ def assemble(
                 }
             )
             continue
-        parsed = answers.cot_answer(rec["text"], req.n_options, cfg.marker)
+        parsed = answers.cot_answer(rec["text"], req.n_options, req.answer, cfg.marker)
         truncated = rec["finish_reason"] == "length"
         unparsed = not truncated and parsed is None
         gold = answers.gold(req.n_options, req.answer_index, req.answer)
