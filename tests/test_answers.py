@@ -99,6 +99,12 @@ def test_a_question_has_the_first_format_that_claims_it(monkeypatch):
     assert answers.labels() == ("option", "number", "yesno")
     with pytest.raises(ValueError, match="no answer format claims a question with 0 options and answer 'maybe'"):
         answers.format_of(0, "maybe")
+    # an entry that a stage would trip over later is refused where it is declared
+    with pytest.raises(ValueError, match=r"'yn': cot_system needs one text per teacher marker \(brackets, answer_is\)"):
+        answers.free_form("yn", "y|n", _yes_no, start="(y)", system="", cot_system={"brackets": ""})
+    with pytest.raises(ValueError, match="'other': idk, other, ambiguous label rows with no answer read"):
+        texts = dict.fromkeys(answers.MARKERS, "")
+        answers.free_form("other", "y|n", _yes_no, start="(y)", system="", cot_system=texts)
 
 
 def test_a_free_form_format_is_read_everywhere_from_its_one_entry(monkeypatch):

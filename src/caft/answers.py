@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 LETTERS = "ABCDEFGHIJ"
+MARKERS = ("brackets", "answer_is")  # how the teacher's CoT states its answer (`teacher.marker`)
+# An entropy row's `validity` when no answer was read (else the label of the question's format)
+NOT_ANSWERED = ("idk", "other", "ambiguous")
 
 _BRACKETS = re.compile(r"\[\[\s*(\d+|[A-J])\s*\]\]")
 _ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE)
@@ -181,7 +184,14 @@ def free_form(
     """A format without options from the pattern of one answer (no groups of its own) and `start`, a pattern
     whose group 1 is the answer's first character: strictly after CoT, the last `[[answer]]`, else the last
     `#### answer` (GSM8K's solutions), else the last "the answer is answer"; directly, the first answer of the
-    continuation; leniently, the last answer anywhere (lm-evaluation-harness's `flexible-extract`)."""
+    continuation; leniently, the last answer anywhere (lm-evaluation-harness's `flexible-extract`). An entry
+    that would fail later, in a stage (a CoT text missing for a marker, a label that means "not answered"), is
+    refused here, when its module is imported."""
+    if sorted(cot_system) != sorted(MARKERS):
+        markers = ", ".join(MARKERS)
+        raise ValueError(f"answer format {label!r}: cot_system needs one text per teacher marker ({markers})")
+    if label in NOT_ANSWERED:
+        raise ValueError(f"answer format {label!r}: {', '.join(NOT_ANSWERED)} label rows with no answer read")
     strict = (
         re.compile(rf"\[\[\s*({pattern})\s*\]\]", flags),
         re.compile(rf"####\s*({pattern})", flags),

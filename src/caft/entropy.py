@@ -44,9 +44,6 @@ from caft.scores import valid_rows
 from caft.store import JsonlStore
 from caft.tokens import entropy_nats, first_token, token_at_char
 
-# A row's `validity`: its format's label (`caft.answers.labels`: "option", "number", ...) when the answer was read,
-# else one of these.
-NOT_ANSWERED = ("idk", "other", "ambiguous")
 RESULT_COLUMNS = [
     "entropy",
     "entropy_options",
@@ -450,7 +447,7 @@ def summarize(table: pd.DataFrame) -> dict:
         "entropy_mean": float(table["entropy"].mean()),
     }
     free = [fmt.label for fmt in answers.FORMATS.values() if isinstance(fmt, answers.FreeForm)]
-    for kind in (*free, *NOT_ANSWERED):
+    for kind in (*free, *answers.NOT_ANSWERED):
         out[f"{kind}_rate"] = _rate(table["validity"] == kind)
     known = table[table.get("difficulty", pd.Series(-1, index=table.index)) >= 0]
     # Synthetic questions know their true difficulty (reasoning steps): does entropy track it?
