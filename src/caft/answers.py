@@ -291,6 +291,11 @@ def labels() -> tuple[str, ...]:
     return tuple(fmt.label for fmt in FORMATS.values())
 
 
+def free_labels() -> tuple[str, ...]:
+    """The labels of the formats without options (`number`, ...)."""
+    return tuple(fmt.label for fmt in FORMATS.values() if isinstance(fmt, FreeForm))
+
+
 def cot_answer(text: str, n_options: int, answer: object, marker: str) -> Answer | None:
     """The answer a CoT text gives (the teacher's check and eval's CoT reading)."""
     return format_of(n_options, answer).cot(text, n_options, marker)

@@ -446,8 +446,7 @@ def summarize(table: pd.DataFrame) -> dict:
         "roc_auc_options": _auc(valid, "entropy_options"),
         "entropy_mean": float(table["entropy"].mean()),
     }
-    free = [fmt.label for fmt in answers.FORMATS.values() if isinstance(fmt, answers.FreeForm)]
-    for kind in (*free, *answers.NOT_ANSWERED):
+    for kind in (*answers.free_labels(), *answers.NOT_ANSWERED):
         out[f"{kind}_rate"] = _rate(table["validity"] == kind)
     known = table[table.get("difficulty", pd.Series(-1, index=table.index)) >= 0]
     # Synthetic questions know their true difficulty (reasoning steps): does entropy track it?

@@ -143,8 +143,7 @@ def row_problem(row: pd.Series) -> str | None:
 def _free_problem(row: pd.Series) -> str | None:
     """A row without options: some format must claim its gold; `answer_index` says nothing."""
     if answers.format_name(0, row["answer"]) is None:
-        free = [f.label for f in answers.FORMATS.values() if isinstance(f, answers.FreeForm)]
-        return f"has no options and its answer {row['answer']!r} is not a {' or '.join(free)}"
+        return f"has no options and its answer {row['answer']!r} is not a {' or '.join(answers.free_labels())}"
     answer = row["answer_index"]
     if not (pd.api.types.is_scalar(answer) and pd.isna(answer)) and answer != -1:
         return f"has no options but answer_index {answer!r} (rows without options carry their gold in `answer`)"
